@@ -1,0 +1,3 @@
+"""The package version (single source: pyproject.toml must match)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,221 @@
+"""Run directories: ``config.json`` + ``model.safetensors`` + training state.
+
+Layout of a run directory::
+
+    config.json              vaekit version, estimator and its parameters, shapes, data spec,
+                             class names, SHA-256 of model.safetensors
+    model.safetensors        weights of the fitted model (no pickle)
+    train_state.safetensors  everything for an exact resume: weights, optimiser moments,
+                             RNG states, best-so-far weights; JSON (epoch, history, ...)
+                             in the safetensors metadata, so one atomic file is consistent
+    train_state.json         the same JSON, for people to read
+    history.csv              one line per epoch
+
+Every file is written to a temporary name in the same directory, flushed, fsynced and
+renamed over the old one, so a crash at any point leaves either the old or the new file.
+Loading uses ``safetensors`` and ``json`` only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vaekit._version import __version__
+from vaekit.errors import CheckpointError
+
+#: Bumped when the run-directory layout changes incompatibly.
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+HISTORY_FILE = "history.csv"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same dir + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where possible
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensors_to_bytes(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise tensors (made contiguous, moved to CPU) in the safetensors format."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return st_save(flat, metadata=dict(metadata) if metadata else None)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"'{path}' is missing; the run is incomplete — retrain it or pass another run"
+        ) from None
+    try:
+        tensors = st_load(data)
+        # The metadata lives in the JSON header: 8-byte little-endian length, then JSON.
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"'{path}' is not a readable safetensors file ({str(exc).splitlines()[0]}); "
+            "it is corrupt or was modified — retrain the run"
+        ) from None
+    return tensors, header.get("__metadata__", {}) or {}
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file: ``(tensors, metadata)``. Raises ``CheckpointError``."""
+    return _read_safetensors(Path(path))
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def write_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Write ``config.json`` with the format and vaekit versions stamped in."""
+    out = {"vaekit_version": __version__, "format_version": FORMAT_VERSION, **config}
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, out)
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``config.json`` of a run directory.
+
+    Raises
+    ------
+    CheckpointError
+        Missing directory or file, invalid JSON, or written by an incompatible version.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory '{run_dir}' does not exist; pass a trained run")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"'{path}' is missing; '{run_dir}' is not a vaekit run — pass a trained run"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"'{path}' is not valid JSON ({exc}); the run is corrupt — retrain it"
+        ) from None
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise CheckpointError(f"'{path}' is not a vaekit run config; pass a trained run")
+    saved = str(config.get("vaekit_version", "?"))
+    if config["format_version"] != FORMAT_VERSION or _major_minor(saved) != _major_minor(
+        __version__
+    ):
+        raise CheckpointError(
+            f"'{run_dir}' was written by vaekit {saved} (format {config['format_version']}), "
+            f"this is vaekit {__version__} (format {FORMAT_VERSION}); retrain the run or "
+            f"install vaekit {'.'.join(_major_minor(saved))}"
+        )
+    return config
+
+
+def save_model(
+    run_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> None:
+    """Write ``model.safetensors`` then ``config.json`` recording its SHA-256.
+
+    The config is written last, so a crash in between leaves a hash mismatch that
+    ``load_model`` reports instead of silently pairing new weights with an old config.
+    """
+    data = tensors_to_bytes(state_dict)
+    atomic_write_bytes(Path(run_dir) / MODEL_FILE, data)
+    write_config(run_dir, {**config, "model_sha256": sha256_bytes(data)})
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read ``(config, state_dict)`` of a finished run, verifying the weights' checksum."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(
+            f"'{path}' is missing; the run did not finish — resume it with "
+            f"'vaekit train ... --out {run_dir} --resume'"
+        )
+    data = path.read_bytes()
+    expected = config.get("model_sha256")
+    if expected != sha256_bytes(data):
+        raise CheckpointError(
+            f"'{path}' does not match the checksum in '{run_dir / CONFIG_FILE}'; "
+            "the weights were modified or the run is incomplete — retrain it"
+        )
+    tensors, _ = _read_safetensors(path)
+    return config, tensors
+
+
+def save_train_state(
+    run_dir: str | os.PathLike, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+) -> None:
+    """Atomically write the resumable training state (one file) and a readable copy."""
+    meta = {"info": json.dumps(info)}
+    atomic_write_bytes(Path(run_dir) / STATE_FILE, tensors_to_bytes(tensors, meta))
+    atomic_write_json(Path(run_dir) / STATE_JSON, info)
+
+
+def load_train_state(
+    run_dir: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Read the training state, or ``None`` when the run has none yet."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    tensors, meta = _read_safetensors(path)
+    try:
+        info = json.loads(meta["info"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(
+            f"'{path}' has no readable training info; it was modified — delete it to restart"
+        ) from None
+    return tensors, info

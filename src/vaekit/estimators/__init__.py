@@ -1,0 +1,5 @@
+"""scikit-learn–compatible user API."""
+
+from vaekit.estimators.vae import VAE
+
+__all__ = ["VAE"]

@@ -1,0 +1,257 @@
+"""Machinery shared by the vaekit estimators: parameters, data, fit, save/load."""
+
+from __future__ import annotations
+
+import numbers
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from vaekit import checkpoint
+from vaekit.data import as_image_array
+from vaekit.errors import CheckpointError, ConfigError, DataError
+from vaekit.models.base import GenerativeModel, check_likelihood
+from vaekit.nn import default_hidden_dims
+from vaekit.training import TrainConfig, resolve_device, train
+from vaekit.training.loop import seed_from
+
+#: Batch size for inference (transform, reconstruct, score); no gradients are kept.
+INFERENCE_BATCH = 4096
+
+
+def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
+    """Validate user data and return a tensor ``(N, C, H, W)`` or ``(N, F)``.
+
+    uint8 arrays stay uint8 (converted to float per batch, 4x less memory); other numeric
+    arrays become float32 in [0, 1] (see ``vaekit.data.as_image_array``).
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    arr = np.asarray(X)
+    if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
+        if arr.ndim == 3:
+            arr = arr[:, None]
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(as_image_array(arr, name=name))
+
+
+class BaseVAEEstimator(BaseEstimator):
+    """Common parameters and methods; subclasses define the model and its extras."""
+
+    #: Name written to config.json, used by ``load`` to check the run's kind.
+    _estimator_name: ClassVar[str]
+
+    def _check_params(self) -> None:
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+        for name in ("latent_dim", "batch_size", "max_epochs", "patience"):
+            positive_int(name)
+        if self.arch not in ("mlp", "conv"):
+            raise ConfigError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
+        check_likelihood(self.likelihood)
+        if self.hidden_dims is not None and (
+            len(self.hidden_dims) == 0
+            or not all(isinstance(h, numbers.Integral) and h > 0 for h in self.hidden_dims)
+        ):
+            raise ConfigError(
+                f"hidden_dims must be a non-empty tuple of positive integers, got "
+                f"{self.hidden_dims!r}"
+            )
+        for name in ("beta", "learning_rate"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not v > 0:
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+
+    def _train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            batch_size=int(self.batch_size),
+            max_epochs=int(self.max_epochs),
+            learning_rate=float(self.learning_rate),
+            kl_warmup_epochs=int(self.kl_warmup_epochs),
+            validation_fraction=float(self.validation_fraction),
+            patience=int(self.patience),
+            random_state=seed,
+            device=self.device,
+            verbose=int(self.verbose),
+        )
+
+    def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.hidden_dims is not None:
+            return tuple(int(h) for h in self.hidden_dims)
+        arch = self.arch if len(input_shape) == 3 else "mlp"
+        return default_hidden_dims(arch, input_shape)
+
+    @abstractmethod
+    def _build_module(self, input_shape: tuple[int, ...]) -> GenerativeModel:
+        """Create the untrained ``torch`` model for inputs of ``input_shape``."""
+
+    # -- hooks for estimator-specific fitted state --------------------------------------
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _extra_json(self) -> dict[str, Any]:
+        return {}
+
+    def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        pass
+
+    # -- fitting -------------------------------------------------------------------------
+    def _fit_module(
+        self,
+        data: list[torch.Tensor],
+        *,
+        run_dir: str | Path | None,
+        resume: bool,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        """Build the model for ``data[0]`` and train it (the shared part of every ``fit``)."""
+        self._check_params()
+        x = data[0]
+        if len(x) < 2:
+            raise DataError(f"need at least 2 samples to fit, got {len(x)}")
+        self.input_shape_ = tuple(int(s) for s in x.shape[1:])
+        self.n_features_in_ = int(np.prod(self.input_shape_))
+        self.seed_ = seed_from(self.random_state)
+        self.metadata_ = dict(metadata or {})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_)  # initial weights depend on the seed only
+            self.module_ = self._build_module(self.input_shape_)
+        if run_dir is not None:
+            checkpoint.write_config(run_dir, self._config(status="training"))
+        start = time.perf_counter()
+        result = train(
+            self.module_, data, self._train_config(self.seed_), run_dir=run_dir, resume=resume
+        )
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.n_epochs_ = len(result.history)
+        self.stopped_early_ = result.stopped_early
+        self.fit_seconds_ = time.perf_counter() - start
+        self.module_.eval()
+
+    # -- inference helpers -----------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.module_.parameters()).device
+
+    def _check_input(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        x = to_tensor(X)
+        if tuple(x.shape[1:]) != self.input_shape_:
+            if int(np.prod(x.shape[1:])) == self.n_features_in_ and len(self.input_shape_) == 1:
+                return x.reshape(len(x), -1)
+            raise DataError(
+                f"X has shape {tuple(x.shape[1:])} per sample but the model was fitted on "
+                f"{self.input_shape_}; pass data of the training shape"
+            )
+        return x
+
+    @torch.no_grad()
+    def _batched(self, x: torch.Tensor, fn) -> np.ndarray:
+        """Apply ``fn`` to float batches of ``x`` on the model's device; concatenate."""
+        self.module_.eval()
+        dev = self._device()
+        outs = []
+        for start in range(0, len(x), INFERENCE_BATCH):
+            xb = x[start : start + INFERENCE_BATCH].to(dev)
+            xb = xb.float().mul_(1.0 / 255.0) if xb.dtype == torch.uint8 else xb.float()
+            outs.append(fn(xb).cpu())
+        return torch.cat(outs).numpy()
+
+    # -- persistence -------------------------------------------------------------------------
+    def _config(self, status: str) -> dict[str, Any]:
+        params = self.get_params(deep=False)
+        if params.get("hidden_dims") is not None:
+            params["hidden_dims"] = list(params["hidden_dims"])
+        return {
+            "status": status,
+            "estimator": self._estimator_name,
+            "params": params,
+            "model": {
+                "class": type(self.module_).__name__,
+                "input_shape": list(self.input_shape_),
+                "hidden_dims": list(self._hidden_dims(self.input_shape_)),
+            },
+            "metadata": self.metadata_,
+        }
+
+    def save(self, path: str | Path) -> Self:
+        """Write the fitted estimator to the run directory ``path``.
+
+        Files: ``config.json`` (parameters, shapes, metadata, checksum) and
+        ``model.safetensors`` (weights and fitted state). Nothing is pickled.
+        """
+        check_is_fitted(self, "module_")
+        state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
+        state.update({f"extra.{k}": v for k, v in self._extra_tensors().items()})
+        config = self._config(status="fitted")
+        config["fitted"] = {
+            "seed": self.seed_,
+            "n_epochs": self.n_epochs_,
+            "best_epoch": self.best_epoch_,
+            "stopped_early": self.stopped_early_,
+            "fit_seconds": self.fit_seconds_,
+            **self._extra_json(),
+        }
+        checkpoint.save_model(path, state, config)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> Self:
+        """Load an estimator saved with ``save`` (never unpickles).
+
+        Raises
+        ------
+        CheckpointError
+            The directory is missing, incomplete, from another vaekit version, of another
+            estimator, or its files were modified.
+        """
+        config, tensors = checkpoint.load_model(path)
+        if config.get("estimator") != cls._estimator_name:
+            raise CheckpointError(
+                f"'{path}' holds a {config.get('estimator')} run, not a {cls._estimator_name}; "
+                f"load it with vaekit.{config.get('estimator')}.load"
+            )
+        try:
+            params = dict(config["params"])
+            if params.get("hidden_dims") is not None:
+                params["hidden_dims"] = tuple(params["hidden_dims"])
+            est = cls(**params)
+            est.input_shape_ = tuple(config["model"]["input_shape"])
+            est.n_features_in_ = int(np.prod(est.input_shape_))
+            est.metadata_ = config.get("metadata", {})
+            fitted = config["fitted"]
+            est.seed_ = fitted["seed"]
+            est.n_epochs_ = fitted["n_epochs"]
+            est.best_epoch_ = fitted["best_epoch"]
+            est.stopped_early_ = fitted["stopped_early"]
+            est.fit_seconds_ = fitted["fit_seconds"]
+            est.history_ = []
+            module = est._build_module(est.input_shape_)
+            module.load_state_dict(
+                {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}
+            )
+            est.module_ = module.to(resolve_device(device)).eval()
+            est._restore_extras(
+                {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}, fitted
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"'{path}' is inconsistent ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                "it was modified or is incomplete — retrain the run"
+            ) from None
+        hist = Path(path) / checkpoint.HISTORY_FILE
+        if hist.exists():
+            import csv
+
+            with open(hist, newline="") as f:
+                est.history_ = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return est

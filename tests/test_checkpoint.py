@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+
+from vaekit import checkpoint
+from vaekit.errors import CheckpointError
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "f.json"
+    checkpoint.atomic_write_json(p, {"a": 1})
+    checkpoint.atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert [f.name for f in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "f.txt"
+    checkpoint.atomic_write_text(p, "old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    with pytest.raises(OSError):
+        checkpoint.atomic_write_text(p, "new")
+    assert p.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_model_roundtrip_and_tamper_detection(tmp_path):
+    sd = {"w": torch.randn(3, 4), "b": torch.zeros(4)}
+    checkpoint.save_model(tmp_path, sd, {"estimator": "VAE"})
+    config, loaded = checkpoint.load_model(tmp_path)
+    assert config["estimator"] == "VAE"
+    assert torch.equal(loaded["w"], sd["w"])
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="modified"):
+        checkpoint.load_model(tmp_path)
+
+
+def test_version_mismatch_is_clear(tmp_path):
+    checkpoint.save_model(tmp_path, {"w": torch.zeros(1)}, {"estimator": "VAE"})
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["vaekit_version"] = "9.3.0"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"vaekit 9\.3\.0.*retrain"):
+        checkpoint.read_config(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"])
+def test_bad_config_files(tmp_path, content):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match="config.json"):
+        checkpoint.read_config(tmp_path)
+
+
+def test_missing_run(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.read_config(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="not a vaekit run"):
+        checkpoint.read_config(tmp_path)
+
+
+def test_truncated_safetensors(tmp_path):
+    checkpoint.save_train_state(tmp_path, {"w": torch.randn(100)}, {"epoch": 1})
+    p = tmp_path / "train_state.safetensors"
+    p.write_bytes(p.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        checkpoint.load_train_state(tmp_path)
+
+
+def test_loading_never_unpickles(tmp_path):
+    # A pickle disguised as weights must be refused, not executed.
+    import pickle
+
+    (tmp_path / "train_state.safetensors").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError):
+        checkpoint.load_train_state(tmp_path)

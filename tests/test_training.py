@@ -1,0 +1,143 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from vaekit import checkpoint
+from vaekit.errors import CheckpointError, ConfigError, TrainingDivergedError
+from vaekit.models import LossOutput, VAEModule
+from vaekit.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def x():
+    imgs = (load_digits().images[:300] * 255 / 16).round().astype(np.uint8)
+    return torch.from_numpy(imgs[:, None])
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return VAEModule((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
+
+
+def cfg(**kw):
+    base = dict(max_epochs=4, batch_size=64, kl_warmup_epochs=2, random_state=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights(x):
+    m1, m2 = model(), model()
+    train(m1, [x], cfg())
+    train(m2, [x], cfg())
+    assert same(weights(m1), weights(m2))
+    m3 = model()
+    train(m3, [x], cfg(random_state=1))
+    assert not same(weights(m1), weights(m3))
+
+
+def test_training_lowers_the_loss_and_records_history(x, tmp_path):
+    m = model()
+    res = train(m, [x], cfg(max_epochs=6), run_dir=tmp_path)
+    assert len(res.history) == 6
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [int(float(r["epoch"])) for r in rows] == list(range(1, 7))
+    assert {"loss", "reconstruction", "kl", "val_loss", "lr", "kl_weight"} <= rows[0].keys()
+
+
+def test_does_not_touch_global_rng(x):
+    m = model()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(m, [x], cfg(max_epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_kl_warmup_and_schedule(x):
+    res = train(model(), [x], cfg(max_epochs=4, kl_warmup_epochs=2))
+    assert [round(h["kl_weight"], 3) for h in res.history] == [0.5, 1.0, 1.0, 1.0]
+    lrs = [h["lr"] for h in res.history]
+    assert lrs[0] == pytest.approx(1e-3) and lrs == sorted(lrs, reverse=True)
+
+
+def test_early_stopping_restores_best_weights(x):
+    m = model()
+    res = train(m, [x], cfg(max_epochs=200, patience=2, kl_warmup_epochs=0,
+                            learning_rate=0.05))
+    assert res.stopped_early and len(res.history) < 200
+    best = min(h["val_loss"] for h in res.history)
+    assert res.history[res.best_epoch - 1]["val_loss"] == best
+
+
+class Exploding(VAEModule):
+    """Loss turns NaN at the third epoch."""
+
+    calls = 0
+
+    def loss(self, x, kl_weight=1.0):
+        out = super().loss(x, kl_weight)
+        type(self).calls += 1
+        if type(self).calls > 2 * 4:  # 300 images * 0.9 / 64 -> 5 steps per epoch... roughly
+            return LossOutput(out.total * math.nan, out.reconstruction, out.kl)
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(x, tmp_path):
+    torch.manual_seed(0)
+    m = Exploding((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
+    with pytest.raises(TrainingDivergedError, match="NaN"):
+        train(m, [x], cfg(validation_fraction=0.0, max_epochs=10), run_dir=tmp_path)
+    tensors, info = checkpoint.load_train_state(tmp_path)
+    assert info["epoch"] >= 1
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_resume_after_interruption_equals_uninterrupted(x, tmp_path):
+    full = model()
+    train(full, [x], cfg(max_epochs=5), run_dir=tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    class Interrupted(VAEModule):
+        steps = 0
+
+        def loss(self, x, kl_weight=1.0):
+            type(self).steps += 1
+            if type(self).steps == 13:  # in the middle of the third epoch
+                raise Stop
+            return super().loss(x, kl_weight)
+
+    torch.manual_seed(0)
+    part = Interrupted((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
+    with pytest.raises(Stop):
+        train(part, [x], cfg(max_epochs=5), run_dir=tmp_path / "part")
+    resumed = model(seed=99)  # different init: everything must come from the checkpoint
+    res = train(resumed, [x], cfg(max_epochs=5), run_dir=tmp_path / "part", resume=True)
+    assert len(res.history) == 5
+    assert same(weights(full), weights(resumed))
+
+
+def test_resume_with_other_settings_is_refused(x, tmp_path):
+    train(model(), [x], cfg(max_epochs=2), run_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        train(model(), [x], cfg(max_epochs=2, batch_size=32), run_dir=tmp_path, resume=True)
+
+
+def test_invalid_config():
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        TrainConfig(validation_fraction=1.0)
