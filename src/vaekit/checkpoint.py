@@ -67,6 +67,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
 
 
+def remove_stale_temps(run_dir: str | os.PathLike) -> None:
+    """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``)."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 text atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

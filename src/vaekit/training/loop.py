@@ -436,6 +436,8 @@ def train(
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
         torch.manual_seed(config.random_state)
         loop = _Loop(model, data, config, run_path)
+        if run_path is not None:
+            checkpoint.remove_stale_temps(run_path)
         if not (resume and run_path is not None and loop.restore()):
             loop.save()  # epoch 0: a resume after an early kill restarts identically
         return loop.run()

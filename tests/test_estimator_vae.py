@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from vaekit import VAE
+from vaekit.errors import CheckpointError, ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return (load_digits().images[:400] * 255 / 16).round().astype(np.uint8)
+
+
+def tiny(**kw):
+    return VAE(**{**dict(latent_dim=3, hidden_dims=(32,), max_epochs=3, batch_size=64,
+                         random_state=0), **kw})
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return tiny().fit(digits)
+
+
+def test_shapes_of_every_method(fitted, digits):
+    assert fitted.transform(digits[:5]).shape == (5, 3)
+    assert fitted.inverse_transform(np.zeros((2, 3))).shape == (2, 1, 8, 8)
+    assert fitted.reconstruct(digits[:4]).shape == (4, 1, 8, 8)
+    s = fitted.sample(6)
+    assert s.shape == (6, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    assert fitted.score_samples(digits[:7]).shape == (7,)
+    assert np.isfinite(fitted.score(digits))
+    errs = fitted.reconstruction_errors(digits)
+    assert set(errs) == {"reconstruction_mse", "reconstruction_bce"}
+    assert list(fitted.get_feature_names_out()) == ["vae0", "vae1", "vae2"]
+
+
+def test_transform_is_deterministic(fitted, digits):
+    assert np.array_equal(fitted.transform(digits), fitted.transform(digits))
+    assert np.array_equal(fitted.score_samples(digits), fitted.score_samples(digits))
+    assert np.array_equal(fitted.sample(3), fitted.sample(3))
+    assert not np.array_equal(fitted.sample(3, random_state=1), fitted.sample(3))
+
+
+def test_accepts_the_documented_input_forms(fitted, digits):
+    z = fitted.transform(digits[:5])
+    as_float = digits[:5].astype(np.float32) / 255
+    np.testing.assert_allclose(fitted.transform(as_float), z, atol=1e-6)
+    np.testing.assert_allclose(fitted.transform(digits[:5, None]), z, atol=1e-6)
+    np.testing.assert_allclose(fitted.transform(torch.from_numpy(digits[:5])), z, atol=1e-6)
+    flat = tiny().fit(digits.reshape(len(digits), -1))
+    assert flat.transform(digits[:5].reshape(5, -1)).shape == (5, 3)
+    assert flat.inverse_transform(np.zeros((1, 3))).shape == (1, 64)
+
+
+def test_conv_and_gaussian(digits):
+    vae = tiny(arch="conv", likelihood="gaussian").fit(digits)
+    assert vae.reconstruct(digits[:2]).shape == (2, 1, 8, 8)
+    assert np.isfinite(vae.score(digits[:10]))
+
+
+def test_rgb_images():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(50, 3, 12, 10), dtype=np.uint8)
+    vae = tiny(arch="conv").fit(x)
+    assert vae.sample(2).shape == (2, 3, 12, 10)
+
+
+def test_same_seed_same_model(digits):
+    a, b = tiny().fit(digits), tiny().fit(digits)
+    for (ka, va), (kb, vb) in zip(a.module_.state_dict().items(),
+                                  b.module_.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_save_load_gives_identical_outputs(fitted, digits, tmp_path):
+    fitted.save(tmp_path / "run")
+    loaded = VAE.load(tmp_path / "run")
+    assert loaded.get_params() == fitted.get_params()
+    for method in ("transform", "reconstruct", "score_samples"):
+        assert np.array_equal(getattr(loaded, method)(digits), getattr(fitted, method)(digits))
+    assert np.array_equal(loaded.sample(4), fitted.sample(4))
+
+
+def test_fit_does_not_change_params(digits):
+    vae = tiny(hidden_dims=None)
+    vae.fit(digits)
+    assert vae.hidden_dims is None
+
+
+def test_unfitted_raises():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        tiny().transform(np.zeros((1, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize("param,value", [("latent_dim", 0), ("arch", "rnn"),
+                                         ("likelihood", "poisson"), ("beta", -1.0),
+                                         ("hidden_dims", ()), ("batch_size", 1.5)])
+def test_bad_params(digits, param, value):
+    with pytest.raises(ConfigError, match=param.split("_")[0]):
+        tiny(**{param: value}).fit(digits)
+
+
+def test_bad_data(fitted):
+    with pytest.raises(DataError):
+        tiny().fit(np.full((10, 8, 8), np.nan, np.float32))
+    with pytest.raises(DataError, match="shape"):
+        fitted.transform(np.zeros((2, 9, 9), np.uint8))
+
+
+def test_load_rejects_other_kinds_and_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        VAE.load(tmp_path / "none")
