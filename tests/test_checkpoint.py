@@ -54,7 +54,7 @@ def test_version_mismatch_is_clear(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"])
 def test_bad_config_files(tmp_path, content):
     (tmp_path / "config.json").write_bytes(content)
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         checkpoint.read_config(tmp_path)
 
 

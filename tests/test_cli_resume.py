@@ -10,13 +10,29 @@ import time
 import torch
 from safetensors.torch import load_file
 
-TRAIN = ["-m", "vaekit", "train", "digits", "--epochs", "10", "--batch-size", "16",
-         "--hidden-dims", "64", "--latent-dim", "4", "--seed", "3", "--quiet"]
+TRAIN = [
+    "-m",
+    "vaekit",
+    "train",
+    "digits",
+    "--epochs",
+    "10",
+    "--batch-size",
+    "16",
+    "--hidden-dims",
+    "64",
+    "--latent-dim",
+    "4",
+    "--seed",
+    "3",
+    "--quiet",
+]
 
 
 def run(args, **kw):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          timeout=240, **kw)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=240, **kw
+    )
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
@@ -24,8 +40,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     assert run([*TRAIN, "--out", str(full)]).returncode == 0
 
     part = tmp_path / "part"
-    proc = subprocess.Popen([sys.executable, *TRAIN, "--out", str(part)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, *TRAIN, "--out", str(part)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state = part / "train_state.json"
     deadline = time.time() + 120
     epoch = 0

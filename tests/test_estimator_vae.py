@@ -13,8 +13,12 @@ def digits():
 
 
 def tiny(**kw):
-    return VAE(**{**dict(latent_dim=3, hidden_dims=(32,), max_epochs=3, batch_size=64,
-                         random_state=0), **kw})
+    return VAE(
+        **{
+            **dict(latent_dim=3, hidden_dims=(32,), max_epochs=3, batch_size=64, random_state=0),
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +72,9 @@ def test_rgb_images():
 
 def test_same_seed_same_model(digits):
     a, b = tiny().fit(digits), tiny().fit(digits)
-    for (ka, va), (kb, vb) in zip(a.module_.state_dict().items(),
-                                  b.module_.state_dict().items(), strict=True):
+    for (ka, va), (kb, vb) in zip(
+        a.module_.state_dict().items(), b.module_.state_dict().items(), strict=True
+    ):
         assert ka == kb and torch.equal(va, vb)
 
 
@@ -95,9 +100,17 @@ def test_unfitted_raises():
         tiny().transform(np.zeros((1, 8, 8), np.uint8))
 
 
-@pytest.mark.parametrize("param,value", [("latent_dim", 0), ("arch", "rnn"),
-                                         ("likelihood", "poisson"), ("beta", -1.0),
-                                         ("hidden_dims", ()), ("batch_size", 1.5)])
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("latent_dim", 0),
+        ("arch", "rnn"),
+        ("likelihood", "poisson"),
+        ("beta", -1.0),
+        ("hidden_dims", ()),
+        ("batch_size", 1.5),
+    ],
+)
 def test_bad_params(digits, param, value):
     with pytest.raises(ConfigError, match=param.split("_")[0]):
         tiny(**{param: value}).fit(digits)

@@ -39,8 +39,9 @@ def test_bernoulli_nll_is_summed_bce():
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_vae_loss_contract(arch, likelihood):
     torch.manual_seed(0)
-    m = VAEModule((1, 8, 8), latent_dim=3, arch=arch, hidden_dims=(8, 16),
-                  likelihood=likelihood, beta=2.0)
+    m = VAEModule(
+        (1, 8, 8), latent_dim=3, arch=arch, hidden_dims=(8, 16), likelihood=likelihood, beta=2.0
+    )
     x = torch.rand(5, 1, 8, 8)
     out = m.loss(x, kl_weight=0.5)
     assert isinstance(out, LossOutput)

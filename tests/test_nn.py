@@ -5,9 +5,7 @@ from vaekit.errors import ConfigError
 from vaekit.nn import build_decoder, build_encoder, default_hidden_dims
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 13, 17), (1, 5, 64)]
-)
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 13, 17), (1, 5, 64)])
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_encoder_decoder_shapes_for_any_image_size(arch, shape):
     hidden = default_hidden_dims(arch, shape)

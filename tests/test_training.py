@@ -74,8 +74,7 @@ def test_kl_warmup_and_schedule(x):
 
 def test_early_stopping_restores_best_weights(x):
     m = model()
-    res = train(m, [x], cfg(max_epochs=200, patience=2, kl_warmup_epochs=0,
-                            learning_rate=0.05))
+    res = train(m, [x], cfg(max_epochs=200, patience=2, kl_warmup_epochs=0, learning_rate=0.05))
     assert res.stopped_early and len(res.history) < 200
     best = min(h["val_loss"] for h in res.history)
     assert res.history[res.best_epoch - 1]["val_loss"] == best

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -48,9 +47,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="convert images to one or three channels (default: auto)",
     )
-    p.add_argument(
-        "--skip-bad", action="store_true", help="skip unreadable images with a warning"
-    )
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -234,8 +231,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             verbose=_verbose(args),
         )
         meta = _data_metadata(args.data, ds, args)
-    _say(args, f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
-         f"{'x'.join(map(str, ds.image_shape))} -> {out}")
+    _say(
+        args,
+        f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
+        f"{'x'.join(map(str, ds.image_shape))} -> {out}",
+    )
     est.fit(ds.x_train, run_dir=out, resume=args.resume, metadata=meta)
     est.save(out)
     from vaekit.metrics import generative_metrics
@@ -248,7 +248,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seconds": est.fit_seconds_ + time.perf_counter() - t0,
     }
     _write_metrics(out / "metrics.json", metrics)
-    _say(args, f"{est.n_epochs_} epochs in {est.fit_seconds_:.1f} s; test {_format_metrics(metrics)}")
+    _say(
+        args, f"{est.n_epochs_} epochs in {est.fit_seconds_:.1f} s; test {_format_metrics(metrics)}"
+    )
     print(out)
     return 0
 
@@ -315,7 +317,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded digits data: train, evaluate, sample."""
+    """Run the main job on the embedded digits data: train, evaluate, sample."""
     from vaekit.data import load_dataset
     from vaekit.estimators import VAE
     from vaekit.metrics import generative_metrics
@@ -324,19 +326,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = _fresh_dir(args.out, "runs/demo") if args.out is None else Path(args.out)
     ds = load_dataset("digits")
-    _say(args, f"vaekit demo: {len(ds.x_train)} training and {len(ds.x_test)} test images of "
-         f"handwritten digits (8x8) -> {out}")
+    _say(
+        args,
+        f"vaekit demo: {len(ds.x_train)} training and {len(ds.x_test)} test images of "
+        f"handwritten digits (8x8) -> {out}",
+    )
     vae_dir = out / "vae"
     if (vae_dir / checkpoint.CONFIG_FILE).exists():
         raise VaekitError(f"'{vae_dir}' already holds a run; choose another --out")
-    vae = VAE(latent_dim=10, max_epochs=args.epochs, random_state=args.seed,
-              verbose=_verbose(args))
-    meta = {"data": "digits", "dataset": "digits", "classes": list(ds.classes),
-            "image_shape": list(ds.image_shape), "n_train": len(ds.x_train),
-            "n_test": len(ds.x_test), "image_size": None, "color": "auto"}
+    vae = VAE(latent_dim=10, max_epochs=args.epochs, random_state=args.seed, verbose=_verbose(args))
+    meta = {
+        "data": "digits",
+        "dataset": "digits",
+        "classes": list(ds.classes),
+        "image_shape": list(ds.image_shape),
+        "n_train": len(ds.x_train),
+        "n_test": len(ds.x_test),
+        "image_size": None,
+        "color": "auto",
+    }
     vae.fit(ds.x_train, run_dir=vae_dir, metadata=meta).save(vae_dir)
-    metrics = {**generative_metrics(vae, ds.x_test), "n_train": len(ds.x_train),
-               "n_test": len(ds.x_test), "seconds": time.perf_counter() - start}
+    metrics = {
+        **generative_metrics(vae, ds.x_test),
+        "n_train": len(ds.x_train),
+        "n_test": len(ds.x_test),
+        "seconds": time.perf_counter() - start,
+    }
     _write_metrics(vae_dir / "metrics.json", metrics)
     save_image_grid(out / "samples.png", vae.sample(64))
     n = min(32, len(ds.x_test))
@@ -344,16 +359,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     save_image_grid(out / "reconstructions.png", pairs.reshape(2 * n, *ds.image_shape), ncols=16)
     print(f"VAE: {vae.n_epochs_} epochs in {vae.fit_seconds_:.1f} s")
     print(f"test ELBO: {metrics['elbo']:.2f} nats/image")
-    print(f"test reconstruction error: {metrics['reconstruction_bce']:.2f} nats/image (BCE), "
-          f"{metrics['reconstruction_mse']:.3f} (squared error per image)")
-    print(f"wrote {vae_dir}/ (config.json, model.safetensors, history.csv, metrics.json), "
-          f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s")
+    print(
+        f"test reconstruction error: {metrics['reconstruction_bce']:.2f} nats/image (BCE), "
+        f"{metrics['reconstruction_mse']:.3f} (squared error per image)"
+    )
+    print(
+        f"wrote {vae_dir}/ (config.json, model.safetensors, history.csv, metrics.json), "
+        f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vaekit`` argument parser with all subcommands."""
+    """Build the ``vaekit`` argument parser with all subcommands."""
     parser = _Parser(
         prog="vaekit",
         description="Cluster and classify image collections through variational autoencoders.",
@@ -396,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA")
     p.add_argument("--out", metavar="FILE.npy", required=True)
     p.add_argument(
-        "--split", choices=("all", "train", "test"), default="all",
+        "--split",
+        choices=("all", "train", "test"),
+        default="all",
         help="which images, in order train then test (default: all)",
     )
     _add_data_args(p)
@@ -425,8 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PermissionError as exc:
-        print(f"vaekit {args.command}: error: cannot write '{exc.filename}': permission "
-              "denied; choose another --out", file=sys.stderr)
+        print(
+            f"vaekit {args.command}: error: cannot write '{exc.filename}': permission "
+            "denied; choose another --out",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)

@@ -63,7 +63,7 @@ class VAEModule(GenerativeModel):
         return Posterior(mean, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder outputs (logits of the pixel means), ``(B, *input_shape)``."""
+        """Return decoder outputs (logits of the pixel means), ``(B, *input_shape)``."""
         return self.decoder(z)
 
     def loss(self, x: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:

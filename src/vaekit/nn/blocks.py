@@ -8,6 +8,7 @@ means before the output non-linearity*, so that the likelihood can pick its own.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -59,7 +60,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         sizes = [math.prod(input_shape), *hidden_dims]
         layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], out_dim))
         self.net = nn.Sequential(*layers)
@@ -76,7 +77,7 @@ class MLPDecoder(nn.Module):
         self.out_shape = tuple(out_shape)
         sizes = [latent_dim, *reversed(tuple(hidden_dims))]
         layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], math.prod(self.out_shape)))
         self.net = nn.Sequential(*layers)
@@ -96,7 +97,7 @@ class ConvEncoder(nn.Module):
         channels, height, width = input_shape
         chans = [channels, *hidden_dims]
         layers: list[nn.Module] = []
-        for a, b in zip(chans[:-1], chans[1:], strict=True):
+        for a, b in itertools.pairwise(chans):
             layers += [nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1), nn.ReLU()]
         n = len(hidden_dims)
         flat = chans[-1] * _conv_sides(height, n)[-1] * _conv_sides(width, n)[-1]

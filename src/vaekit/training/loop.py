@@ -1,5 +1,7 @@
-"""The one training loop: batching, Adam + cosine schedule, KL warm-up, early stopping,
-NaN guard, checkpoint/resume and a progress bar.
+"""The one training loop shared by every model.
+
+Batching, Adam with a cosine schedule, KL warm-up, early stopping, NaN guard,
+checkpoint/resume and a progress bar.
 
 The loop knows models only through ``model.loss(*batch, kl_weight=w) -> LossOutput``.
 Data are in-memory tensors (uint8 images are converted to float per batch); a batch is a
@@ -131,7 +133,7 @@ def _kl_weight_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
 def _split(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train/validation index split."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.random_state))
-    n_val = int(round(n * cfg.validation_fraction))
+    n_val = round(n * cfg.validation_fraction)
     if cfg.validation_fraction > 0 and (n_val < 1 or n - n_val < 1):
         raise ConfigError(
             f"validation_fraction={cfg.validation_fraction} leaves an empty split of {n} "
@@ -444,7 +446,7 @@ def train(
 
 
 def seed_from(random_state: int | np.random.Generator | None) -> int:
-    """An integer seed from an sklearn-style ``random_state`` (None draws a fresh one)."""
+    """Return an integer seed from an sklearn-style ``random_state`` (None draws a fresh one)."""
     if isinstance(random_state, (int, np.integer)):
         return int(random_state)
     if random_state is None:

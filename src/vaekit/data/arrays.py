@@ -1,0 +1,451 @@
+"""Array validation and conversion: numpy files, labels, colour and size, estimator input."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from vaekit.data.dataset import UNLABELED
+from vaekit.errors import DataError
+
+Color = Literal["auto", "grayscale", "rgb"]
+
+#: Channel counts vaekit accepts: grayscale or RGB.
+CHANNELS = (1, 3)
+#: Largest value of an integer image; float images lie in [0, 1].
+MAX_PIXEL = 255
+#: ITU-R BT.601 luma weights in thousandths, the ones Pillow's ``convert("L")`` uses.
+LUMA_WEIGHTS_PER_MILLE = (299, 587, 114)
+#: npz keys for the training images and labels, in the order they are looked up.
+NPZ_IMAGE_KEYS = ("x", "images")
+NPZ_LABEL_KEYS = ("y", "labels")
+NPY_MAGIC = b"\x93NUMPY"
+#: Threads for Pillow work (decoding, resizing) and images each resize task handles.
+MAX_THREADS = 8
+RESIZE_BLOCK = 1024
+
+
+def thread_count() -> int:
+    """Threads to use for Pillow work: at most :data:`MAX_THREADS`, at most one per CPU.
+
+    Returns
+    -------
+    int
+        A positive thread count.
+    """
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
+
+
+def _check_numeric(x: np.ndarray, what: str) -> None:
+    """Refuse object, string, complex and other non-real dtypes."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {x.dtype}; expected numbers (uint8 0-255 or float 0-1)")
+
+
+def _check_not_empty(x: np.ndarray, what: str) -> None:
+    if x.size == 0:
+        raise DataError(f"{what} is empty (shape {x.shape}); give at least one image")
+
+
+def _check_values(x: np.ndarray, what: str) -> None:
+    """Integers must lie in 0..255, floats must be finite and lie in [0, 1]."""
+    kind = x.dtype.kind
+    if kind in "iu":
+        lo, hi = x.min(), x.max()
+        if lo < 0 or hi > MAX_PIXEL:
+            raise DataError(
+                f"{what} holds integers from {lo} to {hi}; integer images must lie in "
+                f"0..{MAX_PIXEL}"
+            )
+    elif kind == "f":
+        n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+        if n_bad:
+            raise DataError(
+                f"{what} holds {n_bad} NaN or infinite value(s); remove or replace them"
+            )
+        lo, hi = x.min(), x.max()
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"{what} holds floats from {lo:g} to {hi:g}; float images must lie in [0, 1] "
+                f"(divide 0-{MAX_PIXEL} data by {MAX_PIXEL}, or save it as uint8)"
+            )
+
+
+def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
+    """Return a ``(N, C, H, W)`` view of a 3-D or 4-D image array."""
+    if x.ndim == 3:  # (N, H, W) -> (N, 1, H, W)
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[1] in CHANNELS:
+            return x
+        if x.shape[3] in CHANNELS:  # channels last: (N, H, W, C) -> (N, C, H, W)
+            return x.transpose(0, 3, 1, 2)
+        raise DataError(
+            f"{what} has shape {x.shape}; 4-D images need 1 or 3 channels, as (N, C, H, W) "
+            f"or (N, H, W, C)"
+        )
+    raise DataError(
+        f"{what} has shape {x.shape}; expected images as (N, H, W), (N, C, H, W) or (N, H, W, C)"
+    )
+
+
+def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
+    """Validate an image array and return it as contiguous ``uint8 (N, C, H, W)``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with ``C`` in ``{1, 3}``;
+        integers in 0..255, floats in [0, 1] or booleans.
+    what : str
+        How to name the array in error messages, e.g. ``"file 'a.npy'"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(N, C, H, W)``; floats are scaled by 255 and rounded.
+
+    Raises
+    ------
+    DataError
+        If the dtype, shape or values are not those of an image array.
+    """
+    _check_numeric(x, what)
+    x = _to_nchw(x, what)
+    _check_not_empty(x, what)
+    _check_values(x, what)
+    if x.dtype.kind == "f":
+        x = np.rint(x * np.float32(MAX_PIXEL))
+    elif x.dtype.kind == "b":
+        x = x * np.uint8(MAX_PIXEL)
+    return np.ascontiguousarray(x, dtype=np.uint8)
+
+
+def as_image_array(x: object, *, name: str = "x") -> np.ndarray:
+    """Validate estimator input and return it as a float32 array in [0, 1].
+
+    Parameters
+    ----------
+    x : array-like
+        Images as ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (``C`` in ``{1, 3}``),
+        or feature vectors as ``(N, F)``. Integers are read as 0..255 pixel values, floats
+        must already lie in [0, 1], booleans count as 0 or 1.
+    name : str, default="x"
+        How to name the input in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous ``float32`` array of shape ``(N, C, H, W)`` for images or ``(N, F)`` for
+        vectors. It may share memory with ``x`` when ``x`` already is such an array.
+
+    Raises
+    ------
+    DataError
+        For non-numeric or object arrays, a wrong number of dimensions, empty input,
+        NaN/inf, or values out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_image_array(np.full((2, 8, 8), 255, dtype=np.uint8)).shape
+    (2, 1, 8, 8)
+    """
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name} cannot be read as an array ({exc}); pass a numpy array") from exc
+    _check_numeric(arr, name)
+    if arr.ndim != 2:
+        arr = _to_nchw(arr, name)
+    _check_not_empty(arr, name)
+    _check_values(arr, name)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.float32) / np.float32(MAX_PIXEL)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _labels_1d(y: np.ndarray, what: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:  # Keras-style (N, 1) column
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{what} has shape {y.shape}; labels must be a 1-D array, one per image")
+    return y
+
+
+def encode_labels(
+    labels: list[tuple[np.ndarray | None, str]],
+) -> tuple[list[np.ndarray | None], tuple[str, ...]]:
+    """Turn raw label arrays into class indices over one shared, sorted class list.
+
+    Integer labels keep their order (``-1`` stays "unlabeled"); string labels are sorted.
+    Class ``k`` is named after the ``k``-th smallest distinct value, so labels ``0..K-1`` map
+    to themselves and are named ``"0"`` .. ``"K-1"``.
+
+    Parameters
+    ----------
+    labels : list of (numpy.ndarray or None, str)
+        Each raw label array (``None`` when absent) with its name for error messages.
+
+    Returns
+    -------
+    encoded : list of numpy.ndarray or None
+        ``int64`` class indices, ``-1`` for unlabeled, in the input order.
+    classes : tuple of str
+        Class names.
+
+    Raises
+    ------
+    DataError
+        For labels that are neither integers nor strings, NaN or fractional values, labels
+        below -1, or integer and string labels mixed.
+    """
+    cleaned: list[np.ndarray | None] = []
+    kinds = set()
+    for y, what in labels:
+        if y is None:
+            cleaned.append(None)
+            continue
+        y = _labels_1d(np.asarray(y), what)
+        kind = y.dtype.kind
+        if kind in "US":
+            y = y.astype(str)
+            kinds.add("str")
+        elif kind in "biuf":
+            if kind == "f":
+                if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                    raise DataError(
+                        f"{what} holds NaN or fractional labels; labels must be whole numbers"
+                    )
+            y = y.astype(np.int64)
+            if y.size and y.min() < UNLABELED:
+                raise DataError(
+                    f"{what} holds label {y.min()}; labels must be class numbers >= 0, or "
+                    f"{UNLABELED} for an unlabeled image"
+                )
+            kinds.add("int")
+        else:
+            raise DataError(f"{what} has dtype {y.dtype}; labels must be integers or strings")
+        cleaned.append(y)
+    if len(kinds) > 1:
+        names = " and ".join(what for _, what in labels)
+        raise DataError(f"{names} mix integer and string labels; use one kind")
+    present = [y for y in cleaned if y is not None]
+    if not present:
+        return cleaned, ()
+    values = np.unique(np.concatenate(present))
+    if "int" in kinds:
+        values = values[values != UNLABELED]
+    classes = tuple(str(v) for v in values)
+    encoded: list[np.ndarray | None] = []
+    for y in cleaned:
+        if y is None:
+            encoded.append(None)
+            continue
+        idx = np.searchsorted(values, y).astype(np.int64)
+        if "int" in kinds:
+            idx[y == UNLABELED] = UNLABELED
+        encoded.append(idx)
+    return encoded, classes
+
+
+def convert_color(x: np.ndarray, color: Color) -> np.ndarray:
+    """Convert ``uint8 (N, C, H, W)`` images to the requested colour mode.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``uint8`` images with 1 or 3 channels.
+    color : {"auto", "grayscale", "rgb"}
+        ``"auto"`` keeps the channels; ``"grayscale"`` takes the BT.601 luma of RGB images;
+        ``"rgb"`` repeats a gray channel three times.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` images with the requested channels.
+    """
+    if color == "grayscale" and x.shape[1] == 3:
+        weights = np.array(LUMA_WEIGHTS_PER_MILLE, dtype=np.uint32).reshape(1, 3, 1, 1)
+        total = sum(LUMA_WEIGHTS_PER_MILLE)
+        luma = (x * weights).sum(axis=1, keepdims=True, dtype=np.uint32) + total // 2
+        return (luma // total).astype(np.uint8)
+    if color == "rgb" and x.shape[1] == 1:
+        return np.repeat(x, 3, axis=1)
+    return x
+
+
+def resample_filter(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Image.Resampling:
+    """Pick LANCZOS when an image shrinks in either direction, BILINEAR when it only grows.
+
+    Parameters
+    ----------
+    src_hw, dst_hw : tuple of int
+        Source and target ``(height, width)``.
+
+    Returns
+    -------
+    PIL.Image.Resampling
+        The filter to pass to :meth:`PIL.Image.Image.resize`.
+    """
+    if dst_hw[0] < src_hw[0] or dst_hw[1] < src_hw[1]:
+        return Image.Resampling.LANCZOS
+    return Image.Resampling.BILINEAR
+
+
+def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``uint8 (N, C, H, W)`` images to ``size = (height, width)`` with Pillow.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``uint8`` images with 1 or 3 channels.
+    size : tuple of int
+        Target ``(height, width)``; the aspect ratio is not kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(N, C, height, width)``; ``x`` itself when no resize is needed.
+    """
+    n, c, h, w = x.shape
+    if (h, w) == tuple(size):
+        return x
+    resample = resample_filter((h, w), size)
+    out = np.empty((n, c, *size), dtype=np.uint8)
+
+    def resize_range(start: int) -> None:
+        for i in range(start, min(start + RESIZE_BLOCK, n)):
+            # (C, H, W) -> (H, W) or (H, W, C), the layouts Pillow understands
+            img = x[i, 0] if c == 1 else x[i].transpose(1, 2, 0)
+            resized = np.asarray(Image.fromarray(img).resize((size[1], size[0]), resample))
+            out[i] = resized[None] if c == 1 else resized.transpose(2, 0, 1)
+
+    # Pillow releases the GIL while resizing, so threads share the work.
+    with ThreadPoolExecutor(max_workers=thread_count()) as pool:
+        list(pool.map(resize_range, range(0, n, RESIZE_BLOCK)))
+    return out
+
+
+def _refuse_pickle(exc: Exception, shown: str) -> DataError:
+    if "allow_pickle" in str(exc):
+        return DataError(
+            f"file {shown!r} holds pickled Python objects, which vaekit refuses to load for "
+            f"safety; save a numeric array instead (e.g. x.astype('uint8'))"
+        )
+    return DataError(f"file {shown!r} cannot be read ({exc}); re-create it with numpy.save/savez")
+
+
+def load_npy(path: Path, shown: str) -> np.ndarray:
+    """Load the image array of a ``.npy`` file without ever unpickling.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    shown : str
+        The path as the user gave it, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` images of shape ``(N, C, H, W)``.
+
+    Raises
+    ------
+    DataError
+        If the file is not a ``.npy`` file, holds objects, or holds no valid images.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _refuse_pickle(exc, shown) from exc
+    return to_uint8_images(x, f"file {shown!r}")
+
+
+def load_npz(
+    path: Path, shown: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Load images and labels from a ``.npz`` file without ever unpickling.
+
+    The training images are under ``x`` or ``images``, their labels (optional) under ``y`` or
+    ``labels``; an official test part may be given as ``x_test`` and ``y_test``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    shown : str
+        The path as the user gave it, for error messages.
+
+    Returns
+    -------
+    x, y, x_test, y_test
+        ``uint8 (N, C, H, W)`` images and raw (not yet encoded) labels; absent parts are
+        ``None``.
+
+    Raises
+    ------
+    DataError
+        For a file that is not a zip archive, missing keys, object arrays, invalid images or
+        labels whose length differs from the number of images.
+    """
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"file {shown!r} is not a .npz archive; re-create it with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+
+            def pick(options: tuple[str, ...]) -> str | None:
+                found = [k for k in options if k in keys]
+                if len(found) > 1:
+                    raise DataError(
+                        f"file {shown!r} has both {found[0]!r} and {found[1]!r}; keep only one"
+                    )
+                return found[0] if found else None
+
+            x_key, y_key = pick(NPZ_IMAGE_KEYS), pick(NPZ_LABEL_KEYS)
+            if x_key is None:
+                raise DataError(
+                    f"file {shown!r} has arrays {sorted(keys)} but no 'x' or 'images'; save the "
+                    f"images under 'x' (labels under 'y', optional test part under "
+                    f"'x_test'/'y_test')"
+                )
+            if "y_test" in keys and "x_test" not in keys:
+                raise DataError(f"file {shown!r} has 'y_test' but no 'x_test'; add the test images")
+            raw = {k: z[k] for k in (x_key, y_key, "x_test", "y_test") if k in keys}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise _refuse_pickle(exc, shown) from exc
+
+    x = to_uint8_images(raw[x_key], f"array {x_key!r} in file {shown!r}")
+    x_test = None
+    if "x_test" in raw:
+        x_test = to_uint8_images(raw["x_test"], f"array 'x_test' in file {shown!r}")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"file {shown!r}: 'x_test' images are {x_test.shape[1:]} but {x_key!r} images "
+                f"are {x.shape[1:]} (C, H, W); they must agree"
+            )
+    y = raw.get(y_key) if y_key else None
+    y_test = raw.get("y_test")
+    for xs, ys, xk, yk in ((x, y, x_key, y_key), (x_test, y_test, "x_test", "y_test")):
+        if ys is not None and xs is not None:
+            ys_1d = _labels_1d(ys, f"array {yk!r} in file {shown!r}")
+            if len(ys_1d) != len(xs):
+                raise DataError(
+                    f"file {shown!r} has {len(xs)} images in {xk!r} but {len(ys_1d)} labels in "
+                    f"{yk!r}; give exactly one label per image"
+                )
+    return x, y, x_test, y_test

@@ -1,0 +1,199 @@
+"""The in-memory dataset record and the seeded train/test split shared by all readers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from vaekit.errors import ConfigError, DataError
+
+#: Label value that marks an image without a class (semi-supervised data).
+UNLABELED = -1
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Validated images and labels, split into a training and a test part.
+
+    Every reader in :mod:`vaekit.data` returns one of these. Images stay ``uint8`` in memory
+    and are converted to float per batch by the training code.
+
+    Parameters
+    ----------
+    name : str
+        The spec that was loaded: ``"digits"``, ``"fashion-mnist"``, ``"mnist"`` or the path
+        as given.
+    x_train : numpy.ndarray
+        ``uint8`` images of shape ``(N, C, H, W)`` with ``C`` in ``{1, 3}``.
+    y_train : numpy.ndarray or None
+        ``int64`` labels of shape ``(N,)``; ``-1`` marks an unlabeled image. ``None`` when
+        the source has no labels at all.
+    x_test : numpy.ndarray
+        ``uint8`` images of shape ``(M, C, H, W)``, same ``(C, H, W)`` as ``x_train``.
+    y_test : numpy.ndarray or None
+        ``int64`` labels of shape ``(M,)`` or ``None``.
+    classes : tuple of str
+        Class names; ``classes[k]`` is the name of label ``k``. Empty when unlabeled.
+    paths_train : tuple of str or None, default=None
+        Source file of each training image (image folders only).
+    paths_test : tuple of str or None, default=None
+        Source file of each test image (image folders only).
+    official_split : bool, default=True
+        ``False`` when vaekit made the train/test split itself with a seed.
+
+    Raises
+    ------
+    DataError
+        If the arrays do not have the types and shapes described above.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    classes: tuple[str, ...]
+    paths_train: tuple[str, ...] | None = None
+    paths_test: tuple[str, ...] | None = None
+    official_split: bool = True
+
+    def __post_init__(self) -> None:
+        for part, x in (("x_train", self.x_train), ("x_test", self.x_test)):
+            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+                raise DataError(
+                    f"dataset {self.name!r}: {part} must be a uint8 array of shape (N, C, H, W)"
+                )
+            if x.shape[1] not in (1, 3):
+                raise DataError(
+                    f"dataset {self.name!r}: {part} has {x.shape[1]} channels; expected 1 or 3"
+                )
+        if len(self.x_train) == 0:
+            raise DataError(f"dataset {self.name!r} has no training images")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"dataset {self.name!r}: training images are {self.x_train.shape[1:]} but test "
+                f"images are {self.x_test.shape[1:]} (C, H, W); they must agree"
+            )
+        for part, y, x in (
+            ("y_train", self.y_train, self.x_train),
+            ("y_test", self.y_test, self.x_test),
+        ):
+            if y is None:
+                continue
+            if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (len(x),):
+                raise DataError(
+                    f"dataset {self.name!r}: {part} must be an int64 array of shape ({len(x)},)"
+                )
+            if y.size and (y.min() < UNLABELED or y.max() >= len(self.classes)):
+                raise DataError(
+                    f"dataset {self.name!r}: {part} holds labels outside "
+                    f"{UNLABELED}..{len(self.classes) - 1} for {len(self.classes)} classes"
+                )
+        for part, paths, x in (
+            ("paths_train", self.paths_train, self.x_train),
+            ("paths_test", self.paths_test, self.x_test),
+        ):
+            if paths is not None and len(paths) != len(x):
+                raise DataError(
+                    f"dataset {self.name!r}: {part} has {len(paths)} entries for {len(x)} images"
+                )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one image."""
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+    def summary(self) -> dict[str, Any]:
+        """Describe the dataset in a JSON-serialisable dictionary.
+
+        Returns
+        -------
+        dict
+            Keys ``name``, ``n_train``, ``n_test``, ``image_shape`` (C, H, W), ``n_classes``,
+            ``classes`` and ``official_split``.
+        """
+        return {
+            "name": self.name,
+            "n_train": len(self.x_train),
+            "n_test": len(self.x_test),
+            "image_shape": self.image_shape,
+            "n_classes": len(self.classes),
+            "classes": self.classes,
+            "official_split": self.official_split,
+        }
+
+
+def check_split_args(test_fraction: float, random_state: int) -> None:
+    """Reject a test fraction outside (0, 1) or a non-integer seed.
+
+    Parameters
+    ----------
+    test_fraction : float
+        Share of the images that goes to the test part.
+    random_state : int
+        Seed of the split.
+
+    Raises
+    ------
+    ConfigError
+        If either value is of the wrong type or range.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+        raise ConfigError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        raise ConfigError(f"random_state must be an integer, got {random_state!r}")
+
+
+def seeded_split(
+    n: int, y: np.ndarray | None, test_fraction: float, random_state: int, *, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into sorted train and test indices with a fixed seed.
+
+    The split is stratified by label when every label value (``-1`` included) occurs at least
+    twice and both parts can hold one image of each; otherwise it is a plain shuffle.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    y : numpy.ndarray or None
+        Labels used for stratification, or ``None``.
+    test_fraction : float
+        Share of the images that goes to the test part (rounded up).
+    random_state : int
+        Seed of the split.
+    source : str
+        Name of the data source, for error messages.
+
+    Returns
+    -------
+    train_idx, test_idx : numpy.ndarray
+        Sorted ``int64`` indices.
+
+    Raises
+    ------
+    DataError
+        If there are too few images to make both parts non-empty.
+    """
+    n_test = math.ceil(test_fraction * n)
+    if n < 2 or n_test >= n:
+        raise DataError(
+            f"{source} holds {n} image(s), too few to split off a test part with "
+            f"test_fraction={test_fraction}; add images or lower the test fraction"
+        )
+    stratify = None
+    if y is not None:
+        counts = np.unique(y, return_counts=True)[1]
+        if counts.min() >= 2 and min(n_test, n - n_test) >= len(counts):
+            stratify = y
+    train_idx, test_idx = train_test_split(
+        np.arange(n), test_size=n_test, random_state=int(random_state), stratify=stratify
+    )
+    return np.sort(train_idx), np.sort(test_idx)

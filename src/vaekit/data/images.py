@@ -1,0 +1,380 @@
+"""Folders of image files (PNG, JPEG, BMP, GIF, TIFF, WebP), read with Pillow.
+
+Layouts, checked in this order:
+
+- ``train/`` and optionally ``test/`` sub-folders: each is read by the rules below; without
+  ``test/`` the caller makes a seeded split of ``train/``.
+- class sub-folders: the sub-folder name is the class; images in deeper folders count for
+  the class they sit in. A sub-folder named ``unlabeled/`` holds images without a class.
+- images directly in the folder: one unlabeled collection.
+
+Hidden files and folders (name starting with ``.``) and files that are not images are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vaekit.data.arrays import Color, resample_filter, thread_count
+from vaekit.data.dataset import UNLABELED
+from vaekit.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: Largest image (width x height) vaekit decodes; bigger ones are treated as decompression
+#: bombs. Pillow's own default limit is about 89 MP.
+MAX_IMAGE_PIXELS = 64_000_000
+#: Pillow modes that hold one gray channel (``color="auto"`` keeps these grayscale).
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+#: Integer modes whose values run to 65535 (16-bit PNG/TIFF); scaled down to 0..255.
+WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+WIDE_INT_MAX = 65535
+UNLABELED_DIR = "unlabeled"
+TRAIN_DIR, TEST_DIR = "train", "test"
+#: Warnings point at the caller of ``load_dataset``, four frames up from where they are made.
+STACKLEVEL = 5
+#: Images decoded per thread-pool task.
+DECODE_BLOCK = 64
+#: At most this many skipped files are named in the --skip-bad warning.
+MAX_LISTED_BAD = 50
+SKIP_BAD_HINT = "or pass --skip-bad (skip_bad=True) to skip unreadable images"
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _join_rel(rel_folder: str, name: str) -> str:
+    """Path relative to the loaded root, ``/``-separated; the root itself is ``"."``."""
+    return name if rel_folder == "." else f"{rel_folder}/{name}"
+
+
+# Listing works on strings, not pathlib.Path: for folders of 100k images pathlib's
+# per-object cost is seconds.
+
+
+def _images_below(folder: str, rel_folder: str) -> list[tuple[str, str]]:
+    """``(path, relative path)`` of every image under ``folder``, hidden folders pruned."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        sub = os.path.relpath(dirpath, folder).replace(os.sep, "/")
+        rel_dir = rel_folder if sub == "." else _join_rel(rel_folder, sub)
+        found += [
+            (os.path.join(dirpath, f), _join_rel(rel_dir, f))
+            for f in filenames
+            if _is_image_name(f)
+        ]
+    return sorted(found, key=lambda pair: pair[1])
+
+
+def _visible_dirs(folder: str) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+
+
+def _loose_images(folder: str) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_file() and _is_image_name(e.name))
+
+
+@dataclass
+class ImageListing:
+    """Image files of one split: paths, paths relative to the root, class (``None``: none)."""
+
+    files: list[str]
+    rels: list[str]
+    names: list[str | None]
+
+
+def _list_split(folder: str, rel_folder: str, shown: str) -> ImageListing:
+    """Read one folder as class sub-folders or, without sub-folders, as flat unlabeled."""
+    class_dirs = {
+        d: pairs
+        for d in _visible_dirs(folder)
+        if (pairs := _images_below(os.path.join(folder, d), _join_rel(rel_folder, d)))
+    }
+    loose = _loose_images(folder)
+    if class_dirs and loose:
+        where = shown if rel_folder == "." else rel_folder
+        raise DataError(
+            f"folder {where!r} has images at its top level (e.g. {loose[0]!r}) beside class "
+            f"sub-folders; move them into a class sub-folder, or into '{UNLABELED_DIR}/' if "
+            f"they have no class"
+        )
+    if not class_dirs:
+        return ImageListing(
+            [os.path.join(folder, f) for f in loose],
+            [_join_rel(rel_folder, f) for f in loose],
+            [None] * len(loose),
+        )
+    listing = ImageListing([], [], [])
+    for name, pairs in class_dirs.items():
+        label = None if name.lower() == UNLABELED_DIR else name
+        listing.files += [f for f, _ in pairs]
+        listing.rels += [r for _, r in pairs]
+        listing.names += [label] * len(pairs)
+    return listing
+
+
+def list_image_folder(root: Path, shown: str) -> tuple[ImageListing, ImageListing | None]:
+    """Find the images of a folder and their classes.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The folder.
+    shown : str
+        The folder as the user named it, for messages.
+
+    Returns
+    -------
+    train, test
+        The listings; ``test`` is ``None`` unless the folder has ``train/`` and ``test/``.
+
+    Raises
+    ------
+    DataError
+        If a split holds no images, or loose images sit beside class sub-folders.
+    """
+    top = str(root)
+    dirs = {d.lower(): d for d in _visible_dirs(top)}
+    if TRAIN_DIR in dirs:
+        split_dirs = [dirs[TRAIN_DIR]] + ([dirs[TEST_DIR]] if TEST_DIR in dirs else [])
+        ignored = [
+            d + "/"
+            for d in dirs.values()
+            if d not in split_dirs and _images_below(os.path.join(top, d), d)
+        ]
+        ignored += _loose_images(top)
+        if ignored:
+            warnings.warn(
+                f"folder {shown!r} has a {TRAIN_DIR}/ sub-folder, so these entries beside it "
+                f"are ignored: {', '.join(ignored)}",
+                stacklevel=STACKLEVEL,
+            )
+    else:
+        split_dirs = ["."]
+    listings = [_list_split(os.path.join(top, d), d, shown) for d in split_dirs]
+    for listing, d in zip(listings, split_dirs, strict=True):
+        if not listing.files:
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            raise DataError(
+                f"folder {shown if d == '.' else d!r} holds no images (looked for {suffixes}); "
+                f"add images or pass another path"
+            )
+    return listings[0], (listings[1] if len(listings) > 1 else None)
+
+
+@dataclass
+class _Bad:
+    """Why an image could not be used; ``reason`` completes "image 'x.png' ..."."""
+
+    reason: str
+
+
+def _to_mode(im: Image.Image, color: Color) -> Image.Image:
+    """Convert a decoded image to mode ``L`` or ``RGB``."""
+    if im.mode in WIDE_INT_MODES:
+        # Pillow's convert("L") clips 16-bit values at 255; scale 0..65535 to 0..255 instead.
+        wide = np.clip(np.asarray(im, dtype=np.int64), 0, WIDE_INT_MAX)
+        im = Image.fromarray(((wide * 255 + WIDE_INT_MAX // 2) // WIDE_INT_MAX).astype(np.uint8))
+    if color == "auto":
+        target = "L" if im.mode in GRAY_MODES else "RGB"
+    else:
+        target = "L" if color == "grayscale" else "RGB"
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palette transparency is only resolved through RGBA
+    return im if im.mode == target else im.convert(target)
+
+
+def _decode(path: str, size: tuple[int, int] | None, color: Color) -> np.ndarray | _Bad:
+    """Read one image as ``uint8 (H, W)`` or ``(H, W, 3)``, or say why it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            n_pixels = im.size[0] * im.size[1]
+            if n_pixels > MAX_IMAGE_PIXELS:
+                return _Bad(
+                    f"has {n_pixels} pixels, more than the {MAX_IMAGE_PIXELS} allowed "
+                    f"(decompression bomb?)"
+                )
+            im.load()
+            if "exif" in im.info or im.format == "TIFF":  # apply a camera's rotation tag
+                im = ImageOps.exif_transpose(im)
+            out = _to_mode(im, color)
+            if size is not None and out.size != (size[1], size[0]):
+                out = out.resize((size[1], size[0]), resample_filter(out.size[::-1], size))
+            return np.asarray(out)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _Bad(f"is too large to decode safely ({exc}) (decompression bomb?)")
+    except Exception as exc:  # decoders of untrusted files raise many exception types
+        return _Bad(f"cannot be read ({type(exc).__name__}: {exc})")
+
+
+def decode_images(
+    files: list[str],
+    rels: list[str],
+    shown: str,
+    *,
+    image_size: tuple[int, int] | None,
+    color: Color,
+    skip_bad: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode image files into one ``uint8 (N, C, H, W)`` array.
+
+    Parameters
+    ----------
+    files : list of str
+        The images, in output order.
+    rels : list of str
+        The same paths as messages show them (relative to the folder the user named).
+    shown : str
+        That folder as the user wrote it.
+    image_size : tuple of int or None
+        Target ``(height, width)``; ``None`` requires all images to have one size.
+    color : {"auto", "grayscale", "rgb"}
+        ``"auto"`` gives one channel when every image is grayscale, else three.
+    skip_bad : bool
+        Skip unreadable images with one warning instead of raising at the first.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``uint8`` images of shape ``(N, C, H, W)``.
+    kept : numpy.ndarray
+        Indices into ``files`` of the images in ``x`` (all of them unless some were skipped).
+
+    Raises
+    ------
+    DataError
+        For an unreadable image or decompression bomb (unless ``skip_bad``), when every image
+        is unreadable, or for mixed sizes without ``image_size``.
+    """
+    decoded: list[np.ndarray] = []
+    kept: list[int] = []
+    bad: list[str] = []
+    first: tuple[str, tuple[int, ...]] | None = None
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice it; make that an error too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        pool = ThreadPoolExecutor(max_workers=thread_count())
+        try:
+            # Blocks of files per task: one future per small image costs more than decoding it.
+            blocks = pool.map(
+                lambda block: [_decode(p, image_size, color) for p in block],
+                (files[i : i + DECODE_BLOCK] for i in range(0, len(files), DECODE_BLOCK)),
+            )
+            results = (res for block in blocks for res in block)
+            for i, (rel, res) in enumerate(zip(rels, results, strict=True)):
+                if isinstance(res, _Bad):
+                    if not skip_bad:
+                        raise DataError(
+                            f"image {rel!r} {res.reason}; fix or remove it, {SKIP_BAD_HINT}"
+                        )
+                    bad.append(f"{rel!r} ({res.reason})")
+                    continue
+                if first is None:
+                    first = (rel, res.shape[:2])
+                elif res.shape[:2] != first[1]:
+                    (h0, w0), (h1, w1) = first[1], res.shape[:2]
+                    raise DataError(
+                        f"images in {shown!r} differ in size ({first[0]!r} is {h0}x{w0}, "
+                        f"{rel!r} is {h1}x{w1}, height x width); pass --image-size "
+                        f"(image_size=) to resize them all to one size"
+                    )
+                decoded.append(res)
+                kept.append(i)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if not decoded:
+        raise DataError(
+            f"none of the {len(files)} images in {shown!r} can be read (e.g. {bad[0]}); check "
+            f"the files"
+        )
+    if bad:
+        listed = ", ".join(bad[:MAX_LISTED_BAD])
+        more = f" and {len(bad) - MAX_LISTED_BAD} more" if len(bad) > MAX_LISTED_BAD else ""
+        warnings.warn(
+            f"skipped {len(bad)} unreadable image(s) in {shown!r}: {listed}{more}",
+            stacklevel=STACKLEVEL,
+        )
+    h, w = decoded[0].shape[:2]
+    channels = 3 if any(a.ndim == 3 for a in decoded) else 1
+    x = np.empty((len(decoded), channels, h, w), dtype=np.uint8)
+    for i, a in enumerate(decoded):
+        x[i] = a if a.ndim == 2 else a.transpose(2, 0, 1)  # gray broadcasts over 3 channels
+    return x, np.asarray(kept, dtype=np.int64)
+
+
+def load_image_folder(
+    root: Path,
+    shown: str,
+    *,
+    image_size: tuple[int, int] | None,
+    color: Color,
+    skip_bad: bool,
+) -> dict[str, object]:
+    """Read an image folder into arrays, labels and source paths.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The folder.
+    shown : str
+        The folder as the user wrote it.
+    image_size : tuple of int or None
+        Target ``(height, width)``, or ``None`` to require one common size.
+    color : {"auto", "grayscale", "rgb"}
+        Colour mode of the output.
+    skip_bad : bool
+        Skip unreadable images with a warning.
+
+    Returns
+    -------
+    dict
+        ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``x_test``/``y_test`` ``None``
+        without a ``test/`` folder; labels ``None`` when no image has a class), ``classes``,
+        ``paths_train`` and ``paths_test``.
+
+    Raises
+    ------
+    DataError
+        See :func:`list_image_folder` and :func:`decode_images`.
+    """
+    train, test = list_image_folder(root, shown)
+    splits = [train] if test is None else [train, test]
+    files = [p for s in splits for p in s.files]
+    rels = [r for s in splits for r in s.rels]
+    names = [n for s in splits for n in s.names]
+    x, kept = decode_images(
+        files, rels, shown, image_size=image_size, color=color, skip_bad=skip_bad
+    )
+    classes = tuple(sorted({n for n in names if n is not None}))
+    index = {name: k for k, name in enumerate(classes)}
+    y_all = np.array([UNLABELED if n is None else index[n] for n in names], dtype=np.int64)
+    paths_all = np.array([os.path.join(shown, r) for r in rels], dtype=object)
+    in_train = kept < len(train.files)
+    out: dict[str, object] = {
+        "classes": classes,
+        "x_test": None,
+        "y_test": None,
+        "paths_test": None,
+    }
+    for part, mask in (("train", in_train), ("test", ~in_train)):
+        if part == "test" and test is None:
+            continue
+        idx = kept[mask]
+        if len(idx) == 0:
+            raise DataError(
+                f"no readable images left in the {part} part of {shown!r}; fix the images"
+            )
+        out[f"x_{part}"] = x[mask]
+        out[f"y_{part}"] = y_all[idx] if classes else None
+        out[f"paths_{part}"] = tuple(paths_all[idx])
+    return out

@@ -1,0 +1,224 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaekit.data import as_image_array, load_dataset
+from vaekit.data.arrays import convert_color, encode_labels, resize_images
+from vaekit.errors import DataError
+
+RNG = np.random.default_rng(0)
+
+
+def _images(n: int = 20, shape: tuple[int, ...] = (6, 5)) -> np.ndarray:
+    return RNG.integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+# --- .npy ---------------------------------------------------------------------------------
+
+
+def test_npy_gray(tmp_path: Path) -> None:
+    x = _images()
+    np.save(tmp_path / "x.npy", x)
+    ds = load_dataset(tmp_path / "x.npy", test_fraction=0.25)
+    assert ds.image_shape == (1, 6, 5)
+    assert (len(ds.x_train), len(ds.x_test)) == (15, 5)
+    assert ds.y_train is None and ds.classes == () and not ds.official_split
+
+
+def test_npy_channels_last_float(tmp_path: Path) -> None:
+    x = RNG.random((10, 7, 5, 3)).astype(np.float32)  # (N, H, W, C)
+    np.save(tmp_path / "x.npy", x)
+    ds = load_dataset(str(tmp_path / "x.npy"))
+    assert ds.image_shape == (3, 7, 5)
+    all_x = np.concatenate([ds.x_train, ds.x_test])
+    expected = np.rint(x.transpose(0, 3, 1, 2) * 255).astype(np.uint8)
+    # the split reorders rows; compare as sorted sets of images
+    key = lambda a: np.sort(a.reshape(len(a), -1), axis=0)  # noqa: E731
+    np.testing.assert_array_equal(key(all_x), key(expected))
+
+
+def test_npy_channels_first_rgb(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", _images(shape=(3, 4, 4)))
+    assert load_dataset(tmp_path / "x.npy").image_shape == (3, 4, 4)
+
+
+def test_npy_pickled_objects_refused(tmp_path: Path) -> None:
+    obj = np.empty(3, dtype=object)
+    obj[:] = [{"a": 1}, [2], "three"]
+    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
+    with pytest.raises(DataError, match=r"pickled Python objects.*refuses.*safety.*numeric array"):
+        load_dataset(tmp_path / "obj.npy")
+
+
+def test_npz_object_array_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match=r"pickled"):
+        load_dataset(tmp_path / "obj.npz")
+
+
+def test_npy_nan_and_inf_counted(tmp_path: Path) -> None:
+    x = RNG.random((5, 4, 4))
+    x[0, 0, :2] = np.nan
+    x[1, 1, 1] = np.inf
+    np.save(tmp_path / "bad.npy", x)
+    with pytest.raises(DataError, match=r"bad\.npy.*holds 3 NaN or infinite"):
+        load_dataset(tmp_path / "bad.npy")
+
+
+def test_float_out_of_range(tmp_path: Path) -> None:
+    np.save(tmp_path / "f.npy", RNG.random((5, 4, 4)) * 255)
+    with pytest.raises(DataError, match=r"\[0, 1\].*divide"):
+        load_dataset(tmp_path / "f.npy")
+
+
+def test_int_out_of_range(tmp_path: Path) -> None:
+    np.save(tmp_path / "i.npy", np.full((5, 4, 4), 300, dtype=np.int32))
+    with pytest.raises(DataError, match=r"0\.\.255"):
+        load_dataset(tmp_path / "i.npy")
+
+
+@pytest.mark.parametrize("shape", [(10, 784), (10, 4, 4, 4), (10,), (2, 2, 3, 4, 4)])
+def test_bad_shapes(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    np.save(tmp_path / "s.npy", np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"has shape"):
+        load_dataset(tmp_path / "s.npy")
+
+
+def test_not_a_npy_file(tmp_path: Path) -> None:
+    (tmp_path / "fake.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(DataError, match=r"not a .npy file"):
+        load_dataset(tmp_path / "fake.npy")
+
+
+# --- .npz ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys", [("x", "y"), ("images", "labels")])
+def test_npz_labeled(tmp_path: Path, keys: tuple[str, str]) -> None:
+    x, y = _images(40), np.arange(40) % 4
+    np.savez(tmp_path / "d.npz", **{keys[0]: x, keys[1]: y})
+    ds = load_dataset(tmp_path / "d.npz", test_fraction=0.25)
+    assert ds.classes == ("0", "1", "2", "3")
+    assert not ds.official_split
+    assert sorted(np.bincount(ds.y_test).tolist()) == [2, 2, 3, 3]  # stratified: 10 of 40
+
+
+def test_npz_official_test_part(tmp_path: Path) -> None:
+    np.savez_compressed(
+        tmp_path / "d.npz",
+        x=_images(12),
+        y=np.arange(12) % 3,
+        x_test=_images(6),
+        y_test=np.arange(6) % 3,
+    )
+    ds = load_dataset(tmp_path / "d.npz")
+    assert ds.official_split
+    assert (len(ds.x_train), len(ds.x_test)) == (12, 6)
+    assert ds.y_test.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_npz_string_labels_and_unlabeled(tmp_path: Path) -> None:
+    np.savez(tmp_path / "s.npz", x=_images(4), y=np.array(["dog", "cat", "dog", "cat"]))
+    ds = load_dataset(tmp_path / "s.npz", test_fraction=0.5)
+    assert ds.classes == ("cat", "dog")
+    np.savez(tmp_path / "u.npz", x=_images(6), y=np.array([3, 7, -1, 3, 7, -1]))
+    ds = load_dataset(tmp_path / "u.npz", test_fraction=0.5)
+    assert ds.classes == ("3", "7")
+    assert sorted(np.concatenate([ds.y_train, ds.y_test]).tolist()) == [-1, -1, 0, 0, 1, 1]
+
+
+def test_npz_label_length_mismatch(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=_images(10), y=np.arange(9))
+    with pytest.raises(DataError, match=r"10 images in 'x' but 9 labels in 'y'"):
+        load_dataset(tmp_path / "d.npz")
+
+
+def test_npz_missing_keys(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", pixels=_images(10))
+    with pytest.raises(DataError, match=r"\['pixels'\] but no 'x' or 'images'"):
+        load_dataset(tmp_path / "d.npz")
+
+
+def test_npz_test_shape_mismatch(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=_images(10), x_test=_images(4, (5, 5)))
+    with pytest.raises(DataError, match=r"'x_test' images are"):
+        load_dataset(tmp_path / "d.npz")
+
+
+def test_npz_bad_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=_images(4), y=np.array([0.5, 1, 2, 3]))
+    with pytest.raises(DataError, match=r"fractional"):
+        load_dataset(tmp_path / "d.npz")
+    np.savez(tmp_path / "d.npz", x=_images(4), y=np.array([0, -2, 1, 1]))
+    with pytest.raises(DataError, match=r"label -2"):
+        load_dataset(tmp_path / "d.npz")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def test_encode_labels_remaps_sparse_values() -> None:
+    (a, b), classes = encode_labels([(np.array([10, 30, -1]), "a"), (np.array([20]), "b")])
+    assert classes == ("10", "20", "30")
+    assert a.tolist() == [0, 2, -1] and b.tolist() == [1]
+    (none,), classes = encode_labels([(None, "a")])
+    assert none is None and classes == ()
+
+
+def test_convert_color_and_resize() -> None:
+    rgb = np.zeros((2, 3, 4, 4), dtype=np.uint8)
+    rgb[:, 0] = 255  # pure red -> BT.601 luma 76
+    gray = convert_color(rgb, "grayscale")
+    assert gray.shape == (2, 1, 4, 4) and np.all(gray == 76)
+    assert convert_color(gray, "rgb").shape == (2, 3, 4, 4)
+    assert resize_images(rgb, (8, 6)).shape == (2, 3, 8, 6)
+    assert resize_images(rgb, (4, 4)) is rgb
+
+
+# --- as_image_array -----------------------------------------------------------------------
+
+
+def test_as_image_array_uint8() -> None:
+    out = as_image_array(np.full((2, 4, 5), 255, dtype=np.uint8))
+    assert out.dtype == np.float32 and out.shape == (2, 1, 4, 5) and np.all(out == 1)
+
+
+def test_as_image_array_layouts() -> None:
+    assert as_image_array(np.zeros((2, 3, 4, 5))).shape == (2, 3, 4, 5)
+    assert as_image_array(np.zeros((2, 4, 5, 3))).shape == (2, 3, 4, 5)
+    flat = as_image_array(np.full((3, 7), 0.5, dtype=np.float64))
+    assert flat.shape == (3, 7) and flat.dtype == np.float32 and flat.flags.c_contiguous
+    assert as_image_array([[0, 255]]).tolist() == [[0.0, 1.0]]
+    assert as_image_array(np.ones((1, 2, 2), dtype=bool)).max() == 1
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (np.array([[np.nan, 0.5]]), "1 NaN or infinite"),
+        (np.array([[np.inf, 0.5]]), "NaN or infinite"),
+        (np.array([[1.5, 0.5]]), r"\[0, 1\]"),
+        (np.array([[-0.1, 0.5]]), r"\[0, 1\]"),
+        (np.array([[256, 0]]), r"0\.\.255"),
+        (np.array([[-1, 0]]), r"0\.\.255"),
+        (np.zeros(5), "has shape"),
+        (np.zeros((1, 1, 1, 1, 1)), "has shape"),
+        (np.zeros((2, 4, 4, 4)), "1 or 3 channels"),
+        (np.zeros((0, 4)), "empty"),
+        (np.zeros((0, 4, 4)), "empty"),
+        (np.array([["a", "b"]]), "dtype"),
+        (np.array([[{}, {}]], dtype=object), "dtype"),
+        (np.zeros((2, 2), dtype=complex), "dtype"),
+    ],
+)
+def test_as_image_array_rejects(x: np.ndarray, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        as_image_array(x, name="X_train")
+
+
+def test_as_image_array_names_input() -> None:
+    with pytest.raises(DataError, match=r"^X_new "):
+        as_image_array(np.zeros(3), name="X_new")
+    with pytest.raises(DataError, match=r"cannot be read as an array"):
+        as_image_array([[1, 2], [3]])

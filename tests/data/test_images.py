@@ -1,0 +1,219 @@
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.data import images, load_dataset
+from vaekit.errors import DataError
+
+
+def _labeled(root: Path, save_image, n: int = 4, gray_only: bool = False) -> Path:
+    for i in range(n):
+        save_image(root / "cat" / f"c{i}.png", "L", seed=i)
+        save_image(root / "dog" / f"d{i}.JPG", "L" if gray_only else "RGB", seed=10 + i)
+    return root
+
+
+def test_labeled_folder_mixed_modes_becomes_rgb(tmp_path: Path, save_image) -> None:
+    root = _labeled(tmp_path / "pets", save_image)
+    (root / "notes.txt").write_text("not an image")
+    save_image(root / "cat" / ".hidden.png")
+    (root / "cat" / ".broken.png").write_bytes(b"garbage")
+    ds = load_dataset(root, test_fraction=0.5)
+    assert ds.classes == ("cat", "dog")
+    assert ds.image_shape == (3, 5, 6)
+    assert not ds.official_split
+    assert (len(ds.x_train), len(ds.x_test)) == (4, 4)
+    assert np.bincount(ds.y_test).tolist() == [2, 2]
+    assert ds.paths_train is not None and len(ds.paths_train) == 4
+    all_paths = ds.paths_train + ds.paths_test
+    assert str(root / "cat" / "c0.png") in all_paths
+    assert not any(".hidden" in p for p in all_paths)
+    # the gray PNG is repeated over three channels, pixel for pixel
+    i = all_paths.index(str(root / "cat" / "c0.png"))
+    x = np.concatenate([ds.x_train, ds.x_test])[i]
+    expected = np.asarray(Image.open(root / "cat" / "c0.png"))
+    for c in range(3):
+        np.testing.assert_array_equal(x[c], expected)
+
+
+def test_gray_folder_and_color_modes(tmp_path: Path, save_image) -> None:
+    root = _labeled(tmp_path / "g", save_image, gray_only=True)
+    assert load_dataset(root).image_shape == (1, 5, 6)
+    assert load_dataset(root, color="rgb").image_shape == (3, 5, 6)
+    mixed = _labeled(tmp_path / "m", save_image)
+    assert load_dataset(mixed, color="grayscale").image_shape == (1, 5, 6)
+
+
+def test_flat_folder_is_unlabeled(tmp_path: Path, save_image) -> None:
+    for i in range(5):
+        save_image(tmp_path / f"{i}.bmp", seed=i)
+    ds = load_dataset(tmp_path)
+    assert ds.y_train is None and ds.y_test is None and ds.classes == ()
+    assert len(ds.x_train) + len(ds.x_test) == 5
+
+
+def test_unlabeled_subfolder(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=2)
+    for i in range(4):
+        save_image(tmp_path / "unlabeled" / f"u{i}.png", seed=20 + i)
+    ds = load_dataset(tmp_path, test_fraction=0.25)
+    assert ds.classes == ("cat", "dog")
+    y = np.concatenate([ds.y_train, ds.y_test])
+    assert sorted(y.tolist()) == [-1, -1, -1, -1, 0, 0, 1, 1]
+
+
+def test_only_unlabeled_subfolder_has_no_labels(tmp_path: Path, save_image) -> None:
+    for i in range(3):
+        save_image(tmp_path / "unlabeled" / f"u{i}.png", seed=i)
+    ds = load_dataset(tmp_path)
+    assert ds.y_train is None and ds.classes == ()
+
+
+def test_train_test_layout(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path / "train", save_image, n=3, gray_only=True)
+    save_image(tmp_path / "test" / "cat" / "t.png", seed=99)
+    save_image(tmp_path / "test" / "dog" / "t.png", seed=98)
+    ds = load_dataset(tmp_path)
+    assert ds.official_split
+    assert (len(ds.x_train), len(ds.x_test)) == (6, 2)
+    assert ds.y_test.tolist() == [0, 1]
+    assert ds.paths_test == (str(tmp_path / "test/cat/t.png"), str(tmp_path / "test/dog/t.png"))
+
+
+def test_train_only_is_split_and_extra_folders_warn(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path / "train", save_image, n=3, gray_only=True)
+    save_image(tmp_path / "val" / "cat" / "v.png")
+    with pytest.warns(UserWarning, match=r"ignored: val/"):
+        ds = load_dataset(tmp_path)
+    assert not ds.official_split and len(ds.x_train) + len(ds.x_test) == 6
+
+
+def test_corrupt_image(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=2, gray_only=True)
+    (tmp_path / "cat" / "bad.png").write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("image 'cat/bad.png' cannot be read") and "--skip-bad" in msg
+    assert "\n" not in msg
+
+
+def _truncated_png(path: Path) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_png(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=2, gray_only=True)
+    _truncated_png(tmp_path / "dog" / "half.png")
+    with pytest.raises(DataError, match=r"image 'dog/half.png' cannot be read.*truncated"):
+        load_dataset(tmp_path)
+
+
+def test_skip_bad_warns_once_and_continues(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=3, gray_only=True)
+    (tmp_path / "cat" / "bad.png").write_bytes(b"\x89PNG junk")
+    _truncated_png(tmp_path / "dog" / "half.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(tmp_path, skip_bad=True)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert "skipped 2 unreadable image(s)" in messages[0]
+    assert "'cat/bad.png'" in messages[0] and "'dog/half.png'" in messages[0]
+    assert len(ds.x_train) + len(ds.x_test) == 6
+    names = {Path(p).name for p in ds.paths_train + ds.paths_test}
+    assert "bad.png" not in names and "half.png" not in names and len(names) == 6
+
+
+def test_skip_bad_all_bad(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"none of the 3 images in .* can be read"):
+        load_dataset(tmp_path, skip_bad=True)
+
+
+def test_decompression_bomb_real_file(tmp_path: Path, save_image) -> None:
+    # 8500 x 8500 = 72 MP: above vaekit's 64 MP limit, below Pillow's own ~89 MP warning.
+    save_image(tmp_path / "ok.png")
+    Image.new("1", (8500, 8500)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"'bomb.png' has 72250000 pixels, more than the 64000000"):
+        load_dataset(tmp_path)
+
+
+def test_decompression_bomb_limit(tmp_path: Path, save_image, monkeypatch) -> None:
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 20)
+    save_image(tmp_path / "a.png")
+    save_image(tmp_path / "b.png")
+    with pytest.raises(DataError, match=r"has 30 pixels.*decompression bomb\?"):
+        load_dataset(tmp_path)
+
+
+def test_pillow_bomb_warning_is_an_error(tmp_path: Path, save_image, monkeypatch) -> None:
+    # Pillow warns between its limit and twice it; vaekit turns that warning into an error.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    save_image(tmp_path / "a.png")
+    save_image(tmp_path / "b.png")
+    with pytest.raises(DataError, match=r"decompression bomb"):
+        load_dataset(tmp_path)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"holds no images"):
+        load_dataset(tmp_path)
+
+
+def test_mixed_sizes(tmp_path: Path, save_image) -> None:
+    save_image(tmp_path / "a.png", size=(6, 5))
+    save_image(tmp_path / "b.png", size=(8, 8))
+    save_image(tmp_path / "c.webp", "RGB", size=(9, 3))
+    with pytest.raises(DataError, match=r"'a.png' is 5x6, 'b.png' is 8x8.*--image-size"):
+        load_dataset(tmp_path)
+    ds = load_dataset(tmp_path, image_size=(4, 7), test_fraction=0.34)
+    assert ds.image_shape == (3, 4, 7)
+    assert load_dataset(tmp_path, image_size=16).image_shape == (3, 16, 16)
+
+
+def test_loose_images_beside_classes(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=1)
+    save_image(tmp_path / "stray.png")
+    with pytest.raises(DataError, match=r"\(e\.g\. 'stray.png'\) beside class sub-folders"):
+        load_dataset(tmp_path)
+
+
+def test_nested_class_images_and_formats(tmp_path: Path, save_image) -> None:
+    save_image(tmp_path / "a" / "2019" / "x.tiff")
+    save_image(tmp_path / "a" / "y.gif")
+    save_image(tmp_path / "b" / "z.png", "RGBA")
+    Image.new("P", (6, 5)).save(tmp_path / "b" / "p.png")
+    ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert ds.classes == ("a", "b") and ds.image_shape == (3, 5, 6)
+
+
+def test_sixteen_bit_png_is_scaled(tmp_path: Path) -> None:
+    wide = (np.arange(30, dtype=np.uint16) * 2000).reshape(5, 6)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(wide).save(tmp_path / name)
+    ds = load_dataset(tmp_path)
+    expected = np.rint(wide / 257).astype(np.uint8)
+    np.testing.assert_array_equal(ds.x_train[0, 0], expected)
+
+
+def test_single_image_path(tmp_path: Path, save_image) -> None:
+    with pytest.raises(DataError, match=r"single image; pass the folder"):
+        load_dataset(save_image(tmp_path / "one.png"))
+
+
+def test_exif_rotation_is_applied(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (6, 4), "red").save(tmp_path / name, exif=exif)
+    assert load_dataset(tmp_path).image_shape == (3, 6, 4)
