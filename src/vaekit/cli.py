@@ -11,20 +11,24 @@ import contextlib
 import io
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from vaekit import checkpoint
 from vaekit._version import __version__
-from vaekit.errors import CheckpointError, VaekitError
+from vaekit.errors import CheckpointError, DataError, VaekitError
+
+# numpy, torch and the layers below are imported inside the commands, so that --help,
+# --version and argument errors answer without loading them.
 
 EXIT_USAGE = 2
 MODELS = ("vae",)
+#: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
+CONFIG_FILE = "config.json"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,11 +145,60 @@ def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, An
     }
 
 
+def _check_writable(path: Path, what: str, *, folder: bool = False) -> None:
+    """Refuse to go on unless ``path`` (a file, or a folder if ``folder``) can be written.
+
+    The existing folder (``path`` itself or the nearest one above it) gets a probe file,
+    created and removed at once, so a read-only or virtual file system (``/proc``) fails
+    here, before any work.
+    """
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder; give a file name" if path.is_dir() else "a file; give a folder"
+        raise VaekitError(f"{what} '{path}' is {kind}")
+    parent = path if path.is_dir() else path.parent  # where the first file will go
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise VaekitError(
+            f"cannot write {what} '{path}': '{parent}' is a file, not a folder; choose another path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vaekit-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise VaekitError(
+            f"cannot write {what} '{path}' ({exc.strerror or exc}); choose a folder you can "
+            "write to"
+        ) from None
+
+
+def _output_file(out: str, suffix: str) -> Path:
+    """Check ``--out FILE`` (its suffix, its folder) before any work is done."""
+    if not out.lower().endswith(suffix):
+        raise VaekitError(f"--out must end in {suffix}, got {out!r}")
+    path = Path(out)
+    _check_writable(path, "--out")
+    return path
+
+
+def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
+    """Refuse data whose image shape differs from the one the run was trained on."""
+    want, got = tuple(est.input_shape_), tuple(ds.image_shape)
+    if got != want:
+        raise DataError(
+            f"images of {spec!r} are {'x'.join(map(str, got))} (CxHxW) but run '{run}' was "
+            f"trained on {'x'.join(map(str, want))}; pass the run's kind of data, or "
+            "--image-size / --color to convert it"
+        )
+
+
 def _fresh_dir(out: str | None, default: str) -> Path:
     """``out`` if given (must not hold a run); else ``default`` with -2, -3, ... if taken."""
     if out is not None:
         path = Path(out)
-        if (path / checkpoint.CONFIG_FILE).exists():
+        _check_writable(path, "--out", folder=True)
+        if (path / CONFIG_FILE).exists():
             raise VaekitError(
                 f"'{path}' already holds a run; pass --resume to continue it or choose "
                 "another --out"
@@ -155,6 +208,7 @@ def _fresh_dir(out: str | None, default: str) -> Path:
     while path.exists():
         i += 1
         path = Path(f"{default}-{i}")
+    _check_writable(path, "--out", folder=True)
     return path
 
 
@@ -168,6 +222,8 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    from vaekit import checkpoint
+
     checkpoint.atomic_write_json(path, metrics)
 
 
@@ -177,6 +233,9 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _load_estimator(run: str):
+    if Path(run).is_file():
+        raise CheckpointError(f"'{run}' is a file; pass a run directory (the --out of train)")
+    from vaekit import checkpoint
     from vaekit.estimators import VAE
 
     config = checkpoint.read_config(run)
@@ -190,30 +249,49 @@ def _load_estimator(run: str):
 # --- subcommands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model and save a run directory."""
-    from vaekit.estimators import VAE
-
     if args.resume:
         if args.out is None:
             raise VaekitError("--resume needs --out DIR naming the run to continue")
         out = Path(args.out)
-        if not (out / checkpoint.CONFIG_FILE).exists():
+        if not (out / CONFIG_FILE).exists():
             raise VaekitError(f"cannot resume: '{out}' holds no run; drop --resume to start one")
+        _check_writable(out, "--out", folder=True)
+        from vaekit import checkpoint
+
         config = checkpoint.read_config(out)
-        params = dict(config["params"])
-        if params.get("hidden_dims") is not None:
-            params["hidden_dims"] = tuple(params["hidden_dims"])
+        try:
+            params = dict(config["params"])
+            if params.get("hidden_dims") is not None:
+                params["hidden_dims"] = tuple(params["hidden_dims"])
+            meta = dict(config.get("metadata", {}))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"'{out / CONFIG_FILE}' lacks readable parameters; it was modified — start "
+                "a new run without --resume"
+            ) from None
         params["verbose"] = _verbose(args)
-        meta = config.get("metadata", {})
         if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
             raise VaekitError(
                 f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
             )
         seed = params.get("random_state") or 0
         ds = _load_data(args.data, args, seed)
-        est = VAE(**params)
+        from vaekit.estimators import VAE
+
+        try:
+            est = VAE(**params)
+        except TypeError as exc:  # a parameter this version does not know
+            raise CheckpointError(
+                f"'{out / CONFIG_FILE}' holds parameters this vaekit does not know ({exc}); "
+                "start a new run without --resume"
+            ) from None
     else:
+        out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
         ds = _load_data(args.data, args, args.seed)
-        out = _fresh_dir(args.out, f"runs/{Path(ds.name).name}-{args.model}")
+        if out is None:
+            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{args.model}")
+        from vaekit.estimators import VAE
+
         params = {
             "latent_dim": args.latent_dim,
             "arch": args.arch,
@@ -257,9 +335,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Test-split metrics of a trained run."""
+    out = Path(args.out) if args.out else Path(args.run) / "metrics.json"
+    if args.out:
+        _check_writable(out, "--out")
+    est, config = _load_estimator(args.run)
+    if not args.out:
+        _check_writable(out, "metrics file")
     from vaekit.metrics import generative_metrics
 
-    est, config = _load_estimator(args.run)
     meta = config.get("metadata", {})
     spec = args.data or meta.get("data")
     if spec is None:
@@ -267,6 +350,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.image_size is None and meta.get("image_size"):
         args.image_size = meta["image_size"]
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
+    _check_image_shape(est, ds, args.run, spec)
     t0 = time.perf_counter()
     metrics = {
         **generative_metrics(est, ds.x_test),
@@ -274,7 +358,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "n_test": len(ds.x_test),
     }
     metrics["seconds"] = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.run) / "metrics.json"
     _write_metrics(out, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -282,15 +365,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Latent means of a dataset, written as .npy (rows: train images, then test)."""
+    _output_file(args.out, ".npy")
     est, config = _load_estimator(args.run)
+    import numpy as np
+
+    from vaekit import checkpoint
+
     meta = config.get("metadata", {})
     if args.image_size is None and meta.get("image_size"):
         args.image_size = meta["image_size"]
     ds = _load_data(args.data, args, 0)
+    _check_image_shape(est, ds, args.run, args.data)
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
     z = np.concatenate([est.transform(x) for x in parts[args.split]])
-    if not args.out.endswith(".npy"):
-        raise VaekitError(f"--out must end in .npy, got {args.out!r}")
     buf = io.BytesIO()
     np.save(buf, z)
     checkpoint.atomic_write_bytes(args.out, buf.getvalue())
@@ -300,16 +387,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample images from a trained run into a PNG grid."""
+    _output_file(args.out, ".png")
+    est, _ = _load_estimator(args.run)
     from vaekit.plots import save_image_grid
 
-    est, _ = _load_estimator(args.run)
     if args.cluster is not None:
         raise VaekitError(
             f"'{args.run}' holds a {type(est).__name__}, which has no clusters; "
             "--cluster needs a clustering run"
         )
-    if not args.out.lower().endswith(".png"):
-        raise VaekitError(f"--out must end in .png, got {args.out!r}")
     images = est.sample(args.n, random_state=args.seed)
     save_image_grid(args.out, images)
     _say(args, f"wrote {args.n} samples to {args.out}")
@@ -318,13 +404,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the main job on the embedded digits data: train, evaluate, sample."""
+    out = _fresh_dir(args.out, "runs/demo") if args.out is None else Path(args.out)
+    _check_writable(out, "--out", folder=True)
+    if (out / "vae" / CONFIG_FILE).exists():
+        raise VaekitError(f"'{out / 'vae'}' already holds a run; choose another --out")
+    import numpy as np
+
     from vaekit.data import load_dataset
     from vaekit.estimators import VAE
     from vaekit.metrics import generative_metrics
     from vaekit.plots import save_image_grid
 
     start = time.perf_counter()
-    out = _fresh_dir(args.out, "runs/demo") if args.out is None else Path(args.out)
     ds = load_dataset("digits")
     _say(
         args,
@@ -332,8 +423,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"handwritten digits (8x8) -> {out}",
     )
     vae_dir = out / "vae"
-    if (vae_dir / checkpoint.CONFIG_FILE).exists():
-        raise VaekitError(f"'{vae_dir}' already holds a run; choose another --out")
     vae = VAE(latent_dim=10, max_epochs=args.epochs, random_state=args.seed, verbose=_verbose(args))
     meta = {
         "data": "digits",
@@ -445,10 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaekitError as exc:
         print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except PermissionError as exc:
+    except OSError as exc:  # a path the checks above could not foresee (disk full, ...)
+        name = exc.filename2 or exc.filename  # os.replace(tmp, dest): dest is the user's path
+        where = f" '{name}'" if name else ""
         print(
-            f"vaekit {args.command}: error: cannot write '{exc.filename}': permission "
-            "denied; choose another --out",
+            f"vaekit {args.command}: error: cannot read or write{where} "
+            f"({exc.strerror or exc}); check the path, its permissions and free space",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from vaekit.errors import ConfigError, DataError
 
@@ -193,6 +192,10 @@ def seeded_split(
         counts = np.unique(y, return_counts=True)[1]
         if counts.min() >= 2 and min(n_test, n - n_test) >= len(counts):
             stratify = y
+    # Imported here: scikit-learn takes a second to import, which the CLI's quick answers
+    # (argument and bad-input errors) should not pay.
+    from sklearn.model_selection import train_test_split
+
     train_idx, test_idx = train_test_split(
         np.arange(n), test_size=n_test, random_state=int(random_state), stratify=stratify
     )

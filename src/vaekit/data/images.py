@@ -161,7 +161,10 @@ def list_image_folder(root: Path, shown: str) -> tuple[ImageListing, ImageListin
             )
     else:
         split_dirs = ["."]
-    listings = [_list_split(os.path.join(top, d), d, shown) for d in split_dirs]
+    # top itself, not "top/.": paths in messages read "folder/a/x.png", not "folder/./a/x.png"
+    listings = [
+        _list_split(top if d == "." else os.path.join(top, d), d, shown) for d in split_dirs
+    ]
     for listing, d in zip(listings, split_dirs, strict=True):
         if not listing.files:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))

@@ -1,0 +1,469 @@
+"""User mistakes on the command line: exit status 2, one line naming the culprit, no damage.
+
+Each case builds its inputs in its own folder and names the command to run, what the one
+error line must mention, the files whose bytes must not change and the paths that must not
+appear. The ``outcomes`` fixture runs all cases at once, forked from a preloaded vaekit
+(``fast_cli``); one parametrized test checks each, and one checks that the real ``vaekit``
+console script answers like the preloaded runner.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import (
+    TINY,
+    Cli,
+    Preloaded,
+    TrainedRun,
+    assert_ok,
+    assert_user_error,
+    console_script,
+    copy_run,
+    snapshot,
+    write_idx_folder,
+    write_image_folder,
+)
+from PIL import Image
+
+from vaekit.data.idx import write_idx
+
+#: Side of a 1-bit PNG just over vaekit's 64-megapixel limit (it compresses to ~8 kB).
+BOMB_SIDE = 8001
+OTHER_VERSION = "9.0.0"
+SENTINEL = b"written before the failing command; must survive it\n"
+
+
+@dataclass
+class Case:
+    """One failing command and what it must (not) do."""
+
+    args: list[str | Path]
+    names: tuple[object, ...]
+    protect: list[Path] = field(default_factory=list)  # bytes unchanged (all files below)
+    absent: list[Path] = field(default_factory=list)  # never created
+
+
+CASES: dict[str, Callable[[Path, Path], Case]] = {}
+
+
+def case(make: Callable[[Path, Path], Case]) -> Callable[[Path, Path], Case]:
+    """Register ``make(folder, shared_run) -> Case`` under its name without ``case_``."""
+    CASES[make.__name__.removeprefix("case_")] = make
+    return make
+
+
+def _train(data: Path | str, d: Path, *extra: str) -> Case:
+    """``train DATA --out d/out`` that must fail on DATA and leave no run behind."""
+    out = d / "out"
+    protect = [data] if isinstance(data, Path) else []
+    return Case(["train", data, *TINY, "--out", out, *extra], (data,), protect, [out])
+
+
+def _existing(path: Path) -> Path:
+    """A file the failing command must not overwrite."""
+    path.write_bytes(SENTINEL)
+    return path
+
+
+def _run_copy(run: Path, d: Path) -> Path:
+    return copy_run(run, d / "run")
+
+
+def _edit_config(run: Path, **changes: object) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config.update(changes)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+# --- data -----------------------------------------------------------------------------------
+@case
+def case_idx_truncated(d: Path, run: Path) -> Case:
+    folder = write_idx_folder(d / "idx")
+    f = folder / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-50])
+    c = _train(folder, d)
+    c.names = (f.name, "truncated")
+    return c
+
+
+@case
+def case_idx_count_mismatch(d: Path, run: Path) -> Case:
+    folder = write_idx_folder(d / "idx")
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(9, dtype=np.uint8))  # 10 images
+    c = _train(folder, d)
+    c.names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "10 images", "9 labels")
+    return c
+
+
+def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
+    folder = write_image_folder(d / "pets", n=5)
+    if data is not None:
+        (folder / "cats" / name).write_bytes(data)
+    return folder
+
+
+@case
+def case_corrupt_image(d: Path, run: Path) -> Case:
+    folder = _folder_with(d, "bad.png", b"these bytes are not a PNG")
+    c = _train(folder, d)
+    c.names = ("cats/bad.png", "--skip-bad")
+    return c
+
+
+@case
+def case_truncated_png(d: Path, run: Path) -> Case:
+    folder = write_image_folder(d / "pets", n=5, size=(32, 32))
+    f = folder / "dogs" / "3.png"
+    f.write_bytes(f.read_bytes()[:200])
+    c = _train(folder, d)
+    c.names = ("dogs/3.png", "truncated", "--skip-bad")
+    return c
+
+
+@case
+def case_decompression_bomb(d: Path, run: Path) -> Case:
+    folder = _folder_with(d, "bomb.png")
+    Image.new("1", (BOMB_SIDE, BOMB_SIDE)).save(folder / "cats" / "bomb.png")
+    c = _train(folder, d)
+    c.names = ("cats/bomb.png", "decompression bomb")
+    return c
+
+
+@case
+def case_pickled_npy(d: Path, run: Path) -> Case:
+    f = d / "objects.npy"
+    np.save(f, np.array([{"pixels": 1}] * 4, dtype=object), allow_pickle=True)
+    c = _train(f, d)
+    c.names = (f, "pickled")
+    return c
+
+
+@case
+def case_empty_folder(d: Path, run: Path) -> Case:
+    folder = d / "empty"
+    folder.mkdir()
+    c = _train(folder, d)
+    c.names = (folder, "no images")
+    return c
+
+
+@case
+def case_mixed_sizes(d: Path, run: Path) -> Case:
+    folder = _folder_with(d, "wide.png")
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(folder / "cats" / "wide.png")
+    c = _train(folder, d)
+    c.names = (folder, "cats/wide.png", "--image-size")
+    return c
+
+
+@case
+def case_nan_in_npy(d: Path, run: Path) -> Case:
+    x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
+    x[3, 2, 1] = np.nan
+    np.save(d / "nan.npy", x)
+    c = _train(d / "nan.npy", d)
+    c.names = (d / "nan.npy", "NaN")
+    return c
+
+
+@case
+def case_inf_in_npy(d: Path, run: Path) -> Case:
+    x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
+    x[0, 0, 0] = -np.inf
+    np.save(d / "inf.npy", x)
+    c = _train(d / "inf.npy", d)
+    c.names = (d / "inf.npy", "infinite")
+    return c
+
+
+@case
+def case_unknown_dataset(d: Path, run: Path) -> Case:
+    return _train("cifar-100", d)
+
+
+@case
+def case_images_of_another_shape(d: Path, run: Path) -> Case:
+    x = np.zeros((20, 10, 10), dtype=np.uint8)
+    np.savez(d / "big.npz", x=x)
+    out = _existing(d / "z.npy")
+    return Case(["embed", run, d / "big.npz", "--out", out], (d / "big.npz", "1x10x10"), [out])
+
+
+# --- arguments ------------------------------------------------------------------------------
+@case
+def case_missing_data(d: Path, run: Path) -> Case:
+    return Case(["train"], ("DATA", "vaekit train --help"))
+
+
+@case
+def case_negative_epochs(d: Path, run: Path) -> Case:
+    return Case(["train", "digits", "--epochs", "-3"], ("--epochs", "-3"))
+
+
+@case
+def case_epochs_not_a_number(d: Path, run: Path) -> Case:
+    return Case(["train", "digits", "--epochs", "abc"], ("--epochs", "abc"))
+
+
+@case
+def case_unknown_flag(d: Path, run: Path) -> Case:
+    return Case(["train", "digits", "--colour", "red"], ("--colour",))
+
+
+@case
+def case_unknown_subcommand(d: Path, run: Path) -> Case:
+    return Case(["cluster-everything", "digits"], ("cluster-everything",))
+
+
+@case
+def case_no_subcommand(d: Path, run: Path) -> Case:
+    return Case([], ("COMMAND",))
+
+
+@case
+def case_bad_image_size(d: Path, run: Path) -> Case:
+    return Case(["train", "digits", "--image-size", "8by8", "--out", d / "out"], ("--image-size",))
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+def _other_version(d: Path, run: Path) -> Path:
+    r = _run_copy(run, d)
+    _edit_config(r, vaekit_version=OTHER_VERSION)
+    return r
+
+
+@case
+def case_other_version_evaluate(d: Path, run: Path) -> Case:
+    r = _other_version(d, run)
+    return Case(["evaluate", r], (r, OTHER_VERSION), [r])
+
+
+@case
+def case_other_version_embed(d: Path, run: Path) -> Case:
+    r, out = _other_version(d, run), _existing(d / "z.npy")
+    return Case(["embed", r, "digits", "--out", out], (r, OTHER_VERSION), [r, out])
+
+
+@case
+def case_other_version_generate(d: Path, run: Path) -> Case:
+    r, out = _other_version(d, run), _existing(d / "s.png")
+    return Case(["generate", r, "--out", out], (r, OTHER_VERSION), [r, out])
+
+
+@case
+def case_flipped_weight_bytes(d: Path, run: Path) -> Case:
+    r = _run_copy(run, d)
+    weights = bytearray((r / "model.safetensors").read_bytes())
+    weights[-7] ^= 0xFF  # inside the last tensor
+    (r / "model.safetensors").write_bytes(bytes(weights))
+    return Case(["evaluate", r], (r / "model.safetensors",), [r])
+
+
+@case
+def case_truncated_weights(d: Path, run: Path) -> Case:
+    r, out = _run_copy(run, d), _existing(d / "s.png")
+    weights = (r / "model.safetensors").read_bytes()
+    (r / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    return Case(["generate", r, "--out", out], (r / "model.safetensors",), [r, out])
+
+
+@case
+def case_deleted_weights(d: Path, run: Path) -> Case:
+    r, out = _run_copy(run, d), _existing(d / "z.npy")
+    (r / "model.safetensors").unlink()
+    return Case(["embed", r, "digits", "--out", out], (r / "model.safetensors",), [r, out])
+
+
+@case
+def case_garbage_config(d: Path, run: Path) -> Case:
+    r = _run_copy(run, d)
+    (r / "config.json").write_bytes(b"{not json at all\x00")
+    return Case(["evaluate", r], (r / "config.json",), [r])
+
+
+@case
+def case_evaluate_missing_run(d: Path, run: Path) -> Case:
+    return Case(["evaluate", d / "no-such-run"], (d / "no-such-run",), absent=[d / "no-such-run"])
+
+
+@case
+def case_evaluate_a_file(d: Path, run: Path) -> Case:
+    f = _existing(d / "notes.txt")
+    return Case(["evaluate", f], (f,), [f])
+
+
+@case
+def case_resume_without_run(d: Path, run: Path) -> Case:
+    out = d / "fresh"
+    out.mkdir()
+    keep = _existing(out / "notes.txt")
+    return Case(["train", "digits", *TINY, "--out", out, "--resume"], (out, "--resume"), [keep])
+
+
+@case
+def case_resume_config_without_params(d: Path, run: Path) -> Case:
+    r = _run_copy(run, d)
+    config = json.loads((r / "config.json").read_text())
+    del config["params"]
+    (r / "config.json").write_text(json.dumps(config))
+    return Case(["train", "digits", "--out", r, "--resume"], (r / "config.json",), [r])
+
+
+@case
+def case_train_into_existing_run(d: Path, run: Path) -> Case:
+    r = _run_copy(run, d)
+    return Case(["train", "digits", *TINY, "--out", r], (r, "--resume"), [r])
+
+
+@case
+def case_demo_into_existing_run(d: Path, run: Path) -> Case:
+    copy_run(run, d / "demo" / "vae")
+    return Case(["demo", "--out", d / "demo", "--epochs", "1"], (d / "demo" / "vae",), [d / "demo"])
+
+
+# --- outputs --------------------------------------------------------------------------------
+@case
+def case_generate_jpg(d: Path, run: Path) -> Case:
+    out = _existing(d / "x.jpg")
+    return Case(["generate", run, "--out", out], ("--out", out, ".png"), [out, run])
+
+
+@case
+def case_embed_txt(d: Path, run: Path) -> Case:
+    out = _existing(d / "z.txt")
+    return Case(["embed", run, "digits", "--out", out], ("--out", out, ".npy"), [out, run])
+
+
+@case
+def case_embed_into_proc(d: Path, run: Path) -> Case:
+    return Case(["embed", run, "digits", "--out", "/proc/x.npy"], ("/proc/x.npy",), [run])
+
+
+@case
+def case_train_into_proc(d: Path, run: Path) -> Case:
+    return Case(["train", "digits", *TINY, "--out", "/proc/vaekit-run"], ("/proc/vaekit-run",))
+
+
+@case
+def case_evaluate_out_in_proc(d: Path, run: Path) -> Case:
+    return Case(["evaluate", run, "--out", "/proc/m.json"], ("/proc/m.json",), [run])
+
+
+@case
+def case_generate_onto_a_folder(d: Path, run: Path) -> Case:
+    out = d / "grid.png"
+    out.mkdir()
+    keep = _existing(out / "keep.txt")
+    return Case(["generate", run, "--out", out], (out, "folder"), [keep, run])
+
+
+@case
+def case_embed_below_a_file(d: Path, run: Path) -> Case:
+    f = _existing(d / "afile")
+    return Case(["embed", run, "digits", "--out", f / "z.npy"], (f / "z.npy",), [f, run])
+
+
+@case
+def case_train_out_is_a_file(d: Path, run: Path) -> Case:
+    f = _existing(d / "afile")
+    return Case(["train", "digits", *TINY, "--out", f], (f,), [f])
+
+
+#: Cases re-run as real processes of the console script, to check that the preloaded runner
+#: answers as they do (test_cli_commands.py compares a real ``python -m vaekit --help``).
+SPAWNED = ("other_version_generate",)
+
+
+# --- running them ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    before: dict[Path, bytes | None]
+    result: subprocess.CompletedProcess[str]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    bad: dict[str, Outcome]
+    root: Path
+    skip_bad: subprocess.CompletedProcess[str]
+    image_size: subprocess.CompletedProcess[str]
+    spawned: dict[str, subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    fast_cli: Cli | Preloaded,
+    cli: Cli,
+    trained_run: TrainedRun,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outcomes:
+    root = tmp_path_factory.mktemp("bad-input")
+    cases, before = {}, {}
+    for name, make in CASES.items():
+        d = root / name
+        d.mkdir()
+        cases[name] = make(d, trained_run.path)
+        before[name] = snapshot(cases[name].protect)
+    jobs: dict[str, list[str | Path]] = {name: c.args for name, c in cases.items()}
+    # The fixes the messages suggest must work.
+    corrupt, mixed = root / "corrupt_image" / "pets", root / "mixed_sizes" / "pets"
+    jobs["--skip-bad"] = ["train", corrupt, *TINY, "--skip-bad", "--out", root / "skipped"]
+    jobs["--image-size"] = ["train", mixed, *TINY, "--image-size", "8", "--out", root / "sized"]
+    # A few again as real processes, while the others run.
+    with ThreadPoolExecutor(max_workers=len(SPAWNED)) as pool:
+        started = {
+            name: cli.start(pool, *cases[name].args, command=[console_script()]) for name in SPAWNED
+        }
+        results = fast_cli.many(jobs)
+        spawned = {name: future.result() for name, future in started.items()}
+    bad = {name: Outcome(cases[name], before[name], results[name]) for name in cases}
+    return Outcomes(bad, root, results["--skip-bad"], results["--image-size"], spawned)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_one_line_and_damages_nothing(outcomes: Outcomes, name: str) -> None:
+    if "_proc" in name and not Path("/proc").is_dir():
+        pytest.skip("needs Linux /proc as an unwritable folder")
+    outcome = outcomes.bad[name]
+    assert_user_error(outcome.result, *outcome.case.names)
+    assert snapshot(outcome.case.protect) == outcome.before, "a file was changed"
+    for path in outcome.case.absent:
+        assert not path.exists(), f"{path} was created"
+    for pattern in (".*.tmp", ".vaekit-probe.*"):  # atomic writes, --out checks
+        assert not list((outcomes.root / name).rglob(pattern)), "temporary files left behind"
+
+
+def test_skip_bad_trains_with_one_warning_naming_the_image(outcomes: Outcomes) -> None:
+    res = outcomes.skip_bad
+    assert_ok(res)
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "cats/bad.png" in warnings[0], res.stderr
+    assert "Traceback" not in res.stderr
+    config = json.loads((outcomes.root / "skipped" / "config.json").read_text())
+    assert config["metadata"]["n_train"] + config["metadata"]["n_test"] == 10  # bad one left out
+
+
+def test_image_size_resolves_mixed_sizes(outcomes: Outcomes) -> None:
+    res = outcomes.image_size
+    assert_ok(res)
+    config = json.loads((outcomes.root / "sized" / "config.json").read_text())
+    assert config["metadata"]["image_shape"] == [1, 8, 8]
+
+
+@pytest.mark.parametrize("name", SPAWNED)
+def test_spawned_processes_answer_like_the_preloaded_ones(outcomes: Outcomes, name: str) -> None:
+    real, preloaded = outcomes.spawned[name], outcomes.bad[name].result
+    assert (real.returncode, real.stdout, real.stderr) == (
+        preloaded.returncode,
+        preloaded.stdout,
+        preloaded.stderr,
+    )

@@ -1,0 +1,216 @@
+"""Every ``vaekit`` command end to end, in real processes on real files.
+
+The commands after the shared training run are independent, so the ``outputs`` fixture runs
+them all at once, most forked from a preloaded vaekit (``fast_cli``); the training run,
+``--help`` and ``generate`` start as real ``python -m vaekit`` / ``vaekit`` (the console
+script) processes. Each test then checks one command's result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import (
+    BAR_MARKS,
+    DIGITS_TEST,
+    DIGITS_TRAIN,
+    LATENT_DIM,
+    PYTHON_M,
+    TINY,
+    Cli,
+    Preloaded,
+    TrainedRun,
+    assert_ok,
+    console_script,
+    copy_run,
+    write_idx_folder,
+    write_image_folder,
+)
+from PIL import Image
+
+from vaekit import __version__
+
+SUBCOMMANDS = ("demo", "train", "evaluate", "embed", "generate")
+RUN_FILES = ("config.json", "model.safetensors", "history.csv", "metrics.json")
+METRIC_KEYS = {"elbo", "reconstruction_mse", "reconstruction_bce", "n_train", "n_test", "seconds"}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where each command wrote, and what it printed (``results[name]``)."""
+
+    root: Path
+    results: dict[str, subprocess.CompletedProcess[str]]
+
+    def __getitem__(self, name: str) -> subprocess.CompletedProcess[str]:
+        return self.results[name]
+
+
+@pytest.fixture(scope="module")
+def outputs(
+    cli: Cli,
+    fast_cli: Cli | Preloaded,
+    trained_run: TrainedRun,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outputs:
+    root = tmp_path_factory.mktemp("commands")
+    run = trained_run.path
+    evaluated = copy_run(run, root / "evaluated")
+    (evaluated / "metrics.json").unlink()  # evaluate must write it anew
+    write_image_folder(root / "pets", mode="RGB")
+    x = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    y = np.arange(50) % 5
+    np.savez(root / "arrays.npz", x=x[:40], y=y[:40], x_test=x[40:], y_test=y[40:])
+    write_idx_folder(root / "idx")
+    jobs = {
+        **{f"help {cmd}": [cmd, "--help"] for cmd in SUBCOMMANDS},
+        "evaluate": ["evaluate", evaluated],
+        "embed all": ["embed", run, "digits", "--out", root / "z.npy"],
+        "embed test": ["embed", run, "digits", "--split", "test", "--out", root / "z_test.npy"],
+        "train folder": ["train", root / "pets", *TINY, "--out", root / "pets-run"],
+        "train npz": ["train", root / "arrays.npz", *TINY, "--out", root / "npz-run", "--quiet"],
+        "train idx": ["train", root / "idx", *TINY, "--out", root / "idx-run"],
+        "demo": ["demo", "--out", root / "demo", "--epochs", "2"],
+    }
+    jobs["help preloaded"] = ["--help"]
+    jobs["version"] = ["--version"]
+    script = [console_script()]  # the installed entry point, not only ``python -m vaekit``
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spawned = {
+            "help": cli.start(pool, "--help", command=PYTHON_M),
+            "generate": cli.start(
+                pool, "generate", run, "--n", "16", "--out", root / "s.png", command=script
+            ),
+        }
+        results = fast_cli.many(jobs)
+        results.update({name: future.result() for name, future in spawned.items()})
+    return Outputs(root, results)
+
+
+def test_help_of_vaekit_and_every_subcommand(outputs: Outputs) -> None:
+    res = outputs["help"]
+    assert_ok(res)
+    assert res.stdout.startswith("usage: vaekit")
+    # the preloaded runner used for most commands answers like the real one
+    assert (res.returncode, res.stdout, res.stderr) == (
+        outputs["help preloaded"].returncode,
+        outputs["help preloaded"].stdout,
+        outputs["help preloaded"].stderr,
+    )
+    for cmd in SUBCOMMANDS:
+        assert cmd in res.stdout
+        sub = outputs[f"help {cmd}"]
+        assert_ok(sub)
+        assert sub.stdout.startswith(f"usage: vaekit {cmd}"), sub.stdout
+
+
+def test_version(outputs: Outputs) -> None:
+    res = outputs["version"]
+    assert_ok(res)
+    assert res.stdout.strip() == f"vaekit {__version__}"
+
+
+def test_train_digits_writes_the_run_and_prints_its_dir(trained_run: TrainedRun) -> None:
+    run, res = trained_run.path, trained_run.result
+    assert_ok(res)
+    assert PYTHON_M[1:] == ("-m", "vaekit")
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    assert res.stdout.splitlines()[-1] == str(run)
+    assert "training VAE on digits" in res.stdout  # chatter without --quiet
+    config = json.loads((run / "config.json").read_text())
+    assert config["params"]["latent_dim"] == LATENT_DIM
+    assert config["metadata"]["image_shape"] == [1, 8, 8]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 2  # header + one epoch
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    # stderr is not a terminal here, so no progress bar
+    assert not any(mark in res.stderr for mark in BAR_MARKS), res.stderr
+
+
+def test_evaluate_writes_metrics_json(outputs: Outputs) -> None:
+    res = outputs["evaluate"]
+    assert_ok(res)
+    metrics = json.loads((outputs.root / "evaluated" / "metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    assert (metrics["n_train"], metrics["n_test"]) == (DIGITS_TRAIN, DIGITS_TEST)
+    assert all(np.isfinite(metrics[k]) for k in METRIC_KEYS)
+    assert json.loads(res.stdout) == metrics
+
+
+def test_embed_writes_latent_means_of_all_then_one_split(outputs: Outputs) -> None:
+    for name in ("embed all", "embed test"):
+        assert_ok(outputs[name])
+    z = np.load(outputs.root / "z.npy", allow_pickle=False)
+    assert z.shape == (DIGITS_TRAIN + DIGITS_TEST, LATENT_DIM)
+    assert z.dtype == np.float32
+    z_test = np.load(outputs.root / "z_test.npy", allow_pickle=False)
+    assert z_test.shape == (DIGITS_TEST, LATENT_DIM)
+    np.testing.assert_allclose(z_test, z[DIGITS_TRAIN:], rtol=1e-5, atol=1e-6)  # train, then test
+
+
+def test_generate_writes_a_png_grid(outputs: Outputs) -> None:
+    assert_ok(outputs["generate"])
+    path = outputs.root / "s.png"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert min(im.size) >= 4 * 8  # a 4x4 grid of at least 8x8 tiles
+
+
+@pytest.mark.parametrize(
+    ("job", "run_dir", "shape", "n_train", "n_test"),
+    [
+        ("train folder", "pets-run", [3, 8, 8], 16, 4),  # 20 RGB images, 20% held out
+        ("train npz", "npz-run", [1, 8, 8], 40, 10),  # x / x_test given
+        ("train idx", "idx-run", [1, 8, 8], 30, 10),  # train / t10k files
+    ],
+)
+def test_train_on_each_kind_of_path(
+    outputs: Outputs, job: str, run_dir: str, shape: list[int], n_train: int, n_test: int
+) -> None:
+    res = outputs[job]
+    assert_ok(res)
+    run = outputs.root / run_dir
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    assert res.stdout.splitlines()[-1] == str(run)
+    assert json.loads((run / "config.json").read_text())["metadata"]["image_shape"] == shape
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["n_train"], metrics["n_test"]) == (n_train, n_test)
+
+
+def test_folder_classes_come_from_sub_folders(outputs: Outputs) -> None:
+    config = json.loads((outputs.root / "pets-run" / "config.json").read_text())
+    assert config["metadata"]["classes"] == ["cats", "dogs"]
+
+
+def test_quiet_prints_only_the_run_dir(outputs: Outputs) -> None:
+    res = outputs["train npz"]
+    assert_ok(res)
+    assert res.stdout == f"{outputs.root / 'npz-run'}\n"
+    assert res.stderr == ""
+
+
+def test_demo_writes_everything_and_prints_test_metrics(outputs: Outputs) -> None:
+    res = outputs["demo"]
+    assert_ok(res)
+    demo = outputs.root / "demo"
+    for name in RUN_FILES:
+        assert (demo / "vae" / name).is_file(), name
+    for name in ("samples.png", "reconstructions.png"):
+        with Image.open(demo / name) as im:
+            im.verify()
+    assert "test ELBO" in res.stdout
+    assert "reconstruction error" in res.stdout
+    history = (demo / "vae" / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header + two epochs
+    assert not any(mark in res.stderr for mark in BAR_MARKS), res.stderr
