@@ -1,10 +1,39 @@
 """vaekit: cluster and classify image collections through variational autoencoders.
 
->>> from vaekit import VAE, load_dataset
+>>> from vaekit import VAE, VAEClustering, load_dataset
+
+The public names are imported lazily (PEP 562), so ``vaekit --help`` and argument errors
+answer without loading torch and scikit-learn.
 """
 
-from vaekit._version import __version__
-from vaekit.data import Dataset, load_dataset
-from vaekit.estimators import VAE
+from __future__ import annotations
 
-__all__ = ["VAE", "Dataset", "__version__", "load_dataset"]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from vaekit._version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vaekit.data import Dataset, load_dataset
+    from vaekit.estimators import VAE, VAEClustering
+
+_LAZY = {
+    "VAE": "vaekit.estimators",
+    "VAEClustering": "vaekit.estimators",
+    "Dataset": "vaekit.data",
+    "load_dataset": "vaekit.data",
+}
+
+__all__ = ["VAE", "Dataset", "VAEClustering", "__version__", "load_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
