@@ -1,5 +1,6 @@
 """scikit-learn–compatible user API."""
 
+from vaekit.estimators.clustering import VAEClustering
 from vaekit.estimators.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "VAEClustering"]

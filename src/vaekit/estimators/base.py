@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import time
 from abc import abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -58,6 +59,10 @@ class BaseVAEEstimator(BaseEstimator):
         if self.arch not in ("mlp", "conv"):
             raise ConfigError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
         check_likelihood(self.likelihood)
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(
+                f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
+            )
         if self.hidden_dims is not None and (
             len(self.hidden_dims) == 0
             or not all(isinstance(h, numbers.Integral) and h > 0 for h in self.hidden_dims)
@@ -76,6 +81,7 @@ class BaseVAEEstimator(BaseEstimator):
             batch_size=int(self.batch_size),
             max_epochs=int(self.max_epochs),
             learning_rate=float(self.learning_rate),
+            lr_schedule=self.lr_schedule,
             kl_warmup_epochs=int(self.kl_warmup_epochs),
             validation_fraction=float(self.validation_fraction),
             patience=int(self.patience),
@@ -101,6 +107,9 @@ class BaseVAEEstimator(BaseEstimator):
     def _extra_json(self) -> dict[str, Any]:
         return {}
 
+    def _before_build(self, fitted: dict[str, Any]) -> None:
+        """Restore what ``_build_module`` needs from the saved fitted state (on load)."""
+
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         pass
 
@@ -114,28 +123,46 @@ class BaseVAEEstimator(BaseEstimator):
         metadata: dict[str, Any] | None,
     ) -> None:
         """Build the model for ``data[0]`` and train it (the shared part of every ``fit``)."""
+        self._setup_fit(data[0], metadata)
+        self._train_module(data, run_dir=run_dir, resume=resume)
+
+    def _setup_fit(self, x: torch.Tensor, metadata: dict[str, Any] | None) -> None:
+        """Check parameters and data, draw the seed and build the untrained model."""
         self._check_params()
-        x = data[0]
         if len(x) < 2:
             raise DataError(f"need at least 2 samples to fit, got {len(x)}")
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.seed_ = seed_from(self.random_state)
         self.metadata_ = dict(metadata or {})
+        self.fit_seconds_ = 0.0
+        self.history_ = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)  # initial weights depend on the seed only
             self.module_ = self._build_module(self.input_shape_)
+
+    def _train_module(
+        self,
+        data: list[torch.Tensor],
+        *,
+        run_dir: str | Path | None,
+        resume: bool,
+        **overrides: Any,
+    ) -> None:
+        """Run the training loop on ``self.module_``; ``overrides`` change TrainConfig fields.
+
+        Histories of successive calls (e.g. pre-training, then fine-tuning) are appended.
+        """
         if run_dir is not None:
             checkpoint.write_config(run_dir, self._config(status="training"))
+        cfg = replace(self._train_config(self.seed_), **overrides)
         start = time.perf_counter()
-        result = train(
-            self.module_, data, self._train_config(self.seed_), run_dir=run_dir, resume=resume
-        )
-        self.history_ = result.history
+        result = train(self.module_, data, cfg, run_dir=run_dir, resume=resume)
+        self.history_ = [*self.history_, *result.history]
         self.best_epoch_ = result.best_epoch
-        self.n_epochs_ = len(result.history)
+        self.n_epochs_ = len(self.history_)
         self.stopped_early_ = result.stopped_early
-        self.fit_seconds_ = time.perf_counter() - start
+        self.fit_seconds_ += time.perf_counter() - start
         self.module_.eval()
 
     # -- inference helpers -----------------------------------------------------------------
@@ -235,6 +262,7 @@ class BaseVAEEstimator(BaseEstimator):
             est.stopped_early_ = fitted["stopped_early"]
             est.fit_seconds_ = fitted["fit_seconds"]
             est.history_ = []
+            est._before_build(fitted)
             module = est._build_module(est.input_shape_)
             module.load_state_dict(
                 {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}

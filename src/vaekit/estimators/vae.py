@@ -41,7 +41,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
     max_epochs : int, default=50
         Upper bound on training epochs.
     learning_rate : float, default=1e-3
-        Adam's initial learning rate (cosine-decayed to a tenth).
+        Adam's initial learning rate.
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        "cosine" decays the learning rate to a tenth over ``max_epochs``.
     kl_warmup_epochs : int, default=10
         Epochs over which the KL weight rises from 0 to 1.
     validation_fraction : float, default=0.1
@@ -91,6 +93,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         batch_size: int = 128,
         max_epochs: int = 50,
         learning_rate: float = 1e-3,
+        lr_schedule: str = "cosine",
         kl_warmup_epochs: int = 10,
         validation_fraction: float = 0.1,
         patience: int = 10,
@@ -106,6 +109,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.kl_warmup_epochs = kl_warmup_epochs
         self.validation_fraction = validation_fraction
         self.patience = patience

@@ -195,7 +195,9 @@ class _Loop:
         self.val_data = [t[val_idx].to(self.device) for t in data] if len(val_idx) else None
         self.n_train = len(train_idx)
         self.steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        # The fused kernel updates all parameters in one pass (fewer Python-level ops per
+        # step); it gives the same arithmetic as the per-tensor loop, only faster.
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, fused=True)
         self.order_gen = torch.Generator().manual_seed(cfg.random_state + 1)
         self.history: list[dict[str, float]] = []
         self.epoch = 0

@@ -1,0 +1,370 @@
+"""``VAEClustering``: clusters of images from a VAE's latent space (scikit-learn ClusterMixin).
+
+Methods (the ``method`` parameter), all on the same VAE and training loop:
+
+- ``"gmm"`` — train a VAE, then fit a full-covariance Gaussian mixture to the posterior
+  means (best of ``n_init`` EM runs by likelihood, an unsupervised criterion).
+- ``"kmeans"`` — the same VAE, then k-means on the posterior means.
+- ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the VAE, initialise a diagonal
+  Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
+  clusters are ``argmax_c p(c|z)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from sklearn.base import ClusterMixin
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted
+
+from vaekit.errors import ConfigError, DataError
+from vaekit.estimators.base import to_tensor
+from vaekit.estimators.vae import VAE
+from vaekit.models.vade import VaDEModule
+
+METHODS = ("gmm", "kmeans", "vade")
+#: Ridge added to mixture covariances, relative to the latent scale.
+GMM_REG_COVAR = 1e-4
+
+
+def _gmm_log_resp(
+    z: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray
+) -> np.ndarray:
+    """Log responsibilities ``log p(c|z)`` of a full-covariance GMM, ``(N, K)``."""
+    n, d = z.shape
+    log_joint = np.empty((n, len(weights)))
+    for k, (w, m, c) in enumerate(zip(weights, means, covs, strict=True)):
+        chol = np.linalg.cholesky(c)
+        sol = np.linalg.solve(chol, (z - m).T)  # (D, N)
+        log_det = 2.0 * np.log(np.diag(chol)).sum()
+        log_joint[:, k] = np.log(w) - 0.5 * (d * np.log(2 * np.pi) + log_det + (sol**2).sum(0))
+    return log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)
+
+
+class VAEClustering(ClusterMixin, VAE):
+    """Cluster images without labels through a variational autoencoder.
+
+    Parameters
+    ----------
+    n_clusters : int or "auto", default=10
+        Number of clusters; "auto" picks the K in ``2..max_clusters`` with the lowest BIC
+        of a Gaussian mixture on the latent means (no labels involved).
+    method : {"gmm", "kmeans", "vade"}, default="gmm"
+        How clusters are formed (see the module docstring).
+    n_init : int, default=5
+        EM / k-means restarts; the best is chosen by likelihood or inertia.
+    max_clusters : int, default=20
+        Largest K tried by ``n_clusters="auto"``.
+    pretrain_epochs : int or None, default=None
+        VaDE only: epochs of plain-VAE pre-training (default: ``max_epochs // 2``).
+    **vae_params
+        The VAE parameters (``latent_dim``, ``arch``, ``hidden_dims``, ``likelihood``,
+        ``beta``, ``batch_size``, ``max_epochs``, ``learning_rate``, ``lr_schedule``,
+        ``kl_warmup_epochs``, ``validation_fraction``, ``patience``, ``device``,
+        ``random_state``, ``verbose``), as for :class:`vaekit.VAE`.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (N,)
+        Cluster of each training image.
+    n_clusters_ : int
+        Number of clusters used (the chosen one when ``n_clusters="auto"``).
+    k_selection_ : dict or None
+        ``{"criterion": "bic", "k": [...], "score": [...]}`` when K was chosen automatically.
+
+    Examples
+    --------
+    >>> from vaekit import VAEClustering, load_dataset
+    >>> ds = load_dataset("digits")
+    >>> clu = VAEClustering(n_clusters=10, max_epochs=5, random_state=0).fit(ds.x_train)
+    >>> clu.labels_.shape
+    (1437,)
+    """
+
+    _estimator_name = "VAEClustering"
+
+    def __init__(
+        self,
+        *,
+        n_clusters: int | str = 10,
+        method: str = "gmm",
+        n_init: int = 5,
+        max_clusters: int = 20,
+        pretrain_epochs: int | None = None,
+        latent_dim: int = 10,
+        arch: str = "mlp",
+        hidden_dims: tuple[int, ...] | None = None,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        batch_size: int = 128,
+        max_epochs: int = 50,
+        learning_rate: float = 1e-3,
+        lr_schedule: str = "cosine",
+        kl_warmup_epochs: int = 10,
+        validation_fraction: float = 0.1,
+        patience: int = 10,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ):
+        super().__init__(
+            latent_dim=latent_dim,
+            arch=arch,
+            hidden_dims=hidden_dims,
+            likelihood=likelihood,
+            beta=beta,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            learning_rate=learning_rate,
+            lr_schedule=lr_schedule,
+            kl_warmup_epochs=kl_warmup_epochs,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.n_clusters = n_clusters
+        self.method = method
+        self.n_init = n_init
+        self.max_clusters = max_clusters
+        self.pretrain_epochs = pretrain_epochs
+
+    # -- parameters ------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        k = self.n_clusters
+        if not (
+            k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1)
+        ):
+            raise ConfigError(f"n_clusters must be a positive integer or 'auto', got {k!r}")
+        for name in ("n_init", "max_clusters"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+    def _build_module(self, input_shape: tuple[int, ...]):
+        if self.method != "vade":
+            return super()._build_module(input_shape)
+        return VaDEModule(
+            input_shape,
+            latent_dim=int(self.latent_dim),
+            arch=self.arch if len(input_shape) == 3 else "mlp",
+            hidden_dims=self._hidden_dims(input_shape),
+            likelihood=self.likelihood,
+            beta=float(self.beta),
+            n_clusters=getattr(self, "n_clusters_", None)
+            or (int(self.n_clusters) if self.n_clusters != "auto" else 1),
+        )
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> Self:
+        """Train the VAE on ``X`` and cluster it; ``y`` is ignored (labels are never used).
+
+        Parameters are as for :meth:`vaekit.VAE.fit`.
+
+        Returns
+        -------
+        self : VAEClustering
+            The fitted estimator, with ``labels_``.
+        """
+        x = to_tensor(X)
+        self._check_params()
+        k = self.n_clusters
+        if k != "auto" and k > len(x):
+            raise DataError(f"n_clusters={k} is more than the {len(x)} samples; lower it")
+        if hasattr(self, "n_clusters_"):
+            del self.n_clusters_  # refitting: the model is sized from the parameters again
+        self._setup_fit(x, metadata)
+        self._n_features_out = int(self.latent_dim)
+        if self.method == "vade":
+            self._fit_vade(x, run_dir=run_dir, resume=resume)
+        else:
+            self._train_module([x], run_dir=run_dir, resume=resume)
+            z = self.transform(x)
+            self.n_clusters_ = self._choose_k(z)
+            self._fit_clusterer(z)
+        self.labels_ = self.predict(x)
+        return self
+
+    def _choose_k(self, z: np.ndarray) -> int:
+        """``n_clusters``, or the BIC-optimal K of a GMM on ``z`` when it is "auto"."""
+        self.k_selection_ = None
+        if self.n_clusters != "auto":
+            return int(self.n_clusters)
+        ks = list(range(2, min(self.max_clusters, len(z) - 1) + 1))
+        scores = []
+        for k in ks:
+            gmm = GaussianMixture(
+                k,
+                covariance_type="full",
+                n_init=1,
+                reg_covar=GMM_REG_COVAR,
+                random_state=self.seed_,
+            ).fit(z)
+            scores.append(float(gmm.bic(z)))
+        best = ks[int(np.argmin(scores))]
+        self.k_selection_ = {"criterion": "bic", "k": ks, "score": scores, "chosen": best}
+        return best
+
+    def _fit_clusterer(self, z: np.ndarray) -> None:
+        k = self.n_clusters_
+        if self.method == "kmeans":
+            km = KMeans(k, n_init=self.n_init, random_state=self.seed_).fit(z)
+            self.cluster_centers_ = km.cluster_centers_.astype(np.float64)
+            # Soft assignments use one shared isotropic variance: the mean within-cluster one.
+            self.kmeans_scale_ = float(km.inertia_ / max(1, z.size))
+        else:  # gmm
+            gmm = GaussianMixture(
+                k,
+                covariance_type="full",
+                n_init=self.n_init,
+                reg_covar=GMM_REG_COVAR,
+                random_state=self.seed_,
+            ).fit(z)
+            self.weights_, self.means_, self.covariances_ = (
+                gmm.weights_,
+                gmm.means_,
+                gmm.covariances_,
+            )
+
+    def _fit_vade(self, x: torch.Tensor, *, run_dir: str | Path | None, resume: bool) -> None:
+        module: VaDEModule = self.module_
+        pre_epochs = self.pretrain_epochs or max(1, int(self.max_epochs) // 2)
+        module.use_mixture = False
+        pre_dir = Path(run_dir) / "pretrain" if run_dir is not None else None
+        self._train_module([x], run_dir=pre_dir, resume=resume, max_epochs=pre_epochs)
+        z = self.transform(x)
+        self.n_clusters_ = self._choose_k(z)
+        if self.n_clusters_ != module.n_clusters:  # "auto": rebuild the prior with K
+            state = {k: v for k, v in module.state_dict().items() if not k.startswith("prior_")}
+            self.module_ = module = VaDEModule(
+                self.input_shape_,
+                int(self.latent_dim),
+                self.arch if len(self.input_shape_) == 3 else "mlp",
+                self._hidden_dims(self.input_shape_),
+                self.likelihood,
+                float(self.beta),
+                n_clusters=self.n_clusters_,
+            ).to(self._device())
+            module.load_state_dict(state, strict=False)
+        gmm = GaussianMixture(
+            self.n_clusters_,
+            covariance_type="diag",
+            n_init=self.n_init,
+            reg_covar=GMM_REG_COVAR,
+            random_state=self.seed_,
+        ).fit(z)
+        dev = self._device()
+        module.set_prior(
+            *(
+                torch.as_tensor(a, dtype=torch.float32, device=dev)
+                for a in (gmm.weights_, gmm.means_, gmm.covariances_)
+            )
+        )
+        module.use_mixture = True
+        self._train_module([x], run_dir=run_dir, resume=resume, kl_warmup_epochs=0)
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Cluster membership probabilities, ``(N, n_clusters_)``; rows sum to one."""
+        check_is_fitted(self, "n_clusters_")
+        if self.method == "vade":
+            x = self._check_input(X)
+            m = self.module_
+            return self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
+        z = self.transform(X).astype(np.float64)
+        if self.method == "kmeans":
+            d2 = ((z[:, None, :] - self.cluster_centers_[None]) ** 2).sum(-1)
+            logits = -d2 / (2.0 * self.kmeans_scale_)
+            log_resp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        else:
+            log_resp = _gmm_log_resp(z, self.weights_, self.means_, self.covariances_)
+        return np.exp(log_resp)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable cluster of each image, ``(N,)`` int64."""
+        return np.argmax(self.predict_proba(X), axis=1).astype(np.int64)
+
+    def sample(
+        self, n_samples: int = 1, *, cluster: int | None = None, random_state: Any = None
+    ) -> np.ndarray:
+        """Generate images; with ``cluster``, from that cluster.
+
+        VaDE samples its mixture prior; the other methods sample the cluster's Gaussian
+        in latent space (GMM) or perturb its centre (k-means) and decode.
+        """
+        check_is_fitted(self, "n_clusters_")
+        if cluster is not None and not 0 <= int(cluster) < self.n_clusters_:
+            raise ConfigError(f"cluster must be in 0..{self.n_clusters_ - 1}, got {cluster!r}")
+        from vaekit.training.loop import seed_from
+
+        seed = self.seed_ if random_state is None else seed_from(random_state)
+        if self.method == "vade":
+            gen = torch.Generator(device=self._device()).manual_seed(seed)
+            with torch.no_grad():
+                z = self.module_.prior_sample(int(n_samples), generator=gen, cluster=cluster)
+            return self.inverse_transform(z.cpu().numpy())
+        if cluster is None:
+            return super().sample(n_samples, random_state=random_state)
+        rng = np.random.default_rng(seed)
+        if self.method == "gmm":
+            z = rng.multivariate_normal(
+                self.means_[cluster], self.covariances_[cluster], size=int(n_samples)
+            )
+        else:
+            size = (int(n_samples), self.cluster_centers_.shape[1])
+            z = self.cluster_centers_[cluster] + rng.normal(0, np.sqrt(self.kmeans_scale_), size)
+        return self.inverse_transform(z.astype(np.float32))
+
+    # -- persistence ------------------------------------------------------------------------
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        if self.method == "gmm":
+            return {
+                "weights": torch.from_numpy(self.weights_),
+                "means": torch.from_numpy(self.means_),
+                "covariances": torch.from_numpy(self.covariances_),
+            }
+        if self.method == "kmeans":
+            return {"centers": torch.from_numpy(self.cluster_centers_)}
+        return {}
+
+    def _extra_json(self) -> dict[str, Any]:
+        return {
+            "n_clusters": self.n_clusters_,
+            "k_selection": self.k_selection_,
+            "kmeans_scale": getattr(self, "kmeans_scale_", None),
+        }
+
+    def _before_build(self, fitted: dict[str, Any]) -> None:
+        self.n_clusters_ = int(fitted["n_clusters"])
+
+    def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        super()._restore_extras(tensors, info)
+        self.n_clusters_ = int(info["n_clusters"])
+        self.k_selection_ = info.get("k_selection")
+        if self.method == "gmm":
+            self.weights_ = tensors["weights"].numpy()
+            self.means_ = tensors["means"].numpy()
+            self.covariances_ = tensors["covariances"].numpy()
+        elif self.method == "kmeans":
+            self.cluster_centers_ = tensors["centers"].numpy()
+            self.kmeans_scale_ = float(info["kmeans_scale"])
+        else:
+            self.module_.use_mixture = True
