@@ -39,8 +39,9 @@ def test_matches_scikit_learn():
     # Brute force over all injective maps of 4 classes into 5 clusters agrees.
     from itertools import permutations
 
-    best = max(sum(np.sum((y == k) & (c == p[k])) for k in range(4))
-               for p in permutations(range(5), 4))
+    best = max(
+        sum(np.sum((y == k) & (c == p[k])) for k in range(4)) for p in permutations(range(5), 4)
+    )
     assert m["acc"] == pytest.approx(best / 200)
 
 
