@@ -238,10 +238,10 @@ def _load_estimator(run: str):
     if Path(run).is_file():
         raise CheckpointError(f"'{run}' is a file; pass a run directory (the --out of train)")
     from vaekit import checkpoint
-    from vaekit.estimators import VAE
+    from vaekit.estimators import VAE, VAEClustering
 
     config = checkpoint.read_config(run)
-    kinds = {"VAE": VAE}
+    kinds = {"VAE": VAE, "VAEClustering": VAEClustering}
     kind = config.get("estimator")
     if kind not in kinds:
         raise CheckpointError(f"'{run}' holds an unknown estimator {kind!r}; retrain the run")
@@ -393,15 +393,93 @@ def cmd_generate(args: argparse.Namespace) -> int:
     est, _ = _load_estimator(args.run)
     from vaekit.plots import save_image_grid
 
-    if args.cluster is not None:
+    if args.cluster is None:
+        images = est.sample(args.n, random_state=args.seed)
+    elif not hasattr(est, "n_clusters_"):
         raise VaekitError(
             f"'{args.run}' holds a {type(est).__name__}, which has no clusters; "
-            "--cluster needs a clustering run"
+            "--cluster needs a run of 'vaekit cluster'"
         )
-    images = est.sample(args.n, random_state=args.seed)
+    elif not 0 <= args.cluster < est.n_clusters_:
+        raise VaekitError(
+            f"--cluster must be in 0..{est.n_clusters_ - 1} for '{args.run}', got {args.cluster}"
+        )
+    else:
+        images = est.sample(args.n, cluster=args.cluster, random_state=args.seed)
     save_image_grid(args.out, images)
     _say(args, f"wrote {args.n} samples to {args.out}")
     return 0
+
+
+def _n_clusters(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _positive_int(text)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Cluster all images of DATA (train and test together) without using labels."""
+    out = _fresh_dir(args.out, "")
+    ds = _load_data(args.data, args, args.seed)
+    import numpy as np
+
+    from vaekit import checkpoint
+    from vaekit.estimators import VAEClustering
+    from vaekit.metrics import clustering_metrics, silhouette
+    from vaekit.plots import cluster_montage
+
+    x = np.concatenate([ds.x_train, ds.x_test])
+    paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
+    params = {
+        "latent_dim": args.latent_dim,
+        "arch": args.arch,
+        "hidden_dims": args.hidden_dims,
+        "likelihood": args.likelihood,
+        "beta": args.beta,
+        "batch_size": args.batch_size,
+        "max_epochs": args.epochs,
+        "learning_rate": args.lr,
+    }
+    clu = VAEClustering(
+        n_clusters=args.n_clusters,
+        method=args.method,
+        **{k: v for k, v in params.items() if v is not None},
+        device=args.device,
+        random_state=args.seed,
+        verbose=_verbose(args),
+    )
+    _say(args, f"clustering {len(x)} images of {ds.name} (method {args.method}) -> {out}")
+    start = time.perf_counter()
+    clu.fit(x, run_dir=out, metadata=_data_metadata(args.data, ds, args))
+    clu.save(out)
+    proba = clu.predict_proba(x)
+    labels, conf = proba.argmax(1), proba.max(1)
+    rows = ["index,path,cluster,probability"]
+    rows += [
+        f"{i},{_csv_field(p)},{c},{q:.6f}"
+        for i, (p, c, q) in enumerate(zip(paths, labels, conf, strict=True))
+    ]
+    checkpoint.atomic_write_text(out / "clusters.csv", "\n".join(rows) + "\n")
+    metrics: dict[str, Any] = {"n_clusters": int(clu.n_clusters_)}
+    y = None if ds.y_train is None else np.concatenate([ds.y_train, ds.y_test])
+    if y is not None and (y >= 0).any():
+        known = y >= 0
+        metrics.update(clustering_metrics(y[known], labels[known]))
+    metrics["silhouette"] = silhouette(clu.transform(x), labels, random_state=args.seed)
+    if clu.k_selection_ is not None:
+        metrics["k_selection"] = clu.k_selection_
+    metrics.update({"n_train": len(x), "n_test": 0, "seconds": time.perf_counter() - start})
+    _write_metrics(out / "metrics.json", metrics)
+    cluster_montage(out / "montage.png", x, labels, conf)
+    _say(args, f"{clu.n_clusters_} clusters; {_format_metrics(metrics)}")
+    print(out)
+    return 0
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -505,6 +583,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cluster", help="cluster images without labels")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument(
+        "--n-clusters",
+        type=_n_clusters,
+        default=10,
+        metavar="K|auto",
+        help="number of clusters, or auto (chosen by BIC; default: 10)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("gmm", "kmeans", "vade"),
+        default="gmm",
+        help="gmm or kmeans on the VAE latents, or VaDE (default: gmm)",
+    )
+    p.add_argument("--out", metavar="DIR", required=True, help="run directory")
+    _add_model_args(p)
+    _add_data_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("evaluate", help="test-split metrics of a trained run")
     p.add_argument("run", metavar="RUN")

@@ -64,3 +64,22 @@ def clustering_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
         "ari": float(adjusted_rand_score(y_true, y_pred)),
     }
+
+
+#: Silhouette is quadratic in N; larger inputs are scored on a seeded sample of this size.
+SILHOUETTE_SAMPLE = 10_000
+
+
+def silhouette(z: Any, labels: Any, *, random_state: int = 0) -> float | None:
+    """Silhouette of ``labels`` in latent space (sampled beyond ``SILHOUETTE_SAMPLE``).
+
+    Returns ``None`` when it is undefined (one cluster, or a cluster per sample).
+    """
+    from sklearn.metrics import silhouette_score
+
+    z, labels = np.asarray(z), np.asarray(labels)
+    k = len(np.unique(labels))
+    if not 2 <= k <= len(labels) - 1:
+        return None
+    size = min(len(labels), SILHOUETTE_SAMPLE)
+    return float(silhouette_score(z, labels, sample_size=size, random_state=random_state))

@@ -50,3 +50,29 @@ def save_image_grid(
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+#: Members shown per cluster in a montage.
+MONTAGE_PER_CLUSTER = 10
+
+
+def cluster_montage(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    *,
+    per_cluster: int = MONTAGE_PER_CLUSTER,
+) -> None:
+    """Write a PNG with one row per cluster: its most confident members, best first.
+
+    Rows of clusters with fewer members are padded with blank tiles.
+    """
+    blank = np.zeros_like(images[:1]) if images.dtype == np.uint8 else np.ones_like(images[:1])
+    rows = []
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[np.argsort(-confidence[idx], kind="stable")][:per_cluster]
+        tiles = [images[idx]] + [blank] * (per_cluster - len(idx))
+        rows.append(np.concatenate(tiles))
+    save_image_grid(path, np.concatenate(rows), ncols=per_cluster)
