@@ -214,6 +214,21 @@ def _fresh_dir(out: str | None, default: str) -> Path:
     return path
 
 
+def _model_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Estimator parameters given on the command line (the others keep their defaults)."""
+    params = {
+        "latent_dim": args.latent_dim,
+        "arch": args.arch,
+        "hidden_dims": args.hidden_dims,
+        "likelihood": args.likelihood,
+        "beta": args.beta,
+        "batch_size": args.batch_size,
+        "max_epochs": args.epochs,
+        "learning_rate": args.lr,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def _verbose(args: argparse.Namespace) -> int:
     return 0 if args.quiet else 1
 
@@ -294,18 +309,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{args.model}")
         from vaekit.estimators import VAE
 
-        params = {
-            "latent_dim": args.latent_dim,
-            "arch": args.arch,
-            "hidden_dims": args.hidden_dims,
-            "likelihood": args.likelihood,
-            "beta": args.beta,
-            "batch_size": args.batch_size,
-            "max_epochs": args.epochs,
-            "learning_rate": args.lr,
-        }
+        params = _model_params(args)
         est = VAE(
-            **{k: v for k, v in params.items() if v is not None},
+            **params,
             device=args.device,
             random_state=args.seed,
             verbose=_verbose(args),
@@ -430,20 +436,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     x = np.concatenate([ds.x_train, ds.x_test])
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
-    params = {
-        "latent_dim": args.latent_dim,
-        "arch": args.arch,
-        "hidden_dims": args.hidden_dims,
-        "likelihood": args.likelihood,
-        "beta": args.beta,
-        "batch_size": args.batch_size,
-        "max_epochs": args.epochs,
-        "learning_rate": args.lr,
-    }
+    params = _model_params(args)
     clu = VAEClustering(
         n_clusters=args.n_clusters,
         method=args.method,
-        **{k: v for k, v in params.items() if v is not None},
+        **params,
         device=args.device,
         random_state=args.seed,
         verbose=_verbose(args),
