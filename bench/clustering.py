@@ -1,0 +1,105 @@
+"""Unsupervised clustering of Fashion-MNIST (docs: benchmarks.md, "Clustering").
+
+Protocol: all 70,000 images (train + test), K = 10; labels are used only to score
+(ACC by Hungarian matching, NMI, ARI), never for training, early stopping or selection.
+Each seed fits ``VAEClustering`` from scratch and reports its wall time; the same run
+prints the baseline, k-means on raw pixels (scikit-learn, n_init=10), and mean ± std.
+
+Run from the repository root::
+
+    python bench/clustering.py --seeds 0 1 2 3 4 --method gmm --epochs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import _common
+
+_common.use_checkout()
+
+
+def main() -> None:
+    """Run the benchmark and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--method", default="gmm", choices=("gmm", "kmeans", "vade"))
+    parser.add_argument("--epochs", type=int, default=30, help="max VAE epochs per seed")
+    parser.add_argument("--latent-dim", type=int, default=10)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args()
+
+    from sklearn.cluster import KMeans
+
+    from vaekit import VAEClustering, load_dataset
+    from vaekit.metrics import clustering_metrics
+
+    _common.ensure_fashion_mnist()
+    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
+    _common.print_header("vaekit clustering on Fashion-MNIST", info, command, date)
+    ds = load_dataset("fashion-mnist")
+    x = np.concatenate([ds.x_train, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_test])
+    print(f"data:    {len(x):,} images, K=10, method={args.method}, epochs<={args.epochs}")
+
+    results: dict[str, list[dict[str, float]]] = {"vaekit": [], "kmeans_pixels": []}
+    if not args.skip_baseline:
+        t0 = time.perf_counter()
+        km = KMeans(10, n_init=10, random_state=0).fit_predict(x.reshape(len(x), -1) / 255.0)
+        row = {**clustering_metrics(y, km), "seconds": time.perf_counter() - t0, "seed": 0}
+        results["kmeans_pixels"].append(row)
+        print(_fmt("k-means pixels", row), flush=True)
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        clu = VAEClustering(
+            n_clusters=10,
+            method=args.method,
+            latent_dim=args.latent_dim,
+            max_epochs=args.epochs,
+            random_state=seed,
+        ).fit(x)
+        row = {**clustering_metrics(y, clu.labels_), "seconds": time.perf_counter() - t0}
+        row["seed"] = seed
+        results["vaekit"].append(row)
+        print(_fmt(f"vaekit seed {seed}", row), flush=True)
+
+    print()
+    for name, rows in results.items():
+        if rows:
+            stats = {
+                k: (np.mean([r[k] for r in rows]), np.std([r[k] for r in rows]))
+                for k in ("acc", "nmi", "ari", "seconds")
+            }
+            print(
+                f"{name:16s} "
+                + "  ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in stats.items())
+                + f"  (n={len(rows)})"
+            )
+    accs = [r["acc"] for r in results["vaekit"]]
+    nmis = [r["nmi"] for r in results["vaekit"]]
+    print(
+        f"targets: mean ACC >= 0.70: {np.mean(accs) >= 0.70}; mean NMI >= 0.70: "
+        f"{np.mean(nmis) >= 0.70}; every seed ACC >= 0.65: {min(accs) >= 0.65}; "
+        f"<= 15 min per seed: {max(r['seconds'] for r in results['vaekit']) <= 900}"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"date": date, "command": command, "machine": info, "results": results}, f, indent=2
+            )
+
+
+def _fmt(name: str, row: dict[str, float]) -> str:
+    return (
+        f"{name:16s} acc {row['acc']:.3f}  nmi {row['nmi']:.3f}  ari {row['ari']:.3f}  "
+        f"{row['seconds']:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
