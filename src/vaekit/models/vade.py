@@ -99,18 +99,13 @@ class VaDEModule(VAEModule):
         Before the mixture is initialised (``use_mixture=False``) this is the autoencoder's
         reconstruction loss from the posterior means, with ``kl`` reported as zero.
         """
+        if self.use_mixture:  # VAEModule.loss with this class's mixture KL
+            return super().loss(x, kl_weight)
         post = self.encode(x)
-        if not self.use_mixture:
-            rec = negative_log_likelihood(
-                self.likelihood, self.decode(post.mean), x, getattr(self, "log_scale", None)
-            ).mean()
-            return LossOutput(total=rec, reconstruction=rec, kl=torch.zeros_like(rec))
-        out = self.decode(post.rsample())
         rec = negative_log_likelihood(
-            self.likelihood, out, x, getattr(self, "log_scale", None)
+            self.likelihood, self.decode(post.mean), x, getattr(self, "log_scale", None)
         ).mean()
-        kl = self.kl(post).mean()
-        return LossOutput(total=rec + (self.beta * kl_weight) * kl, reconstruction=rec, kl=kl)
+        return LossOutput(total=rec, reconstruction=rec, kl=torch.zeros_like(rec))
 
     def prior_sample(
         self,
