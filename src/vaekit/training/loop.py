@@ -1,11 +1,22 @@
 """The one training loop shared by every model.
 
 Batching, Adam with a cosine schedule, KL warm-up, early stopping, NaN guard,
-checkpoint/resume and a progress bar.
+checkpoint/resume, a progress bar, data-parallel training under ``torchrun`` and the
+optional fast path (bf16 autocast, ``torch.compile``).
 
 The loop knows models only through ``model.loss(*batch, kl_weight=w) -> LossOutput``.
-Data are in-memory tensors (uint8 images are converted to float per batch); a batch is a
-slice of a seeded permutation, so there is no per-item Python work.
+Data are tensors (uint8 images are converted to float per batch); a batch is a slice of a
+seeded permutation, gathered by one indexing call per tensor, so there is no per-item
+Python work. On the CPU each batch is gathered straight from the caller's tensors, never
+from a copy of the training split, so a tensor backed by a memory-mapped file is read one
+batch at a time and memory use does not grow with the dataset.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every rank draws the same permutation; step ``s``
+takes the global batch ``perm[s*B*W:(s+1)*B*W]`` and rank ``r`` trains on every ``W``-th
+row of it from row ``r`` (``B`` = ``batch_size`` per rank, ``W`` = world size), so ``W``
+processes with batch ``B`` follow the one-process run with batch ``B*W``. Gradients are
+averaged by ``DistributedDataParallel``; epoch and validation metrics are summed over ranks,
+so early stopping decides the same on every rank; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,14 +33,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from vaekit import checkpoint
 from vaekit.errors import CheckpointError, ConfigError, TrainingDivergedError
 from vaekit.models.base import GenerativeModel
+from vaekit.training import distributed, fastpath
 
 #: The cosine schedule decays the learning rate to this fraction of its start value.
 MIN_LR_FRACTION = 0.1
+#: Rank ``r`` seeds its noise (reparameterisation samples) with ``random_state + r * this``,
+#: so ranks draw different noise; rank 0 keeps the one-process seed.
+RANK_SEED_STRIDE = 1_000_003
+#: Rows per forward pass when validating (no gradients are kept).
+MIN_VALIDATION_BATCH = 1024
+#: On CUDA the data are copied to the device up front when they take at most this share of
+#: the free device memory; otherwise each batch is copied from host memory.
+DEVICE_DATA_SHARE = 0.25
+#: TrainConfig fields that may change between a run and its resume.
+RESUMABLE_CHANGES = frozenset({"verbose", "compile"})
 
 
 @dataclass
@@ -56,9 +79,15 @@ class TrainConfig:
     random_state : int
         Seed for the split, batch order, initial weights and noise.
     device : str
-        "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+        "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ... Under torchrun,
+        "auto" and "cuda" mean the GPU ``LOCAL_RANK``.
     verbose : int
         0 silent; 1 progress bar on a terminal; 2 also prints one line per epoch.
+    precision : {"auto", "fp32", "bf16"}
+        bf16 autocast of the training forward pass; "auto" uses it only on hardware with
+        native bf16 (see :mod:`vaekit.training.fastpath`).
+    compile : {"auto", "on", "off"}
+        ``torch.compile`` the loss; "auto" means off.
     """
 
     batch_size: int = 128
@@ -71,8 +100,11 @@ class TrainConfig:
     random_state: int = 0
     device: str = "auto"
     verbose: int = 0
+    precision: str = "auto"
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
+        fastpath.check_fast_path(self.precision, self.compile)
         checks = {
             "batch_size": self.batch_size >= 1,
             "max_epochs": self.max_epochs >= 1,
@@ -98,9 +130,15 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch.
+
+    Under torchrun (``WORLD_SIZE > 1``), "auto" and a bare "cuda" mean the GPU numbered by
+    ``LOCAL_RANK`` (modulo the visible GPUs).
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and distributed.env_world_size() > 1 and torch.cuda.is_available():
+        return torch.device("cuda", distributed.default_device_index())
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -115,6 +153,12 @@ def _to_float(batch: torch.Tensor) -> torch.Tensor:
     if batch.dtype == torch.uint8:
         return batch.to(torch.float32).mul_(1.0 / 255.0)
     return batch
+
+
+def _fits_on_device(data: Sequence[torch.Tensor], device: torch.device) -> bool:
+    """Whether ``data`` take at most ``DEVICE_DATA_SHARE`` of the free memory of ``device``."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.nbytes for t in data) <= DEVICE_DATA_SHARE * free
 
 
 def _lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -174,6 +218,23 @@ def _history_csv(history: Sequence[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
+class _LossForward(nn.Module):
+    """``forward`` = ``model.loss``, so DistributedDataParallel sees the loss computation.
+
+    DDP prepares its gradient all-reduce in ``forward``; the loop's contract is
+    ``model.loss``, so this wrapper routes one through the other. It returns a tuple (DDP
+    looks for tensors in plain containers when searching for unused parameters).
+    """
+
+    def __init__(self, model: GenerativeModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: torch.Tensor, kl_weight: float) -> tuple[Any, ...]:
+        out = self.model.loss(*batch, kl_weight=kl_weight)
+        return out.total, out.reconstruction, out.kl, out.extras
+
+
 class _Loop:
     """State of one training run; ``run`` drives it epoch by epoch."""
 
@@ -188,16 +249,36 @@ class _Loop:
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.run_dir = run_dir
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         n = len(data[0])
         train_idx, val_idx = _split(n, cfg)
-        # Keep the data where the model is when it fits; slicing then costs no copy.
-        self.train_data = [t[train_idx].to(self.device) for t in data]
-        self.val_data = [t[val_idx].to(self.device) for t in data] if len(val_idx) else None
+        # The data stay where the caller has them (possibly a memory-mapped file) and each
+        # batch is gathered through ``train_idx``: no copy of the split. On CUDA they are
+        # copied to the device once when they fit, so a batch costs no host transfer.
+        self.data = list(data)
+        if self.device.type == "cuda" and _fits_on_device(self.data, self.device):
+            self.data = [t.to(self.device) for t in self.data]
+            train_idx, val_idx = train_idx.to(self.device), val_idx.to(self.device)
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.has_val = len(val_idx) > 0
         self.n_train = len(train_idx)
-        self.steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
+        global_batch = cfg.batch_size * self.world
+        self.steps_per_epoch = math.ceil(self.n_train / global_batch)
+        if self.world > 1 and 0 < self.n_train % global_batch < self.world:
+            # The last global batch would leave some rank without a row; drop it.
+            self.steps_per_epoch -= 1
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"{self.n_train} training images cannot feed {self.world} processes; use "
+                "more data or fewer processes"
+            )
+        self.n_used = min(self.n_train, self.steps_per_epoch * global_batch)
         # The fused kernel updates all parameters in one pass (fewer Python-level ops per
         # step); it gives the same arithmetic as the per-tensor loop, only faster.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, fused=True)
+        self.autocast_dtype = fastpath.resolve_precision(cfg.precision, self.device)
+        self.step_fn = self._make_step_fn()
         self.order_gen = torch.Generator().manual_seed(cfg.random_state + 1)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
@@ -208,23 +289,61 @@ class _Loop:
         self.finished = False
         self.stopped_early = False
 
+    def _make_step_fn(self):
+        """Build the callable ``(*batch, kl_weight) -> (total, reconstruction, kl, extras)``."""
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # find_unused_parameters: some models leave parameters out of a phase (VaDE's
+            # prior while pre-training as a plain VAE).
+            fn: Any = DistributedDataParallel(
+                _LossForward(self.model),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        else:
+            model = self.model
+
+            def fn(*batch: torch.Tensor, kl_weight: float) -> tuple[Any, ...]:
+                out = model.loss(*batch, kl_weight=kl_weight)
+                return out.total, out.reconstruction, out.kl, out.extras
+
+        return fastpath.maybe_compile(fn, fastpath.resolve_compile(self.cfg.compile))
+
+    def _gather(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Float batch of the examples ``rows`` (indices into the caller's tensors)."""
+        return [_to_float(t[rows].to(self.device, non_blocking=True)) for t in self.data]
+
     # -- checkpointing -----------------------------------------------------------------
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """RNG states to save: this process's, plus every rank's under DDP (collective)."""
+        states = {"rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world > 1:
+            comm = self.device if self.device.type == "cuda" else torch.device("cpu")
+            for key in list(states):
+                gathered = distributed.all_gather_same_shape(states[key].to(comm))
+                states.update({f"{key}.{r}": g.cpu() for r, g in enumerate(gathered)})
+        return states
+
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optim, self._groups = _optim_to_flat(self.optimizer)
         tensors.update(optim)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(self._rng_states())
         tensors["rng.order"] = self.order_gen.get_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         return tensors
 
     def save(self) -> None:
+        """Checkpoint (every rank must call it under DDP; only rank 0 writes)."""
         if self.run_dir is None:
             return
         tensors = self._state_tensors()
+        if not self.is_main:
+            return
         info = {
             "epoch": self.epoch,
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
@@ -234,6 +353,7 @@ class _Loop:
             "stopped_early": self.stopped_early,
             "optimizer_param_groups": self._groups,
             "train_config": asdict(self.cfg),
+            "world_size": self.world,
             "history": self.history,
         }
         checkpoint.save_train_state(self.run_dir, tensors, info)
@@ -242,14 +362,21 @@ class _Loop:
         )
 
     def restore(self) -> bool:
-        """Load the saved state; ``False`` when there is none (start from scratch)."""
+        """Load the saved state; ``False`` when there is none (start from scratch).
+
+        Under DDP every rank reads the same run directory (shared storage across machines)
+        and takes its own saved RNG state; resuming with another number of processes
+        continues correctly but not bit for bit.
+        """
         assert self.run_dir is not None
         loaded = checkpoint.load_train_state(self.run_dir)
         if loaded is None:
             return False
         tensors, info = loaded
-        saved_cfg = {k: v for k, v in info.get("train_config", {}).items() if k != "verbose"}
-        now_cfg = {k: v for k, v in asdict(self.cfg).items() if k != "verbose"}
+        defaults = asdict(TrainConfig())
+        saved = info.get("train_config", {})
+        saved_cfg = {k: saved.get(k, defaults[k]) for k in defaults if k not in RESUMABLE_CHANGES}
+        now_cfg = {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_CHANGES}
         if saved_cfg != now_cfg:
             diff = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
             raise CheckpointError(
@@ -267,10 +394,13 @@ class _Loop:
         _optim_from_flat(self.optimizer, tensors, info["optimizer_param_groups"])
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
-        torch.set_rng_state(tensors["rng.torch"])
+        same_world = info.get("world_size", 1) == self.world
+        suffix = f".{self.rank}" if self.world > 1 and same_world else ""
+        if f"rng.torch{suffix}" in tensors:
+            torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+        if f"rng.cuda{suffix}" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
         self.order_gen.set_state(tensors["rng.order"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.epoch = info["epoch"]
         self.best_val = info["best_val"] if info["best_val"] is not None else math.inf
         self.best_epoch = info["best_epoch"]
@@ -282,32 +412,36 @@ class _Loop:
 
     # -- one epoch ---------------------------------------------------------------------
     def _train_epoch(self, bar: tqdm | None) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+        cfg, model, step_fn = self.cfg, self.model, self.step_fn
         model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = _lr_at(cfg, self.epoch)
-        perm = torch.randperm(self.n_train, generator=self.order_gen).to(self.device)
-        sums: dict[str, torch.Tensor] = {}
+        perm = torch.randperm(self.n_train, generator=self.order_gen).to(self.train_idx.device)
+        # Global batch of step s: perm[s*gb:(s+1)*gb]; this rank takes rows rank, rank+W, ...
+        gb, world, rank = cfg.batch_size * self.world, self.world, self.rank
+        names: list[str] | None = None
+        sums: torch.Tensor | None = None
         for step in range(self.steps_per_epoch):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            batch = [_to_float(t[idx]) for t in self.train_data]
+            idx = perm[step * gb : (step + 1) * gb]
+            if world > 1:
+                idx = idx[rank::world]
+            batch = self._gather(self.train_idx[idx])
             w = _kl_weight_at(cfg, self.epoch, step, self.steps_per_epoch)
-            out = model.loss(*batch, kl_weight=w)
+            with fastpath.autocast(self.device, self.autocast_dtype):
+                total, rec, kl, extras = step_fn(*batch, kl_weight=w)
             self.optimizer.zero_grad(set_to_none=True)
-            out.total.backward()
+            total.backward()
             self.optimizer.step()
-            k = len(idx)
-            for name, val in (
-                ("loss", out.total),
-                ("reconstruction", out.reconstruction),
-                ("kl", out.kl),
-                *out.extras.items(),
-            ):
-                v = val.detach() * k
-                sums[name] = sums[name] + v if name in sums else v
+            # One stacked accumulator: (loss, reconstruction, kl, *extras) summed over images.
+            vals = torch.stack([total, rec, kl, *extras.values()]).detach().float() * len(idx)
+            sums = vals if sums is None else sums + vals
+            if names is None:
+                names = ["loss", "reconstruction", "kl", *extras]
             if bar is not None:
                 bar.update(1)
-        row = {name: float(v) / self.n_train for name, v in sums.items()}
+        assert sums is not None and names is not None
+        sums = distributed.all_reduce_sum(sums)
+        row = {name: v / self.n_used for name, v in zip(names, sums.tolist(), strict=True)}
         if not all(math.isfinite(v) for v in row.values()):
             raise TrainingDivergedError(
                 f"training diverged at epoch {self.epoch + 1}: the loss became NaN or infinite;"
@@ -320,27 +454,30 @@ class _Loop:
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
-        assert self.val_data is not None
+        """Score the validation split in fp32 (under DDP each rank scores every W-th row)."""
         self.model.eval()
-        n = len(self.val_data[0])
-        sums: dict[str, float] = {}
-        bs = max(self.cfg.batch_size, 1024)
-        for start in range(0, n, bs):
-            batch = [_to_float(t[start : start + bs]) for t in self.val_data]
+        rows = self.val_idx[self.rank :: self.world] if self.world > 1 else self.val_idx
+        bs = max(self.cfg.batch_size, MIN_VALIDATION_BATCH)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, reconstruction, kl, count
+        for start in range(0, len(rows), bs):
+            batch = self._gather(rows[start : start + bs])
             out = self.model.loss(*batch, kl_weight=1.0)
             k = len(batch[0])
-            for name, val in (
-                ("val_loss", out.total),
-                ("val_reconstruction", out.reconstruction),
-                ("val_kl", out.kl),
-            ):
-                sums[name] = sums.get(name, 0.0) + float(val) * k
-        return {name: v / n for name, v in sums.items()}
+            part = torch.stack([out.total, out.reconstruction, out.kl]).double().cpu() * k
+            sums[:3] += part
+            sums[3] += k
+        sums = distributed.all_reduce_sum(sums)
+        n = float(sums[3])
+        return {
+            "val_loss": float(sums[0]) / n,
+            "val_reconstruction": float(sums[1]) / n,
+            "val_kl": float(sums[2]) / n,
+        }
 
     def run(self) -> TrainResult:
         cfg = self.cfg
         start = time.perf_counter()
-        show = cfg.verbose >= 1 and sys.stderr.isatty()
+        show = cfg.verbose >= 1 and self.is_main and sys.stderr.isatty()
         bar = None
         if show and not self.finished:
             bar = tqdm(
@@ -356,7 +493,7 @@ class _Loop:
                 t0 = time.perf_counter()
                 row: dict[str, float] = {"epoch": self.epoch + 1}
                 row.update(self._train_epoch(bar))
-                if self.val_data is not None:
+                if self.has_val:
                     row.update(self._validate())
                     self._early_stopping(row["val_loss"])
                 row["seconds"] = time.perf_counter() - t0
@@ -366,7 +503,7 @@ class _Loop:
                     self.finished = True
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.2f}", refresh=False)
-                if cfg.verbose >= 2:
+                if cfg.verbose >= 2 and self.is_main:
                     print(
                         " ".join(f"{k}={v:.4g}" for k, v in row.items()),
                         file=sys.stderr,
@@ -428,7 +565,15 @@ def train(
         Where to checkpoint after every epoch (``train_state.safetensors``, ``history.csv``).
     resume : bool
         Continue from ``run_dir``'s saved state when there is one. With the same seed on
-        the same machine, the result equals an uninterrupted run bit for bit.
+        the same machine (and the same number of processes), the result equals an
+        uninterrupted run bit for bit.
+
+    Notes
+    -----
+    Started by ``torchrun`` (``WORLD_SIZE > 1`` in the environment), ``train`` joins the
+    process group (``nccl`` on CUDA, ``gloo`` otherwise) and trains data-parallel: every
+    process passes the same ``data`` and ``config``, ``batch_size`` is per process, and
+    only rank 0 writes to ``run_dir`` (see the module docstring).
 
     Returns
     -------
@@ -437,14 +582,23 @@ def train(
         The model holds the best validation weights (the last ones without validation).
     """
     run_path = Path(run_dir) if run_dir is not None else None
-    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-        torch.manual_seed(config.random_state)
+    distributed.init_from_env(resolve_device(config.device))
+    rank = distributed.rank()
+    with torch.random.fork_rng(devices=_rng_devices()):  # leave the caller's RNG untouched
+        torch.manual_seed(config.random_state + rank * RANK_SEED_STRIDE)
         loop = _Loop(model, data, config, run_path)
-        if run_path is not None:
+        if run_path is not None and rank == 0:
             checkpoint.remove_stale_temps(run_path)
         if not (resume and run_path is not None and loop.restore()):
             loop.save()  # epoch 0: a resume after an early kill restarts identically
         return loop.run()
+
+
+def _rng_devices() -> list[int]:
+    """CUDA devices whose RNG ``train`` saves and restores around the run (none on CPU)."""
+    if distributed.env_world_size() > 1 and torch.cuda.is_available():
+        return [distributed.default_device_index()]
+    return []
 
 
 def seed_from(random_state: int | np.random.Generator | None) -> int:

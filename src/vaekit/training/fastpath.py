@@ -1,0 +1,102 @@
+"""The single-machine fast path: bf16 autocast and ``torch.compile``, chosen per machine.
+
+Both are opt-in speed knobs of :class:`~vaekit.training.TrainConfig`:
+
+* ``precision`` - ``"fp32"``, ``"bf16"`` (autocast: matrix multiplies in bfloat16, weights,
+  optimiser state and loss reductions in float32) or ``"auto"``: bf16 only where the
+  hardware multiplies bf16 natively (CUDA devices with bf16 support; CPUs with the
+  AVX512-BF16 or AMX-BF16 instructions). Elsewhere bf16 is emulated and slower than fp32,
+  so ``"auto"`` picks fp32.
+* ``compile`` - ``"on"``, ``"off"`` or ``"auto"`` (= off): ``torch.compile`` fuses the
+  element-wise work of the loss, but compiling costs tens of seconds on a small CPU, which
+  short runs never win back (measured in bench/throughput.py), so it is never chosen
+  automatically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import torch
+
+from vaekit.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("auto", "on", "off")
+#: ``/proc/cpuinfo`` flags of CPUs that compute bf16 dot products in hardware.
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPUINFO = "/proc/cpuinfo"
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 flags)."""
+    try:
+        with open(CPUINFO, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool(CPU_BF16_FLAGS & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def check_fast_path(precision: str, compile_mode: str) -> None:
+    """Raise :class:`ConfigError` for an unknown ``precision`` or ``compile`` value."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if compile_mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}"
+        )
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` on ``device``; ``None`` means plain fp32.
+
+    Parameters
+    ----------
+    precision : {"auto", "fp32", "bf16"}
+        The requested precision.
+    device : torch.device
+        Where the model runs.
+
+    Returns
+    -------
+    torch.dtype or None
+        ``torch.bfloat16`` when bf16 autocast should be used, else ``None``.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_bf16() else None
+    return None
+
+
+def resolve_compile(compile_mode: str) -> bool:
+    """Whether to ``torch.compile`` the loss (``"auto"`` means no; see module docstring)."""
+    return compile_mode == "on"
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Context that runs the enclosed forward pass under ``dtype`` autocast (or unchanged)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def maybe_compile(fn: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
+    """Return ``torch.compile(fn)`` when ``enabled``, else ``fn``.
+
+    Shapes are static: one recompile for the last, shorter batch of an epoch.
+    """
+    if not enabled:
+        return fn
+    return torch.compile(fn, dynamic=False)
