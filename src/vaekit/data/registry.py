@@ -21,6 +21,7 @@ from vaekit.data.dataset import Dataset, check_split_args, seeded_split
 from vaekit.data.download import download
 from vaekit.data.idx import IDX_NAME, find_idx_files, load_idx_folder, read_idx_images
 from vaekit.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, load_image_folder
+from vaekit.data.prepared import is_prepared, load_prepared
 from vaekit.errors import ConfigError, DataError
 
 KNOWN_NAMES = ("digits", "fashion-mnist", "mnist")
@@ -431,6 +432,8 @@ def load_dataset(
             f"no such file or directory: {shown!r}; pass {', '.join(KNOWN_NAMES[:-1])}, "
             f"{KNOWN_NAMES[-1]} or a path"
         )
+    if is_prepared(path):  # a 'vaekit prepare' output: memory-mapped, never read whole
+        return load_prepared(path, shown, image_size=size, color=color)
     try:
         parts = _load_path(path, shown, size, color, skip_bad)
     except PermissionError as exc:
