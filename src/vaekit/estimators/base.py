@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from abc import abstractmethod
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.models.base import GenerativeModel, check_likelihood
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, resolve_device, train
+from vaekit.training.distributed import is_main_process
 from vaekit.training.loop import seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
@@ -30,7 +32,9 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     """Validate user data and return a tensor ``(N, C, H, W)`` or ``(N, F)``.
 
     uint8 arrays stay uint8 (converted to float per batch, 4x less memory); other numeric
-    arrays become float32 in [0, 1] (see ``vaekit.data.as_image_array``).
+    arrays become float32 in [0, 1] (see ``vaekit.data.as_image_array``). A uint8 array
+    backed by a file (``np.load(..., mmap_mode="r")``, a prepared dataset) is shared, not
+    copied: the tensor reads its pages only when a batch is taken from it.
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -38,7 +42,14 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
         if arr.ndim == 3:
             arr = arr[:, None]
-        return torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:
+            # Read-only memory map: torch warns that the tensor must not be written to;
+            # vaekit only reads it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(arr)
+        return torch.from_numpy(arr)
     return torch.from_numpy(as_image_array(arr, name=name))
 
 
@@ -88,6 +99,9 @@ class BaseVAEEstimator(BaseEstimator):
             random_state=seed,
             device=self.device,
             verbose=int(self.verbose),
+            # Fast-path options (estimators without these parameters train in fp32).
+            precision=getattr(self, "precision", "auto"),
+            compile=getattr(self, "compile", "auto"),
         )
 
     def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -153,7 +167,7 @@ class BaseVAEEstimator(BaseEstimator):
 
         Histories of successive calls (e.g. pre-training, then fine-tuning) are appended.
         """
-        if run_dir is not None:
+        if run_dir is not None and is_main_process():  # under torchrun only rank 0 writes
             checkpoint.write_config(run_dir, self._config(status="training"))
         cfg = replace(self._train_config(self.seed_), **overrides)
         start = time.perf_counter()

@@ -57,6 +57,11 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         repeatable on the same machine and versions.
     verbose : int, default=0
         1 shows a progress bar on a terminal; 2 also prints one line per epoch.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        bf16 autocast while training; "auto" uses it only where the hardware computes bf16
+        natively (recent GPUs, CPUs with AVX512-BF16/AMX), else fp32.
+    compile : {"auto", "on", "off"}, default="auto"
+        ``torch.compile`` the training loss; "auto" leaves it off.
 
     Attributes
     ----------
@@ -100,6 +105,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        precision: str = "auto",
+        compile: str = "auto",
     ):
         self.latent_dim = latent_dim
         self.arch = arch
@@ -116,6 +123,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.precision = precision
+        self.compile = compile
 
     def _build_module(self, input_shape: tuple[int, ...]) -> VAEModule:
         return VAEModule(
