@@ -479,6 +479,59 @@ def _csv_field(text: str) -> str:
     return text
 
 
+def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> list[Path]:
+    """Load each run with its data (``args.data`` or the one it records); write the report.
+
+    Returns the files written (the figure PNGs, then ``out``).
+    """
+    from vaekit import report
+
+    datasets: dict[tuple[Any, ...], Any] = {}
+    loaded = []
+    for path in runs:
+        est, config = _load_estimator(str(path))
+        meta = config.get("metadata", {})
+        spec = getattr(args, "data", None) or meta.get("data")
+        ds = None
+        if spec is not None:
+            opts = argparse.Namespace(
+                image_size=getattr(args, "image_size", None) or meta.get("image_size"),
+                color=getattr(args, "color", "auto"),
+                skip_bad=getattr(args, "skip_bad", False),
+            )
+            seed = config.get("params", {}).get("random_state") or 0
+            key = (spec, opts.image_size, opts.color, opts.skip_bad, seed)
+            if key not in datasets:  # a demo's runs share one dataset
+                datasets[key] = _load_data(spec, opts, seed)
+            ds = datasets[key]
+            _check_image_shape(est, ds, str(path), spec)
+        loaded.append(report.read_run(path, config, estimator=est, dataset=ds))
+    return report.write_report(
+        out,
+        loaded,
+        latent_method=getattr(args, "latent_map", "pca"),
+        max_points=getattr(args, "max_points", report.MAX_POINTS),
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write RUN/report.html (one self-contained page) and its figures as PNGs."""
+    from vaekit import report
+
+    runs = report.find_runs(args.run)
+    out = _output_file(args.out, ".html") if args.out else Path(args.run) / report.REPORT_FILE
+    _check_writable(out, "report")
+    start = time.perf_counter()
+    written = _write_report(runs, out, args)
+    _say(
+        args,
+        f"report of {len(runs)} run{'s' * (len(runs) > 1)} with {len(written) - 1} figures "
+        f"(PNGs beside it) in {time.perf_counter() - start:.1f} s",
+    )
+    print(out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the main job on the embedded digits data: train, evaluate, sample."""
     out = _fresh_dir(args.out, "runs/demo") if args.out is None else Path(args.out)
@@ -541,7 +594,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"wrote {vae_dir}/ (config.json, model.safetensors, history.csv, metrics.json), "
         f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s"
     )
+    _demo_report(out, args)
     return 0
+
+
+def _demo_report(out: Path, args: argparse.Namespace) -> None:
+    """End the demo with ``out/report.html`` covering every run the demo wrote."""
+    from vaekit import report
+
+    start = time.perf_counter()
+    written = _write_report(report.find_runs(out), out / report.REPORT_FILE, args)
+    print(
+        f"report: {written[-1]} ({len(written) - 1} figures, also as PNGs beside it) in "
+        f"{time.perf_counter() - start:.1f} s; open it in a browser"
+    )
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -632,6 +698,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.png", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("report", help="write RUN/report.html: config, data, metrics, figures")
+    p.add_argument("run", metavar="RUN", help="a run directory, or a demo folder of runs")
+    p.add_argument("data", metavar="DATA", nargs="?", help="default: the run's training data")
+    p.add_argument("--out", metavar="FILE.html", help="default: RUN/report.html")
+    p.add_argument(
+        "--latent-map",
+        choices=("pca", "tsne", "umap"),
+        default="pca",
+        help="2-D projection of the latent map (default: pca; umap needs umap-learn)",
+    )
+    p.add_argument(
+        "--max-points",
+        type=_positive_int,
+        default=3000,
+        metavar="N",
+        help="images in the latent map at most, a seeded sample (default: 3000)",
+    )
+    _add_data_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -212,6 +212,9 @@ def plot_training_curves(
         if np.isfinite(values).any():
             style = "--" if key.startswith("val_") else "-"
             ax.plot(epochs, values, style, label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Training curves")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")

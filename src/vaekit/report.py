@@ -1,0 +1,778 @@
+"""One self-contained HTML page that tells the story of a run: ``report.html`` + PNGs.
+
+The page holds the run's configuration, a data summary, its metric tables and each figure
+of :mod:`vaekit.plots` with a one-line caption saying how to read it. Images are inlined as
+``data:`` URIs and the style sheet is in the page, so the file opens in any browser with
+no network and can be mailed on its own; each figure is also written as a PNG beside it.
+
+What a section shows depends on the run, detected from its files and estimator:
+
+- every run: configuration, data, metrics, training curves (``history.csv``);
+- with a fitted estimator and its data: reconstructions, samples (one row per cluster for
+  clustering runs), the 2-D latent map;
+- clustering runs (``clusters.csv``): cluster sizes, confident members, classes vs
+  clusters when labels exist, and the K-selection curve when K was chosen automatically;
+- classification runs (``predictions.csv`` or classification metrics): the confusion
+  matrix with class names and the per-class table.
+
+This module reads files and draws; loading estimators and data is the caller's job
+(``vaekit report`` does it), which keeps imports pointing down the layers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import html
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vaekit import plots
+from vaekit._version import __version__
+from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, atomic_write_text
+from vaekit.errors import CheckpointError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+REPORT_FILE = "report.html"
+METRICS_FILE = "metrics.json"
+CLUSTERS_FILE = "clusters.csv"
+PREDICTIONS_FILE = "predictions.csv"
+#: Latent maps and other per-point figures use at most this many images (seeded sample).
+MAX_POINTS = 3000
+#: Reconstruction pairs shown.
+N_RECONSTRUCTIONS = 16
+#: Prior samples shown for a model without clusters (an 8 x 8 grid).
+N_SAMPLES = 64
+#: Samples per cluster row.
+SAMPLES_PER_CLUSTER = 10
+#: Class names listed in the data summary before "and N more".
+MAX_LISTED_CLASSES = 20
+#: Order of the run sections by estimator; unknown estimators come last.
+_KIND_ORDER = {"VAE": 0, "VAEClustering": 1, "VAEClassifier": 2}
+
+#: What each metric means, shown beside its value.
+METRIC_DESCRIPTIONS = {
+    "elbo": "evidence lower bound per test image, nats (higher is better)",
+    "reconstruction_mse": "squared error per test image, summed over pixels (lower is better)",
+    "reconstruction_bce": "binary cross-entropy per test image, nats (lower is better)",
+    "acc": "clustering accuracy: best one-to-one map of clusters to classes (higher is better)",
+    "nmi": "normalised mutual information of clusters and classes, 0-1 (higher is better)",
+    "ari": "adjusted Rand index, 0 = chance, 1 = the classes exactly (higher is better)",
+    "silhouette": "separation of the clusters in latent space, -1 to 1 (higher is better)",
+    "n_clusters": "number of clusters",
+    "accuracy": "share of test images given their true class (higher is better)",
+    "precision_macro": "precision averaged over classes (higher is better)",
+    "recall_macro": "recall averaged over classes (higher is better)",
+    "f1_macro": "F1 score averaged over classes (higher is better)",
+    "ece": "expected calibration error: confidence minus accuracy, binned (lower is better)",
+    "n_train": "training images",
+    "n_test": "test images",
+    "seconds": "wall-clock seconds of the run",
+}
+
+
+@dataclass
+class RunData:
+    """What the report knows about one run directory.
+
+    Parameters
+    ----------
+    path : Path
+        The run directory.
+    config : dict
+        Its ``config.json``.
+    metrics : dict
+        Its ``metrics.json`` (empty when absent).
+    history : list of dict
+        Rows of ``history.csv`` (empty when absent).
+    assignments : dict of ndarray, optional
+        Columns of ``clusters.csv`` or ``predictions.csv``: ``index``, ``value`` (cluster
+        or label), ``probability``; ``None`` when neither file exists.
+    estimator : object, optional
+        The fitted estimator, for the figures that need the model.
+    dataset : vaekit.data.Dataset, optional
+        The run's data, for the figures that need images or labels.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    assignments: dict[str, np.ndarray] | None = None
+    estimator: Any = None
+    dataset: Any = None
+
+    @property
+    def kind(self) -> str:
+        """``"clustering"``, ``"classification"`` or ``"vae"``, from estimator and files."""
+        name = self.config.get("estimator")
+        if name == "VAEClustering" or (self.path / CLUSTERS_FILE).exists():
+            return "clustering"
+        if (
+            name == "VAEClassifier"
+            or (self.path / PREDICTIONS_FILE).exists()
+            or "accuracy" in self.metrics
+        ):
+            return "classification"
+        return "vae"
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names recorded in the config (or the dataset), possibly empty."""
+        names = self.config.get("metadata", {}).get("classes")
+        if not names and self.dataset is not None:
+            names = self.dataset.classes
+        return [str(c) for c in names or ()]
+
+
+@dataclass
+class FigureItem:
+    """One figure of the report: file stem, title, how to read it, and the figure."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+# --- reading a run ----------------------------------------------------------------------
+def find_runs(path: str | Path) -> list[Path]:
+    """Run directories of ``path``: itself if it holds a run, else its sub-folders that do.
+
+    A ``vaekit demo`` folder holds one run per step (``vae/``, ...); the report covers all.
+
+    Raises
+    ------
+    CheckpointError
+        When neither ``path`` nor a sub-folder holds a run.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"run directory '{path}' does not exist; pass a trained run")
+    if (path / CONFIG_FILE).exists():
+        return [path]
+    runs = [p for p in sorted(path.iterdir()) if (p / CONFIG_FILE).exists()]
+    runs = [p for p in runs if (p / MODEL_FILE).exists()] or runs
+    if not runs:
+        raise CheckpointError(
+            f"'{path}' holds no run (no {CONFIG_FILE} in it or its sub-folders); pass the "
+            "--out folder of vaekit train, cluster, classify or demo"
+        )
+    return runs
+
+
+def read_run(
+    path: str | Path,
+    config: Mapping[str, Any],
+    *,
+    estimator: Any = None,
+    dataset: Any = None,
+) -> RunData:
+    """Read the files of a run directory (metrics, history, assignments) into a RunData.
+
+    Parameters
+    ----------
+    path : path
+        The run directory.
+    config : mapping
+        Its ``config.json`` (as read by ``vaekit.checkpoint.read_config``).
+    estimator : object, optional
+        The fitted estimator (``VAE.load(path)`` and friends).
+    dataset : vaekit.data.Dataset, optional
+        The data the run was trained on.
+
+    Raises
+    ------
+    CheckpointError
+        A file of the run is not readable as what it should be.
+    """
+    path = Path(path)
+    metrics: dict[str, Any] = {}
+    if (path / METRICS_FILE).exists():
+        try:
+            metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(
+                f"'{path / METRICS_FILE}' is not valid JSON ({exc}); rerun vaekit evaluate"
+            ) from None
+        if not isinstance(metrics, dict):
+            raise CheckpointError(f"'{path / METRICS_FILE}' is not a JSON object of metrics")
+    history = _read_history(path / HISTORY_FILE)
+    assignments = None
+    for name, column in ((CLUSTERS_FILE, "cluster"), (PREDICTIONS_FILE, "label")):
+        if (path / name).exists():
+            assignments = _read_assignments(path / name, column)
+            break
+    return RunData(path, dict(config), metrics, history, assignments, estimator, dataset)
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{path}' is not a history of numbers ({exc})") from None
+
+
+def _read_assignments(path: Path, column: str) -> dict[str, np.ndarray]:
+    """``index``, ``value`` and ``probability`` columns of clusters.csv / predictions.csv."""
+    index, values, prob = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                index.append(int(row["index"]))
+                values.append(row[column])
+                prob.append(float(row["probability"]))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"'{path}' lacks readable columns index,{column},probability ({exc})"
+        ) from None
+    return {
+        "index": np.asarray(index, dtype=np.int64),
+        "value": np.asarray(values),
+        "probability": np.asarray(prob),
+    }
+
+
+# --- figures ----------------------------------------------------------------------------
+def build_figures(
+    run: RunData,
+    *,
+    latent_method: str = "pca",
+    max_points: int = MAX_POINTS,
+) -> list[FigureItem]:
+    """Draw the figures that apply to ``run``, in reading order (see the module docstring).
+
+    Parameters
+    ----------
+    run : RunData
+        The run; figures that need the estimator or the data are left out without them.
+    latent_method : {"pca", "tsne", "umap"}, default="pca"
+        Projection of the latent map.
+    max_points : int, default=3000
+        Images in the latent map at most (a seeded sample), to keep the report fast.
+
+    Returns
+    -------
+    list of FigureItem
+    """
+    items: list[FigureItem] = []
+    est, ds = run.estimator, run.dataset
+    seed = int(run.config.get("params", {}).get("random_state") or 0)
+    rng = np.random.default_rng(seed)
+    if run.history:
+        items.append(
+            FigureItem(
+                "training-curves",
+                "Training curves",
+                "Loss per epoch in nats per image (lower is better): total = reconstruction "
+                "+ KL; a validation curve that turns up while training keeps falling means "
+                "over-fitting.",
+                plots.plot_training_curves(run.history),
+            )
+        )
+    if est is not None and ds is not None and hasattr(est, "reconstruct"):
+        x = ds.x_test if len(ds.x_test) else ds.x_train
+        x = x[:N_RECONSTRUCTIONS]
+        items.append(
+            FigureItem(
+                "reconstructions",
+                "Inputs and reconstructions",
+                "Odd columns: held-out images; even columns: the model's reconstruction "
+                "from the latent mean; what is blurred or wrong is what the latent code "
+                "leaves out.",
+                plots.plot_reconstructions(x, est.reconstruct(x)),
+            )
+        )
+    if est is not None and hasattr(est, "sample"):
+        items.append(_samples_figure(run, seed))
+    if run.kind == "clustering":
+        items += _clustering_figures(run, rng, latent_method, max_points)
+    elif est is not None and ds is not None and hasattr(est, "transform"):
+        x, y = _split_for_map(ds)
+        pick = _subsample(len(x), max_points, rng)
+        labels = None if y is None else y[pick]
+        items.append(_latent_item(run, est.transform(x[pick]), None, labels, latent_method, seed))
+    if run.kind == "classification" and "confusion_matrix" in run.metrics:
+        items.append(
+            FigureItem(
+                "confusion-matrix",
+                "Confusion matrix",
+                "Rows: true classes, columns: predicted classes, counts in the cells and "
+                "shading by the share of the row; a dark diagonal is good, a dark "
+                "off-diagonal cell names two classes the classifier mixes up.",
+                plots.plot_confusion_matrix(
+                    run.metrics["confusion_matrix"], row_names=run.classes or None
+                ),
+            )
+        )
+    return items
+
+
+def _samples_figure(run: RunData, seed: int) -> FigureItem:
+    est = run.estimator
+    k = getattr(est, "n_clusters_", None)
+    if k is None:
+        return FigureItem(
+            "samples",
+            "Samples from the prior",
+            "Images decoded from random latent codes drawn from the prior; sharp, varied, "
+            "plausible images mean the latent space is well filled.",
+            plots.plot_samples(est.sample(N_SAMPLES, random_state=seed)),
+        )
+    rows = np.stack(
+        [est.sample(SAMPLES_PER_CLUSTER, cluster=c, random_state=seed + c) for c in range(k)]
+    )
+    source = (
+        "the cluster's component of the learned mixture prior"
+        if getattr(est, "method", None) == "vade"
+        else "the cluster's Gaussian in latent space"
+        if getattr(est, "method", None) == "gmm"
+        else "around the cluster's centre in latent space"
+    )
+    return FigureItem(
+        "samples",
+        "Samples per cluster",
+        f"Each row decodes random latent codes drawn from {source}; a row of one kind of "
+        "image means a coherent cluster, a mixed row a cluster that merges kinds.",
+        plots.plot_samples(rows, row_labels=[f"cluster {c}" for c in range(k)]),
+    )
+
+
+def _clustering_figures(
+    run: RunData, rng: np.random.Generator, latent_method: str, max_points: int
+) -> list[FigureItem]:
+    est, ds = run.estimator, run.dataset
+    seed = int(run.config.get("params", {}).get("random_state") or 0)
+    items: list[FigureItem] = []
+    # vaekit cluster clusters train and test images together; clusters.csv is in that order.
+    x_all = y_all = None
+    if ds is not None:
+        x_all = np.concatenate([ds.x_train, ds.x_test])
+        if ds.y_train is not None:
+            y_all = np.concatenate([ds.y_train, ds.y_test])
+    clusters = conf = None
+    a = run.assignments
+    if a is not None and (x_all is None or len(a["index"]) == len(x_all)):
+        order = np.argsort(a["index"], kind="stable")
+        clusters = a["value"][order].astype(np.int64)
+        conf = a["probability"][order]
+    elif est is not None and x_all is not None:
+        proba = est.predict_proba(x_all)
+        clusters, conf = proba.argmax(1), proba.max(1)
+    k = getattr(est, "n_clusters_", None) or run.metrics.get("n_clusters")
+    if clusters is not None:
+        items.append(
+            FigureItem(
+                "cluster-sizes",
+                "Cluster sizes",
+                "Images per cluster; one very large cluster often swallows several kinds of "
+                "image, a tiny one may hold outliers.",
+                plots.plot_cluster_sizes(clusters, n_clusters=k),
+            )
+        )
+    if clusters is not None and x_all is not None:
+        items.append(
+            FigureItem(
+                "cluster-montage",
+                "Most confident members",
+                "Each row is a cluster (its size in brackets), its most confident members "
+                "from left to right; a row that mixes kinds of image is a cluster to "
+                "distrust.",
+                plots.plot_cluster_montage(x_all, clusters, conf, n_clusters=k),
+            )
+        )
+    if est is not None and x_all is not None and clusters is not None:
+        pick = _subsample(len(x_all), max_points, rng)
+        labels = None if y_all is None else y_all[pick]
+        items.append(
+            _latent_item(
+                run, est.transform(x_all[pick]), clusters[pick], labels, latent_method, seed
+            )
+        )
+    if clusters is not None and y_all is not None and (y_all >= 0).any():
+        known = y_all >= 0
+        table, col_order = _matched_contingency(y_all[known], clusters[known], k)
+        items.append(
+            FigureItem(
+                "classes-vs-clusters",
+                "Classes vs clusters",
+                "Rows: true classes (never used for clustering), columns: clusters in the "
+                "order that best matches them to classes; a dark diagonal means clusters "
+                "found the classes, a split row a class spread over several clusters.",
+                plots.plot_confusion_matrix(
+                    table,
+                    row_names=_names_for(run.classes, table.shape[0]),
+                    col_names=[str(c) for c in col_order],
+                    xlabel="cluster",
+                    title="Classes vs clusters",
+                ),
+            )
+        )
+    k_sel = getattr(est, "k_selection_", None) or run.metrics.get("k_selection")
+    if k_sel:
+        items.append(
+            FigureItem(
+                "k-selection",
+                "Choosing the number of clusters",
+                f"{str(k_sel.get('criterion', 'score')).upper()} of a Gaussian mixture on "
+                "the latent means for each K tried (lower is better); the dashed line marks "
+                "the K the run chose.",
+                plots.plot_k_selection(k_sel),
+            )
+        )
+    return items
+
+
+def _latent_item(
+    run: RunData,
+    z: np.ndarray,
+    clusters: np.ndarray | None,
+    labels: np.ndarray | None,
+    method: str,
+    seed: int,
+) -> FigureItem:
+    how = {"pca": "PCA (a linear projection)", "tsne": "t-SNE", "umap": "UMAP"}[method]
+    where = "an image" if clusters is not None else "a held-out image"
+    panels = " and ".join(
+        p for p, v in (("cluster (left)", clusters), ("true class", labels)) if v is not None
+    )
+    colour = f"; colours show the {panels}" if panels else ""
+    read = (
+        "; classes that form separate clumps are easy to tell apart" if labels is not None else ""
+    )
+    return FigureItem(
+        "latent-map",
+        "Latent map",
+        f"Each dot is {where}'s latent mean projected to 2-D by {how}{colour}{read}.",
+        plots.plot_latent_map(
+            z,
+            clusters=clusters,
+            labels=labels,
+            class_names=run.classes or None,
+            method=method,
+            random_state=seed,
+        ),
+    )
+
+
+def _split_for_map(ds: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Held-out images (and labels) when there are any, else the training ones."""
+    if len(ds.x_test):
+        return ds.x_test, ds.y_test
+    return ds.x_train, ds.y_train
+
+
+def _subsample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``min(n, size)`` of ``range(n)``."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _matched_contingency(
+    y: np.ndarray, clusters: np.ndarray, n_clusters: int | None
+) -> tuple[np.ndarray, list[int]]:
+    """Class x cluster counts, columns reordered so matched clusters sit on the diagonal.
+
+    The matching is the Hungarian one of the clustering accuracy (vaekit.metrics);
+    clusters left without a class follow in index order.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n_cls = int(y.max()) + 1
+    k = max(int(n_clusters or 0), int(clusters.max()) + 1)
+    table = np.zeros((n_cls, k), dtype=np.int64)
+    np.add.at(table, (y, clusters), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    matched = [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
+    order = matched + [c for c in range(k) if c not in matched]
+    return table[:, order], order
+
+
+def _names_for(classes: Sequence[str], n: int) -> list[str]:
+    return [classes[i] if i < len(classes) else str(i) for i in range(n)]
+
+
+# --- HTML -------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0;color:#1d2330;background:#f6f7f9;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
+header{background:#1d2a44;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:1.5rem}header p{margin:4px 0 0;opacity:.8;font-size:.9rem}
+nav{margin:16px 0;font-size:.95rem}nav a{margin-right:14px}
+section.run{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:8px 24px 20px;
+margin:20px 0}
+h2{margin:.6em 0 .2em;font-size:1.3rem}h3{margin:1.2em 0 .4em;font-size:1.05rem;
+border-bottom:1px solid #e6e8ee;padding-bottom:3px}
+table{border-collapse:collapse;font-size:.9rem;margin:4px 0}
+td,th{border:1px solid #e0e3e9;padding:3px 9px;text-align:left;vertical-align:top}
+th{background:#f0f2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#667085;font-size:.88rem}
+figure{margin:18px 0;padding:0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9rem;color:#3b4352;margin-top:4px}
+details pre{background:#f4f5f8;padding:10px;overflow-x:auto;font-size:.8rem}
+.kind{display:inline-block;font-size:.75rem;background:#e8eefc;color:#1d3f8f;
+border-radius:10px;padding:1px 9px;margin-left:8px;vertical-align:middle}
+"""
+
+_KIND_TITLES = {
+    "vae": "variational autoencoder",
+    "clustering": "clustering",
+    "classification": "classification",
+}
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = []
+        for v in row:
+            num = isinstance(v, int | float) and not isinstance(v, bool)
+            cells.append(
+                f'<td class="num">{_esc(_fmt(v))}</td>' if num else f"<td>{_esc(_fmt(v))}</td>"
+            )
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _config_html(run: RunData) -> str:
+    c = run.config
+    rows: list[tuple[str, Any]] = [("estimator", c.get("estimator", "?"))]
+    model = c.get("model", {})
+    if model.get("class"):
+        rows.append(("model", model["class"]))
+    if model.get("hidden_dims"):
+        rows.append(("hidden layers", model["hidden_dims"]))
+    rows += sorted(c.get("params", {}).items())
+    fitted = c.get("fitted", {})
+    for key, name in (
+        ("n_epochs", "epochs run"),
+        ("best_epoch", "best epoch"),
+        ("stopped_early", "stopped early"),
+        ("fit_seconds", "training seconds"),
+        ("n_clusters", "clusters found"),
+    ):
+        if fitted.get(key) is not None:
+            rows.append((name, fitted[key]))
+    rows.append(("vaekit version", c.get("vaekit_version", "?")))
+    full = json.dumps(c, indent=2, sort_keys=True)
+    return (
+        _table(rows, ("parameter", "value"))
+        + f"\n<details><summary>config.json</summary><pre>{_esc(full)}</pre></details>"
+    )
+
+
+def _data_html(run: RunData) -> str:
+    meta = run.config.get("metadata", {})
+    ds = run.dataset
+    rows: list[tuple[str, Any]] = []
+    if meta.get("dataset") or ds is not None:
+        rows.append(("dataset", meta.get("dataset") or ds.name))
+    if meta.get("data"):
+        rows.append(("source", meta["data"]))
+    shape = meta.get("image_shape") or run.config.get("model", {}).get("input_shape")
+    if shape:
+        rows.append(("image shape (C x H x W)", " x ".join(map(str, shape))))
+    for key, name in (("n_train", "training images"), ("n_test", "test images")):
+        if meta.get(key) is not None:
+            rows.append((name, meta[key]))
+    classes = run.classes
+    if classes:
+        shown = ", ".join(classes[:MAX_LISTED_CLASSES])
+        more = len(classes) - MAX_LISTED_CLASSES
+        rows.append(
+            (f"classes ({len(classes)})", shown + (f" and {more} more" if more > 0 else ""))
+        )
+    if ds is not None and ds.y_train is not None:
+        y = np.concatenate([ds.y_train, ds.y_test])
+        counts = np.bincount(y[y >= 0], minlength=len(classes))
+        rows.append(("labeled images", f"{int((y >= 0).sum())} of {len(y)}"))
+        per = ", ".join(
+            f"{n}: {c}" for n, c in zip(_names_for(classes, len(counts)), counts, strict=True)
+        )
+        rows.append(("images per class", per))
+    if not rows:
+        return '<p class="muted">The run records no data description.</p>'
+    note = ""
+    if ds is None:
+        note = (
+            '<p class="muted">The data was not loaded, so figures of images and latents '
+            "are left out; pass DATA to vaekit report to draw them.</p>"
+        )
+    return _table(rows) + note
+
+
+def _metrics_html(run: RunData) -> str:
+    m = run.metrics
+    if not m:
+        return '<p class="muted">No metrics.json in this run.</p>'
+    scalars = [(k, v) for k, v in m.items() if v is None or isinstance(v, int | float)]
+    parts = [
+        _table(
+            [(k, v, METRIC_DESCRIPTIONS.get(k, "")) for k, v in scalars],
+            ("metric", "value", "meaning"),
+        )
+    ]
+    per_class = m.get("per_class")
+    if per_class:
+        parts.append("<h4>Per class</h4>" + _per_class_table(per_class, run.classes))
+    return "\n".join(parts)
+
+
+def _per_class_table(per_class: Any, classes: Sequence[str]) -> str:
+    """Tabulate ``{class: {metric: value}}`` or ``[{metric: value}, ...]`` per class."""
+    if isinstance(per_class, Mapping):
+        items = list(per_class.items())
+    elif isinstance(per_class, Sequence):
+        items = [(str(i), row) for i, row in enumerate(per_class)]
+    else:
+        return f"<p>{_esc(per_class)}</p>"
+    cols: list[str] = []
+    for _, row in items:
+        for key in row if isinstance(row, Mapping) else ():
+            if key not in cols and key not in ("class", "name"):
+                cols.append(key)
+    rows = []
+    for key, row in items:
+        name = row.get("class", row.get("name", key)) if isinstance(row, Mapping) else key
+        if str(name).isdigit() and int(name) < len(classes):
+            name = classes[int(name)]
+        values = [row.get(c, "") for c in cols] if isinstance(row, Mapping) else [row]
+        rows.append([name, *values])
+    return _table(rows, ["class", *(cols or ["value"])])
+
+
+def _figures_html(items: Sequence[FigureItem], pngs: Mapping[str, bytes]) -> str:
+    if not items:
+        return '<p class="muted">No figure applies to this run.</p>'
+    out = []
+    for item in items:
+        data = base64.b64encode(pngs[item.name]).decode("ascii")
+        out.append(
+            f'<figure id="{_esc(item.name)}"><img src="data:image/png;base64,{data}" '
+            f'alt="{_esc(item.title)}">'
+            f"<figcaption><b>{_esc(item.title)}.</b> {_esc(item.caption)}</figcaption></figure>"
+        )
+    return "\n".join(out)
+
+
+def render_html(
+    title: str, sections: Sequence[tuple[RunData, str, Sequence[FigureItem], Mapping[str, bytes]]]
+) -> str:
+    """Render the page for ``sections`` of ``(run, anchor, figures, {figure name: PNG})``."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = " ".join(
+        f'<a href="#{_esc(anchor)}">{_esc(run.path.name)}</a>' for run, anchor, _, _ in sections
+    )
+    body = []
+    for run, anchor, items, pngs in sections:
+        kind = _KIND_TITLES.get(run.kind, run.kind)
+        body.append(
+            f'<section class="run" id="{_esc(anchor)}">'
+            f'<h2>{_esc(run.path.name)}<span class="kind">{_esc(kind)}</span></h2>'
+            f'<p class="muted">{_esc(run.path)}</p>'
+            f"<h3>Configuration</h3>{_config_html(run)}"
+            f"<h3>Data</h3>{_data_html(run)}"
+            f"<h3>Metrics</h3>{_metrics_html(run)}"
+            f"<h3>Figures</h3>{_figures_html(items, pngs)}"
+            "</section>"
+        )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request: the page needs no network
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<header><h1>{_esc(title)}</h1>"
+        f"<p>written by vaekit {_esc(__version__)} on {now}</p></header>\n<main>"
+        f"<nav>Runs: {nav}</nav>\n" + "\n".join(body) + "\n</main></body></html>\n"
+    )
+
+
+def write_report(
+    out: str | Path,
+    runs: Sequence[RunData],
+    *,
+    latent_method: str = "pca",
+    max_points: int = MAX_POINTS,
+    on_figure: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Write ``out`` (``report.html``) and each figure as a PNG beside it.
+
+    Parameters
+    ----------
+    out : path
+        The HTML file to write.
+    runs : sequence of RunData
+        One section each. PNGs of a run in ``out``'s own folder have plain names
+        (``latent-map.png``); those of runs in sub-folders start with the folder's name.
+    latent_method : {"pca", "tsne", "umap"}, default="pca"
+        Projection of the latent maps.
+    max_points : int, default=3000
+        Images in a latent map at most.
+    on_figure : callable, optional
+        Called with each PNG path after it is written (progress messages).
+
+    Returns
+    -------
+    list of Path
+        The files written: the PNGs, then ``out``.
+    """
+    if not runs:
+        raise DataError("the report needs at least one run")
+    out = Path(out)
+    runs = sorted(runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), r.path.name))
+    written: list[Path] = []
+    sections = []
+    for run in runs:
+        # Figures of a run reported in its own folder keep plain names; a demo folder's
+        # runs get theirs prefixed, which also spares the demo's own samples.png.
+        inside = run.path.resolve() == out.parent.resolve()
+        prefix = "" if inside else f"{run.path.name}-"
+        items = build_figures(run, latent_method=latent_method, max_points=max_points)
+        pngs = {}
+        for item in items:
+            png = out.with_name(f"{prefix}{item.name}.png")
+            pngs[item.name] = plots.save_figure(item.figure, png)
+            written.append(png)
+            if on_figure is not None:
+                on_figure(str(png))
+        sections.append((run, f"run-{prefix or run.path.name}".rstrip("-"), items, pngs))
+    title = f"vaekit report: {out.parent.name or out.parent.resolve().name}"
+    atomic_write_text(out, render_html(title, sections))
+    written.append(out)
+    return written
