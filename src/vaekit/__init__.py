@@ -1,6 +1,6 @@
 """vaekit: cluster and classify image collections through variational autoencoders.
 
->>> from vaekit import VAE, VAEClustering, load_dataset
+>>> from vaekit import VAE, VAEClassifier, VAEClustering, load_dataset
 
 The public names are imported lazily (PEP 562), so ``vaekit --help`` and argument errors
 answer without loading torch and scikit-learn.
@@ -15,16 +15,17 @@ from vaekit._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from vaekit.data import Dataset, load_dataset
-    from vaekit.estimators import VAE, VAEClustering
+    from vaekit.estimators import VAE, VAEClassifier, VAEClustering
 
 _LAZY = {
     "VAE": "vaekit.estimators",
+    "VAEClassifier": "vaekit.estimators",
     "VAEClustering": "vaekit.estimators",
     "Dataset": "vaekit.data",
     "load_dataset": "vaekit.data",
 }
 
-__all__ = ["VAE", "Dataset", "VAEClustering", "__version__", "load_dataset"]
+__all__ = ["VAE", "Dataset", "VAEClassifier", "VAEClustering", "__version__", "load_dataset"]
 
 
 def __getattr__(name: str) -> Any:

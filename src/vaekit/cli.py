@@ -28,7 +28,7 @@ from vaekit.errors import CheckpointError, DataError, VaekitError
 EXIT_USAGE = 2
 DEMO_EPOCHS = 150
 DEMO_BATCH_SIZE = 32
-MODELS = ("vae",)
+MODELS = ("vae", "m2")
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
 CONFIG_FILE = "config.json"
 
@@ -74,6 +74,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+def _add_fast_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speed")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="bf16 autocast while training; auto = only with native bf16 hardware",
+    )
+    g.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        help="torch.compile the training loss (auto = off)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -200,7 +214,8 @@ def _fresh_dir(out: str | None, default: str) -> Path:
     if out is not None:
         path = Path(out)
         _check_writable(path, "--out", folder=True)
-        if (path / CONFIG_FILE).exists():
+        # Under torchrun rank 0 may already have started the run when another rank looks.
+        if (path / CONFIG_FILE).exists() and _is_main_process():
             raise VaekitError(
                 f"'{path}' already holds a run; pass --resume to continue it or choose "
                 "another --out"
@@ -234,8 +249,17 @@ def _verbose(args: argparse.Namespace) -> int:
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
+    if not getattr(args, "quiet", False) and _is_main_process():
         print(text, flush=True)
+
+
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 prints and writes files; the other ranks train, then stop.
+
+    Reads ``RANK`` as torchrun sets it (``vaekit.training.distributed.is_main_process``
+    without importing torch).
+    """
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
@@ -253,10 +277,10 @@ def _load_estimator(run: str):
     if Path(run).is_file():
         raise CheckpointError(f"'{run}' is a file; pass a run directory (the --out of train)")
     from vaekit import checkpoint
-    from vaekit.estimators import VAE, VAEClustering
+    from vaekit.estimators import VAE, VAEClassifier, VAEClustering
 
     config = checkpoint.read_config(run)
-    kinds = {"VAE": VAE, "VAEClustering": VAEClustering}
+    kinds = {"VAE": VAE, "VAEClassifier": VAEClassifier, "VAEClustering": VAEClustering}
     kind = config.get("estimator")
     if kind not in kinds:
         raise CheckpointError(f"'{run}' holds an unknown estimator {kind!r}; retrain the run")
@@ -287,16 +311,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "a new run without --resume"
             ) from None
         params["verbose"] = _verbose(args)
+        if args.compile is not None:  # a speed setting; the results do not depend on it
+            params["compile"] = args.compile
         if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
             raise VaekitError(
                 f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
             )
         seed = params.get("random_state") or 0
         ds = _load_data(args.data, args, seed)
-        from vaekit.estimators import VAE
+        from vaekit.estimators import VAE, VAEClassifier
 
+        if params.get("decoder_dims") is not None:
+            params["decoder_dims"] = tuple(params["decoder_dims"])
+        kind = VAEClassifier if config.get("estimator") == "VAEClassifier" else VAE
         try:
-            est = VAE(**params)
+            est = kind(**params)
         except TypeError as exc:  # a parameter this version does not know
             raise CheckpointError(
                 f"'{out / CONFIG_FILE}' holds parameters this vaekit does not know ({exc}); "
@@ -307,28 +336,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load_data(args.data, args, args.seed)
         if out is None:
             out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{args.model}")
-        from vaekit.estimators import VAE
+        from vaekit.estimators import VAE, VAEClassifier
 
         params = _model_params(args)
-        est = VAE(
-            **params,
-            device=args.device,
-            random_state=args.seed,
-            verbose=_verbose(args),
-        )
+        if args.model == "m2":
+            est = VAEClassifier(
+                **params, device=args.device, random_state=args.seed, verbose=_verbose(args)
+            )
+        else:
+            est = VAE(
+                **params,
+                device=args.device,
+                random_state=args.seed,
+                verbose=_verbose(args),
+                precision=args.precision or "auto",
+                compile=args.compile or "auto",
+            )
         meta = _data_metadata(args.data, ds, args)
     _say(
         args,
         f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
         f"{'x'.join(map(str, ds.image_shape))} -> {out}",
     )
-    est.fit(ds.x_train, run_dir=out, resume=args.resume, metadata=meta)
+    labels = [_training_labels(ds, None)] if hasattr(est, "predict_proba") else []
+    est.fit(ds.x_train, *labels, run_dir=out, resume=args.resume, metadata=meta)
+    if not _is_main_process():
+        return 0
     est.save(out)
     from vaekit.metrics import generative_metrics
 
     t0 = time.perf_counter()
+    scores = _classification_scores(est, ds)[0] if labels else generative_metrics(est, ds.x_test)
     metrics = {
-        **generative_metrics(est, ds.x_test),
+        **scores,
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
         "seconds": est.fit_seconds_ + time.perf_counter() - t0,
@@ -360,8 +400,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
     t0 = time.perf_counter()
+    if config.get("estimator") == "VAEClassifier":
+        scores = _classification_scores(est, ds)[0]
+    else:
+        scores = generative_metrics(est, ds.x_test)
     metrics = {
-        **generative_metrics(est, ds.x_test),
+        **scores,
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
     }
@@ -417,6 +461,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Convert DATA once into a memory-mapped .npy and its .json manifest."""
+    out = _output_file(args.out, ".npy")
+    from vaekit.data.prepared import manifest_path, prepare
+
+    start = time.perf_counter()
+    meta = prepare(
+        args.data,
+        out,
+        image_size=_image_size(args.image_size),
+        color=args.color,
+        skip_bad=args.skip_bad,
+        random_state=args.seed,
+    )
+    shape = meta["shape"]
+    _say(
+        args,
+        f"prepared {meta['n_train']} training + {meta['n_test']} test images "
+        f"{'x'.join(map(str, shape[1:]))} ({math.prod(shape) / 1e6:.1f} MB) in "
+        f"{time.perf_counter() - start:.1f} s -> {out} + {manifest_path(out)}",
+    )
+    print(out)
+    return 0
+
+
 def _n_clusters(text: str) -> int | str:
     if text == "auto":
         return text
@@ -430,11 +499,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vaekit import checkpoint
+    from vaekit.data.prepared import all_images
     from vaekit.estimators import VAEClustering
     from vaekit.metrics import clustering_metrics, silhouette
     from vaekit.plots import cluster_montage
 
-    x = np.concatenate([ds.x_train, ds.x_test])
+    x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
     params = _model_params(args)
     clu = VAEClustering(
@@ -448,6 +518,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     _say(args, f"clustering {len(x)} images of {ds.name} (method {args.method}) -> {out}")
     start = time.perf_counter()
     clu.fit(x, run_dir=out, metadata=_data_metadata(args.data, ds, args))
+    if not _is_main_process():
+        return 0
     clu.save(out)
     proba = clu.predict_proba(x)
     labels, conf = proba.argmax(1), proba.max(1)
@@ -477,6 +549,120 @@ def _csv_field(text: str) -> str:
     if any(c in text for c in ',"\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
+    """Training labels with -1 for unlabeled images; ``n_labels`` keeps that many, even per class.
+
+    Without ``n_labels`` every label of the training split is kept (images of an
+    ``unlabeled/`` folder stay unlabeled). With it, ``n_labels // K`` images per class (the
+    first ``n_labels % K`` classes get one more) are drawn with ``seed``; the rest become -1.
+    """
+    import numpy as np
+
+    y = ds.y_train
+    if y is None or not (y >= 0).any():
+        raise DataError(
+            f"{ds.name!r} has no labeled training images; classification needs labels "
+            "(class sub-folders, IDX/npz labels)"
+        )
+    if n_labels is None:
+        return y.copy()
+    present = np.unique(y[y >= 0])
+    if n_labels < len(present):
+        raise VaekitError(
+            f"--labels {n_labels} is fewer than the {len(present)} classes; pass at least "
+            f"{len(present)}"
+        )
+    base, extra = divmod(n_labels, len(present))
+    rng = np.random.default_rng(seed)
+    out = np.full_like(y, -1)
+    for j, c in enumerate(present):
+        idx = np.flatnonzero(y == c)
+        want = base + (1 if j < extra else 0)
+        if want > len(idx):
+            raise VaekitError(
+                f"--labels {n_labels} needs {want} labeled images of class "
+                f"{ds.classes[c]!r} but the training split has {len(idx)}; lower --labels"
+            )
+        out[rng.choice(idx, want, replace=False)] = c
+    return out
+
+
+def _classification_scores(clf: Any, ds: Any):
+    """Test-split metrics of a classifier: ``(metrics, predicted labels, probabilities)``.
+
+    Only test images with a label are scored; ``metrics`` is empty when there are none.
+    """
+    import numpy as np
+
+    from vaekit.metrics import classification_metrics
+
+    proba = clf.predict_proba(ds.x_test)
+    pred = clf.classes_[proba.argmax(axis=1)]
+    known = np.zeros(len(pred), dtype=bool) if ds.y_test is None else ds.y_test >= 0
+    if not known.any():
+        return {}, pred, proba
+    y_true = ds.y_test[known]
+    metrics = classification_metrics(
+        y_true, pred[known], class_names=ds.classes or [str(c) for c in clf.classes_]
+    )
+    # ECE over the classifier's columns; a test class it never saw counts as a miss (-1).
+    col = np.searchsorted(clf.classes_, y_true).clip(0, len(clf.classes_) - 1)
+    col = np.where(clf.classes_[col] == y_true, col, -1)
+    from vaekit.metrics import expected_calibration_error
+
+    metrics["ece"] = expected_calibration_error(col, proba[known])
+    metrics["n_scored"] = int(known.sum())
+    return metrics, pred, proba
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify DATA with N labeled training images (all if omitted); score the test split."""
+    out = _fresh_dir(args.out, "")
+    ds = _load_data(args.data, args, args.seed)
+    y = _training_labels(ds, args.labels, args.seed)
+    from vaekit import checkpoint
+    from vaekit.estimators import VAEClassifier
+
+    clf = VAEClassifier(
+        **_model_params(args),
+        device=args.device,
+        random_state=args.seed,
+        verbose=_verbose(args),
+    )
+    n_labeled = int((y >= 0).sum())
+    meta = {**_data_metadata(args.data, ds, args), "labels": args.labels, "n_labeled": n_labeled}
+    _say(
+        args,
+        f"classifying {ds.name}: {n_labeled} labeled and {len(y) - n_labeled} unlabeled "
+        f"training images -> {out}",
+    )
+    start = time.perf_counter()
+    clf.fit(ds.x_train, y, run_dir=out, metadata=meta)
+    clf.save(out)
+    metrics, pred, proba = _classification_scores(clf, ds)
+    names = list(ds.classes) or [str(c) for c in clf.classes_]
+    paths = ds.paths_test or [""] * len(pred)
+    rows = ["index,path,label,probability"]
+    rows += [
+        f"{i},{_csv_field(p)},{_csv_field(names[c])},{q:.6f}"
+        for i, (p, c, q) in enumerate(zip(paths, pred, proba.max(axis=1), strict=True))
+    ]
+    checkpoint.atomic_write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    metrics.update(
+        {
+            "n_labeled": n_labeled,
+            "temperature": clf.temperature_,
+            "n_train": len(ds.x_train),
+            "n_test": len(ds.x_test),
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    _write_metrics(out / "metrics.json", metrics)
+    _say(args, f"{clf.n_epochs_} epochs; test {_format_metrics(metrics)}")
+    print(out)
+    return 0
 
 
 def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> list[Path]:
@@ -637,12 +823,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and save a run directory")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("--model", choices=MODELS, default="vae", help="model family (vae)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="vae",
+        help="model family: vae, or m2 (semi-supervised classifier; -1 labels unlabeled)",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-MODEL[-N])")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
     _add_model_args(p)
+    _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
@@ -668,6 +860,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_cluster)
 
+    p = sub.add_parser(
+        "classify", help="classify images with N labeled training images (all if omitted)"
+    )
+    p.add_argument("data", metavar="DATA")
+    p.add_argument(
+        "--labels",
+        type=_positive_int,
+        metavar="N",
+        help="labeled training images to keep, drawn evenly per class with --seed (default: "
+        "all); the rest of the training split is used unlabeled",
+    )
+    p.add_argument("--out", metavar="DIR", required=True, help="run directory")
+    _add_model_args(p)
+    _add_data_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_classify)
+
     p = sub.add_parser("evaluate", help="test-split metrics of a trained run")
     p.add_argument("run", metavar="RUN")
     p.add_argument("data", metavar="DATA", nargs="?", help="default: the run's training data")
@@ -689,6 +898,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
+        "prepare",
+        help="convert DATA once into a memory-mapped .npy + .json manifest",
+        description="Convert DATA once into FILE.npy (uint8 images, training then test, read "
+        "with mmap_mode='r') and FILE.json (labels, class names, source paths, shape); pass "
+        "FILE.npy as DATA to the other commands. Image folders are decoded block by block, "
+        "so they may be larger than memory.",
+    )
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--out", metavar="FILE.npy", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (0)")
+    _add_data_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("generate", help="sample images from a trained run into a PNG grid")
     p.add_argument("run", metavar="RUN")

@@ -83,3 +83,100 @@ def silhouette(z: Any, labels: Any, *, random_state: int = 0) -> float | None:
         return None
     size = min(len(labels), SILHOUETTE_SAMPLE)
     return float(silhouette_score(z, labels, sample_size=size, random_state=random_state))
+
+
+#: Equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: Any, proba: Any, *, n_bins: int = ECE_BINS) -> float:
+    """Return the expected calibration error of class probabilities (Guo et al. 2017, eq. 3).
+
+    Samples are put into ``n_bins`` equal-width bins ``((m-1)/M, m/M]`` by their confidence
+    (the largest probability); ECE is ``sum_m |B_m|/N * |accuracy(B_m) - confidence(B_m)|``.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (N,)
+        True class index of each sample (a column of ``proba``).
+    proba : array-like of float, shape (N, K)
+        Predicted probabilities; the prediction is the column with the largest one.
+    n_bins : int, default=15
+        Number of confidence bins.
+
+    Returns
+    -------
+    float
+        ECE in [0, 1]; 0 means the confidence matches the accuracy in every bin.
+    """
+    y_true, proba = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or y_true.shape != (len(proba),) or len(proba) == 0:
+        raise ValueError(f"need y_true (N,) and proba (N, K), got {y_true.shape}, {proba.shape}")
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y_true).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(
+        np.bincount(bins, weights=correct, minlength=n_bins)
+        - np.bincount(bins, weights=conf, minlength=n_bins)
+    )  # per bin: |sum(correct) - sum(conf)| = |B_m| * |acc - conf|
+    return float(gap[count > 0].sum() / len(proba))
+
+
+def classification_metrics(
+    y_true: Any,
+    y_pred: Any,
+    proba: Any = None,
+    *,
+    class_names: Any = None,
+) -> dict[str, Any]:
+    """Classification metrics as written to ``metrics.json`` (design.md).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, shape (N,)
+        True and predicted class indices ``0..K-1``.
+    proba : array-like of float, shape (N, K), optional
+        Predicted probabilities; adds ``ece``.
+    class_names : sequence of str, optional
+        Name of each class index (default: the indices as strings); its length sets ``K``.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro`` (macro averages
+        over the ``K`` classes, 0 for a class never predicted), ``per_class``
+        (``{name: {precision, recall, f1, support}}``), ``confusion_matrix`` (rows true,
+        columns predicted, class-index order), ``classes`` and, with ``proba``, ``ece``.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = len(class_names) if class_names is not None else int(max(y_true.max(), y_pred.max())) + 1
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    labels = np.arange(k)
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    present = s > 0  # macro averages over the classes that occur in y_true or y_pred
+    present |= np.isin(labels, y_pred)
+    out: dict[str, Any] = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(p[present].mean()),
+        "recall_macro": float(r[present].mean()),
+        "f1_macro": float(f[present].mean()),
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": names,
+    }
+    if proba is not None:
+        out["ece"] = expected_calibration_error(y_true, proba)
+    return out

@@ -1,0 +1,438 @@
+"""``VAEClassifier``: image classification with all labels or only a few (ClassifierMixin).
+
+One model serves both cases: M2 (Kingma et al. 2014, :class:`vaekit.models.M2Module`), a
+classifier ``q(y|x)`` trained jointly with a class-conditional VAE. With every image
+labeled, that is a VAE and a classifier trained together (the ELBO regularises the shared
+encoder); with unlabeled images (``y == -1``, scikit-learn's convention) the unlabeled ELBO
+sums over the classes weighted by ``q(y|x)``, so unlabeled images shape the classifier too.
+
+Probabilities are calibrated by temperature scaling (Guo et al. 2017): a share of the
+*labeled training* images (``validation_fraction``) is held out of the classification loss
+(it is still used as unlabeled data) and one temperature is fitted to it by likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from vaekit.errors import ConfigError, DataError
+from vaekit.estimators.base import BaseVAEEstimator, to_tensor
+from vaekit.models import M2Module
+from vaekit.models.base import mean_from_output
+from vaekit.training.loop import seed_from
+
+#: Label that marks an unlabeled image (scikit-learn's semi-supervised convention).
+UNLABELED = -1
+#: Search range of the log-temperature of temperature scaling.
+LOG_TEMPERATURE_BOUND = 4.0
+#: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
+DEFAULT_DECODER_DIMS = (512, 256)
+
+
+class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
+    """Classify images with a semi-supervised VAE (M2); ``y == -1`` marks unlabeled images.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        Weight of the classification loss per input value (the cross-entropy of the labeled
+        images is multiplied by ``alpha * n_pixels``, Kingma et al. 2014's ``alpha``
+        made independent of the image size).
+    consistency : float, default=1.0
+        Weight, relative to the classification loss, of asking ``q(y|x)`` to agree on a
+        randomly shifted copy of each image (images only; 0 turns it off).
+    max_shift : int, default=2
+        Largest shift in pixels of that copy.
+    labeled_fraction : float, default=0.25
+        With unlabeled images present, labeled images are repeated so that they make up
+        about this share of every batch.
+    feature_dim : int, default=256
+        Width of the encoder features shared by the classifier and ``q(z|x,y)``.
+    decoder_arch : {"mlp", "conv"}, default="mlp"
+        Decoder family; unlabeled images are decoded once per class, so an MLP decoder keeps
+        training affordable on a CPU.
+    decoder_dims : tuple of int, optional
+        Decoder widths (MLP) or channels (conv), image side first; default (512, 256).
+    dropout : float, default=0.2
+        Dropout on the features before the classifier head.
+    calibrate : bool, default=True
+        Fit a temperature on the held-out labeled images (needs ``validation_fraction > 0``
+        and at least one held-out image).
+    latent_dim : int, default=16
+        Size of ``z`` (the style; the class is ``y``).
+    arch : {"mlp", "conv"}, default="conv"
+        Encoder family; "conv" needs image input and falls back to "mlp" for ``(N, F)``.
+    validation_fraction : float, default=0.1
+        Share of the labeled images held out for temperature scaling.
+    **common
+        ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``max_epochs``,
+        ``learning_rate``, ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``,
+        ``random_state``, ``verbose`` as for :class:`vaekit.VAE` (there is no early stopping:
+        ``patience`` is unused and every epoch up to ``max_epochs`` is run).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (K,)
+        The class labels seen in ``y`` (without -1).
+    temperature_ : float
+        Temperature dividing the classifier's logits (1 when not calibrated).
+    n_labeled_ : int
+        Labeled images used in the classification loss.
+    n_calibration_ : int
+        Labeled images held out for calibration.
+    calibration_ece_ : float or None
+        Expected calibration error on the held-out images after calibration.
+    module_ : M2Module
+        The trained ``torch`` model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vaekit import VAEClassifier, load_dataset
+    >>> ds = load_dataset("digits")
+    >>> y = ds.y_train.copy()
+    >>> y[100:] = -1                       # keep 100 labels
+    >>> clf = VAEClassifier(max_epochs=2, random_state=0).fit(ds.x_train, y)
+    >>> clf.predict_proba(ds.x_test[:2]).shape
+    (2, 10)
+    """
+
+    _estimator_name = "VAEClassifier"
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        consistency: float = 1.0,
+        max_shift: int = 2,
+        labeled_fraction: float = 0.25,
+        feature_dim: int = 256,
+        decoder_arch: str = "mlp",
+        decoder_dims: tuple[int, ...] | None = None,
+        dropout: float = 0.2,
+        calibrate: bool = True,
+        latent_dim: int = 16,
+        arch: str = "conv",
+        hidden_dims: tuple[int, ...] | None = None,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        batch_size: int = 128,
+        max_epochs: int = 30,
+        learning_rate: float = 1e-3,
+        lr_schedule: str = "cosine",
+        kl_warmup_epochs: int = 0,
+        validation_fraction: float = 0.1,
+        patience: int = 10,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ):
+        self.alpha = alpha
+        self.consistency = consistency
+        self.max_shift = max_shift
+        self.labeled_fraction = labeled_fraction
+        self.feature_dim = feature_dim
+        self.decoder_arch = decoder_arch
+        self.decoder_dims = decoder_dims
+        self.dropout = dropout
+        self.calibrate = calibrate
+        self.latent_dim = latent_dim
+        self.arch = arch
+        self.hidden_dims = hidden_dims
+        self.likelihood = likelihood
+        self.beta = beta
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- parameters ------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        super()._check_params()
+        for name in ("alpha",):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not v > 0:
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        for name in ("consistency", "dropout"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not 0 <= v or (name == "dropout" and v >= 1):
+                raise ConfigError(f"{name} must be a number >= 0 (dropout < 1), got {v!r}")
+        for name in ("labeled_fraction", "validation_fraction"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not 0 <= v < 1:
+                raise ConfigError(f"{name} must be a number in [0, 1), got {v!r}")
+        for name, low in (("max_shift", 0), ("feature_dim", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.decoder_arch not in ("mlp", "conv"):
+            raise ConfigError(f"decoder_arch must be 'mlp' or 'conv', got {self.decoder_arch!r}")
+        dims = self.decoder_dims
+        if dims is not None and (
+            len(dims) == 0 or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims)
+        ):
+            raise ConfigError(
+                f"decoder_dims must be a non-empty tuple of positive integers, got {dims!r}"
+            )
+
+    def _build_module(self, input_shape: tuple[int, ...]) -> M2Module:
+        image = len(input_shape) == 3
+        dec_arch = self.decoder_arch if image else "mlp"
+        if self.decoder_dims is not None:
+            dec_dims = tuple(int(d) for d in self.decoder_dims)
+        elif dec_arch == "mlp":
+            dec_dims = DEFAULT_DECODER_DIMS
+        else:
+            dec_dims = self._hidden_dims(input_shape)
+        return M2Module(
+            input_shape,
+            latent_dim=int(self.latent_dim),
+            n_classes=len(self.classes_),
+            arch=self.arch if image else "mlp",
+            hidden_dims=self._hidden_dims(input_shape),
+            decoder_arch=dec_arch,
+            decoder_dims=dec_dims,
+            feature_dim=int(self.feature_dim),
+            likelihood=self.likelihood,
+            beta=float(self.beta),
+            alpha=float(self.alpha),
+            consistency=float(self.consistency),
+            max_shift=int(self.max_shift),
+            dropout=float(self.dropout),
+        )
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> Self:
+        """Train on images ``X`` with labels ``y``; ``y == -1`` marks unlabeled images.
+
+        Parameters
+        ----------
+        X : array-like
+            ``(N, H, W)`` or ``(N, C, H, W)`` images (uint8 0-255 or float 0-1), or
+            ``(N, F)`` features in [0, 1].
+        y : array-like of shape (N,)
+            Class labels (ints or strings); -1 for an unlabeled image.
+        run_dir : path, optional
+            Checkpoint every epoch to this run directory so training can be resumed.
+        resume : bool, default=False
+            Continue from ``run_dir``'s last checkpoint.
+        metadata : dict, optional
+            JSON-serialisable facts saved in ``config.json`` (data spec, class names).
+
+        Returns
+        -------
+        self : VAEClassifier
+            The fitted estimator.
+        """
+        x = to_tensor(X)
+        y_idx = self._encode_labels(y, len(x))
+        self._setup_fit(x, metadata)
+        train_idx, cal_idx = self._calibration_split(y_idx)
+        unlabeled = np.flatnonzero(y_idx == UNLABELED)
+        pool = np.concatenate([unlabeled, cal_idx])  # held-out labels stay unused
+        reps = 1
+        if len(pool) and self.labeled_fraction > 0:
+            # Repeat the labeled images so they are ~labeled_fraction of each batch.
+            share = float(self.labeled_fraction)
+            reps = max(1, math.ceil(share * len(pool) / ((1 - share) * len(train_idx))))
+        order = np.concatenate([pool, np.tile(train_idx, reps)])
+        y_train = y_idx.copy()
+        y_train[cal_idx] = UNLABELED
+        idx = torch.from_numpy(order)
+        self.n_labeled_ = len(train_idx)
+        self.n_calibration_ = len(cal_idx)
+        self.n_unlabeled_ = len(unlabeled)
+        self._train_module(
+            [x[idx], torch.from_numpy(y_train[order])],
+            run_dir=run_dir,
+            resume=resume,
+            validation_fraction=0.0,
+        )
+        self._fit_temperature(x, y_idx, cal_idx)
+        return self
+
+    def _encode_labels(self, y: Any, n: int) -> np.ndarray:
+        """Set ``classes_`` and return class indices ``(N,)`` int64 with -1 for unlabeled."""
+        if y is None:
+            raise DataError("VAEClassifier needs labels y (use -1 for unlabeled images)")
+        y = column_or_1d(y, warn=True)
+        if len(y) != n:
+            raise DataError(f"X has {n} samples but y has {len(y)}; pass one label per image")
+        check_classification_targets(y)
+        if y.dtype.kind in "iuf":
+            unl = y == UNLABELED
+        else:
+            unl = np.zeros(len(y), dtype=bool)
+        self.classes_ = np.unique(y[~unl])
+        if len(self.classes_) < 2:
+            raise DataError(
+                f"y has labeled images of {len(self.classes_)} class(es); a classifier needs "
+                "at least 2 classes (-1 marks unlabeled images)"
+            )
+        out = np.full(n, UNLABELED, dtype=np.int64)
+        out[~unl] = np.searchsorted(self.classes_, y[~unl])
+        return out
+
+    def _calibration_split(self, y_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labeled indices for training and for temperature scaling (seeded, stratified)."""
+        labeled = np.flatnonzero(y_idx != UNLABELED)
+        n_cal = round(len(labeled) * float(self.validation_fraction)) if self.calibrate else 0
+        if n_cal < 1 or len(labeled) - n_cal < 1:
+            return labeled, labeled[:0]
+        from sklearn.model_selection import train_test_split
+
+        counts = np.bincount(y_idx[labeled])
+        k = len(self.classes_)
+        stratify = None
+        if counts.min() >= 2 and min(n_cal, len(labeled) - n_cal) >= k:
+            stratify = y_idx[labeled]
+        train, cal = train_test_split(
+            labeled, test_size=n_cal, random_state=self.seed_ % (2**32), stratify=stratify
+        )
+        return np.sort(train), np.sort(cal)
+
+    def _fit_temperature(self, x: torch.Tensor, y_idx: np.ndarray, cal_idx: np.ndarray) -> None:
+        """Temperature scaling (Guo et al. 2017): one ``T`` minimising held-out NLL."""
+        self.temperature_ = 1.0
+        self.calibration_ece_ = None
+        if len(cal_idx) == 0:
+            return
+        from scipy.optimize import minimize_scalar
+        from scipy.special import log_softmax
+
+        from vaekit.metrics import expected_calibration_error
+
+        logits = self._logits(x[torch.from_numpy(cal_idx)]).astype(np.float64)
+        target = y_idx[cal_idx]
+
+        def nll(log_t: float) -> float:
+            logp = log_softmax(logits / math.exp(log_t), axis=1)
+            return float(-logp[np.arange(len(target)), target].mean())
+
+        res = minimize_scalar(
+            nll, bounds=(-LOG_TEMPERATURE_BOUND, LOG_TEMPERATURE_BOUND), method="bounded"
+        )
+        self.temperature_ = float(math.exp(res.x))
+        self.calibration_ece_ = expected_calibration_error(
+            target, self._softmax(logits / self.temperature_)
+        )
+
+    # -- prediction ------------------------------------------------------------------------
+    def _logits(self, x: torch.Tensor) -> np.ndarray:
+        return self._batched(x, self.module_.class_logits)
+
+    @staticmethod
+    def _softmax(logits: np.ndarray) -> np.ndarray:
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Calibrated class probabilities ``(N, K)`` in the order of ``classes_``."""
+        check_is_fitted(self, "temperature_")
+        x = self._check_input(X)
+        return self._softmax(self._logits(x).astype(np.float64) / self.temperature_)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Temperature-scaled logits ``(N, K)`` (for two classes: ``(N,)``, class 1 minus 0)."""
+        check_is_fitted(self, "temperature_")
+        scores = self._logits(self._check_input(X)).astype(np.float64) / self.temperature_
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable class of each image, ``(N,)``, taken from ``classes_``."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Means of ``q(z|x, y)`` with ``y`` the predicted probabilities, ``(N, latent_dim)``."""
+        x = self._check_input(X)
+        return self._batched(x, lambda xb: self.module_.encode(xb).mean)
+
+    def sample(
+        self, n_samples: int = 1, *, label: Any = None, random_state: Any = None
+    ) -> np.ndarray:
+        """Generate images (pixel means), of class ``label`` or of random classes."""
+        check_is_fitted(self, "temperature_")
+        seed = self.seed_ if random_state is None else seed_from(random_state)
+        gen = torch.Generator(device=self._device()).manual_seed(seed)
+        k = len(self.classes_)
+        if label is None:
+            cls = torch.randint(0, k, (int(n_samples),), generator=gen, device=self._device())
+        else:
+            where = np.flatnonzero(self.classes_ == label)
+            if len(where) == 0:
+                raise ConfigError(f"label must be one of {list(self.classes_)}, got {label!r}")
+            cls = torch.full((int(n_samples),), int(where[0]), device=self._device())
+        with torch.no_grad():
+            z = self.module_.prior_sample(int(n_samples), generator=gen)
+            onehot = torch.nn.functional.one_hot(cls.long(), k).float()
+            out = mean_from_output(self.likelihood, self.module_.decode(z, onehot))
+        return out.cpu().numpy()
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """ELBO of each image as unlabeled data, in nats (one seeded posterior sample)."""
+        x = self._check_input(X)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_)
+            return self._batched(x, self.module_.elbo)
+
+    # -- persistence ------------------------------------------------------------------------
+    def _extra_json(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes_.tolist(),
+            "temperature": self.temperature_,
+            "calibration_ece": self.calibration_ece_,
+            "n_labeled": self.n_labeled_,
+            "n_calibration": self.n_calibration_,
+            "n_unlabeled": self.n_unlabeled_,
+        }
+
+    def _before_build(self, fitted: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(fitted["classes"])
+
+    def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        self.temperature_ = float(info["temperature"])
+        self.calibration_ece_ = info.get("calibration_ece")
+        self.n_labeled_ = int(info["n_labeled"])
+        self.n_calibration_ = int(info["n_calibration"])
+        self.n_unlabeled_ = int(info["n_unlabeled"])
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> Self:
+        """Load a classifier saved with ``save`` (never unpickles)."""
+        est = super().load(path, device=device)
+        if est.decoder_dims is not None:
+            est.decoder_dims = tuple(est.decoder_dims)
+        return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags

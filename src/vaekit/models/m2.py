@@ -1,0 +1,229 @@
+"""The semi-supervised generative model M2 (Kingma, Rezende, Mohamed & Welling 2014).
+
+Generative story: ``y ~ Cat(1/K)``, ``z ~ N(0, I)``, ``x | y, z ~ p(x | y, z)``.
+Inference: a classifier ``q(y|x)`` and a Gaussian ``q(z|x, y)``, both on the features of one
+shared encoder trunk (the classifier head sits on the encoder features).
+
+Per image, in nats (Kingma et al. 2014, eqs. 6-9):
+
+- labeled ``(x, y)``: ``L(x, y) = -log p(x|y,z) + beta * KL(q(z|x,y) || p(z)) - log p(y)``
+  plus ``alpha_eff * (-log q(y|x))``, the explicit classification loss of eq. 9;
+- unlabeled ``x``: ``U(x) = sum_y q(y|x) L(x, y) - H[q(y|x)]``, the sum over ``y`` done
+  exactly by decoding every image once per class.
+
+Optionally (``consistency > 0``) the classifier is also asked to give the same answer on a
+randomly shifted copy of each image (a consistency regulariser in the spirit of Laine &
+Aila 2017 and Sajjadi et al. 2016); the shift only applies to image input ``(C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaekit.models.base import (
+    GenerativeModel,
+    LossOutput,
+    Posterior,
+    check_likelihood,
+    negative_log_likelihood,
+)
+from vaekit.nn import build_decoder, build_encoder
+
+
+def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image of ``(B, C, H, W)`` by its own random ``(dy, dx)``.
+
+    Offsets are drawn uniformly from ``-max_shift..max_shift`` with the global torch RNG
+    (which the training loop seeds); the border is filled by replicating edge pixels.
+    """
+    if max_shift <= 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")  # (B, C, H + 2s, W + 2s)
+    dy = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    bidx = torch.arange(b, device=x.device)[:, None, None, None]
+    cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[bidx, cidx, rows, cols]
+
+
+class M2Module(GenerativeModel):
+    """M2: classifier ``q(y|x)``, encoder ``q(z|x,y)``, decoder ``p(x|y,z)``.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(C, H, W)`` for images or ``(F,)`` for flat features.
+    latent_dim : int
+        Size of ``z``.
+    n_classes : int
+        Number of classes ``K``.
+    arch : {"mlp", "conv"}
+        Family of the encoder trunk.
+    hidden_dims : sequence of int
+        Trunk layer widths (MLP) or channels (conv), input side first.
+    decoder_arch : {"mlp", "conv"}
+        Family of the decoder. Unlabeled images are decoded once per class, so the decoder
+        dominates the cost; an MLP keeps it affordable on a CPU.
+    decoder_dims : sequence of int
+        Decoder widths or channels, input side first (mirrored by the decoder).
+    feature_dim : int
+        Width of the trunk's output features, shared by both heads.
+    likelihood : {"bernoulli", "gaussian"}
+        Pixel likelihood ``p(x|y,z)``.
+    beta : float
+        Weight of the ``z`` KL term; 1 gives the ELBO.
+    alpha : float
+        Weight of the classification loss per input value: the labeled cross-entropy is
+        multiplied by ``alpha * prod(input_shape)``, so its balance against the per-image
+        ELBO (which grows with the number of pixels) does not depend on the image size.
+    consistency : float
+        Weight of the shift-consistency loss, relative to the classification loss.
+    max_shift : int
+        Largest shift in pixels of the consistency augmentation.
+    dropout : float
+        Dropout on the features before the classifier head.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        latent_dim: int,
+        n_classes: int,
+        arch: str,
+        hidden_dims: Sequence[int],
+        decoder_arch: str,
+        decoder_dims: Sequence[int],
+        feature_dim: int,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        alpha: float = 1.0,
+        consistency: float = 0.0,
+        max_shift: int = 2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        check_likelihood(likelihood)
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = latent_dim
+        self.n_classes = n_classes
+        self.likelihood = likelihood
+        self.beta = beta
+        self.class_weight = alpha * math.prod(self.input_shape)
+        self.consistency = consistency
+        self.max_shift = max_shift if len(self.input_shape) == 3 else 0
+        # (B, *input_shape) -> (B, feature_dim), shared by q(y|x) and q(z|x,y).
+        self.trunk = nn.Sequential(
+            build_encoder(arch, self.input_shape, hidden_dims, feature_dim), nn.ReLU()
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, n_classes))
+        # [features, one-hot y] (B, feature_dim + K) -> (B, 2 * latent_dim)
+        self.latent_head = nn.Linear(feature_dim + n_classes, 2 * latent_dim)
+        # [z, one-hot y] (B, latent_dim + K) -> (B, *input_shape)
+        self.decoder = build_decoder(
+            decoder_arch, latent_dim + n_classes, decoder_dims, self.input_shape
+        )
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+    # -- the model contract -----------------------------------------------------------------
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``q(y|x)``, ``(B, K)``."""
+        return self.classifier(self.trunk(x))
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Posterior:
+        """``q(z|x, y)``; ``y`` is ``(B, K)`` one-hot or probabilities (default ``q(y|x)``)."""
+        h = self.trunk(x)
+        if y is None:
+            y = torch.softmax(self.classifier(h), dim=1)
+        return self._posterior(h, y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Return decoder logits ``(B, *input_shape)`` for ``z`` and ``y`` (default uniform)."""
+        if y is None:
+            y = torch.full((len(z), self.n_classes), 1.0 / self.n_classes, device=z.device)
+        return self.decoder(torch.cat([z, y], dim=1))
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """ELBO of unlabeled images ``(B,)`` in nats: ``-U(x)`` with one sample per class."""
+        logits = self.class_logits(x)
+        return -self._unlabeled_bound(x, self.trunk(x), logits, kl_weight=1.0)[0]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:
+        """M2's objective for a batch mixing labeled (``y >= 0``) and unlabeled (``-1``) images.
+
+        ``total`` is the sum of ``L(x, y)`` over labeled and ``U(x)`` over unlabeled images
+        divided by the batch size (nats per image), plus the weighted mean cross-entropy of
+        the labeled images and the weighted consistency loss.
+        """
+        h = self.trunk(x)
+        logits = self.classifier(h)
+        lab = y >= 0
+        n = len(x)
+        zero = x.new_zeros(())
+        bound, rec, kl = zero, zero, zero
+        ce = zero
+        if lab.any():
+            onehot = F.one_hot(y[lab], self.n_classes).to(x.dtype)
+            b_l, rec_l, kl_l = self._labeled_bound(x[lab], h[lab], onehot, kl_weight)
+            bound, rec, kl = bound + b_l.sum(), rec + rec_l.sum(), kl + kl_l.sum()
+            ce = F.cross_entropy(logits[lab], y[lab])
+        if not lab.all():
+            unl = ~lab
+            b_u, rec_u, kl_u = self._unlabeled_bound(x[unl], h[unl], logits[unl], kl_weight)
+            bound, rec, kl = bound + b_u.sum(), rec + rec_u.sum(), kl + kl_u.sum()
+        total = bound / n + self.class_weight * ce
+        extras = {"classification": ce.detach()}
+        if self.consistency > 0 and self.training and self.max_shift > 0:
+            target = torch.softmax(logits.detach(), dim=1)
+            shifted = F.log_softmax(self.class_logits(random_shift(x, self.max_shift)), dim=1)
+            cons = F.kl_div(shifted, target, reduction="batchmean")
+            total = total + self.consistency * self.class_weight * cons
+            extras["consistency"] = cons.detach()
+        return LossOutput(total=total, reconstruction=rec / n, kl=kl / n, extras=extras)
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``(n, latent_dim)`` latents from ``N(0, I)``."""
+        dev = self.latent_head.weight.device
+        return torch.randn(n, self.latent_dim, generator=generator, device=dev)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _posterior(self, h: torch.Tensor, y: torch.Tensor) -> Posterior:
+        mean, logvar = self.latent_head(torch.cat([h, y], dim=1)).chunk(2, dim=1)
+        return Posterior(mean, logvar)
+
+    def _labeled_bound(
+        self, x: torch.Tensor, h: torch.Tensor, y: torch.Tensor, kl_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``L(x, y)`` per image ``(B,)`` with its reconstruction and KL parts.
+
+        ``-log p(y) = log K`` (uniform class prior) keeps it a bound on ``-log p(x, y)``.
+        """
+        post = self._posterior(h, y)
+        out = self.decode(post.rsample(), y)
+        rec = negative_log_likelihood(self.likelihood, out, x, getattr(self, "log_scale", None))
+        kl = post.kl_standard_normal()
+        bound = rec + (self.beta * kl_weight) * kl + math.log(self.n_classes)
+        return bound, rec, kl
+
+    def _unlabeled_bound(
+        self, x: torch.Tensor, h: torch.Tensor, logits: torch.Tensor, kl_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``U(x) = sum_y q(y|x) L(x, y) - H[q(y|x)]`` per image ``(B,)``, summed exactly."""
+        b, k = len(x), self.n_classes
+        log_q = F.log_softmax(logits, dim=1)  # (B, K)
+        q = log_q.exp()
+        # Every image paired with every class: (B * K, ...), image-major.
+        ys = torch.eye(k, dtype=x.dtype, device=x.device).repeat(b, 1)
+        xs = x.repeat_interleave(k, dim=0)
+        hs = h.repeat_interleave(k, dim=0)
+        bound, rec, kl = (t.view(b, k) for t in self._labeled_bound(xs, hs, ys, kl_weight))
+        neg_entropy = (q * log_q).sum(1)
+        return (q * bound).sum(1) + neg_entropy, (q * rec).sum(1), (q * kl).sum(1)
