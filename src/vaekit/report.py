@@ -36,7 +36,7 @@ import numpy as np
 
 from vaekit import plots
 from vaekit._version import __version__
-from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, atomic_write_text
+from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text
 from vaekit.errors import CheckpointError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,8 +52,10 @@ MAX_POINTS = 3000
 N_RECONSTRUCTIONS = 16
 #: Prior samples shown for a model without clusters (an 8 x 8 grid).
 N_SAMPLES = 64
-#: Samples per cluster row.
+#: Samples per cluster (or class) row.
 SAMPLES_PER_CLUSTER = 10
+#: Class rows of a class-conditional samples figure at most.
+MAX_SAMPLE_ROWS = 20
 #: Class names listed in the data summary before "and N more".
 MAX_LISTED_CLASSES = 20
 #: Order of the run sections by estimator; unknown estimators come last.
@@ -161,7 +163,6 @@ def find_runs(path: str | Path) -> list[Path]:
     if (path / CONFIG_FILE).exists():
         return [path]
     runs = [p for p in sorted(path.iterdir()) if (p / CONFIG_FILE).exists()]
-    runs = [p for p in runs if (p / MODEL_FILE).exists()] or runs
     if not runs:
         raise CheckpointError(
             f"'{path}' holds no run (no {CONFIG_FILE} in it or its sub-folders); pass the "
@@ -323,6 +324,21 @@ def build_figures(
 def _samples_figure(run: RunData, seed: int) -> FigureItem:
     est = run.estimator
     k = getattr(est, "n_clusters_", None)
+    classes = getattr(est, "classes_", None)
+    if k is None and classes is not None:  # a class-conditional model (M2): a row per class
+        shown = list(classes)[:MAX_SAMPLE_ROWS]
+        names = [_class_name(run.classes, c) for c in shown]
+        rows = np.stack(
+            [est.sample(SAMPLES_PER_CLUSTER, label=c, random_state=seed) for c in shown]
+        )
+        return FigureItem(
+            "samples",
+            "Samples per class",
+            "Each row decodes random style codes from the prior with that row's class "
+            "given; rows that look like their class mean the model separates class from "
+            "style.",
+            plots.plot_samples(rows, row_labels=names, title="Samples per class"),
+        )
     if k is None:
         return FigureItem(
             "samples",
@@ -505,6 +521,13 @@ def _names_for(classes: Sequence[str], n: int) -> list[str]:
     return [classes[i] if i < len(classes) else str(i) for i in range(n)]
 
 
+def _class_name(classes: Sequence[str], label: Any) -> str:
+    """Name of ``label``: ``classes[label]`` for an integer label in range, else the label."""
+    if isinstance(label, int | np.integer) and 0 <= label < len(classes):
+        return classes[int(label)]
+    return str(label)
+
+
 # --- HTML -------------------------------------------------------------------------------
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -607,9 +630,12 @@ def _data_html(run: RunData) -> str:
     shape = meta.get("image_shape") or run.config.get("model", {}).get("input_shape")
     if shape:
         rows.append(("image shape (C x H x W)", " x ".join(map(str, shape))))
+    sizes = {"n_train": meta.get("n_train"), "n_test": meta.get("n_test")}
+    if ds is not None:
+        sizes = {"n_train": len(ds.x_train), "n_test": len(ds.x_test)}
     for key, name in (("n_train", "training images"), ("n_test", "test images")):
-        if meta.get(key) is not None:
-            rows.append((name, meta[key]))
+        if sizes[key] is not None:
+            rows.append((name, sizes[key]))
     classes = run.classes
     if classes:
         shown = ", ".join(classes[:MAX_LISTED_CLASSES])

@@ -1,0 +1,287 @@
+"""report.html: self-contained, with the sections and figures that apply to each kind of run."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaekit import VAE, VAEClustering, checkpoint, load_dataset, report
+from vaekit._version import __version__
+from vaekit.errors import CheckpointError
+from vaekit.metrics import generative_metrics
+
+TINY = {"latent_dim": 3, "hidden_dims": (16,), "max_epochs": 2, "random_state": 0}
+SECTIONS = ["Configuration", "Data", "Metrics", "Figures"]
+
+
+class Page(HTMLParser):
+    """Headings, image sources, and every URL-bearing attribute of a page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.headings: list[tuple[str, str]] = []
+        self.images: list[str] = []
+        self.urls: list[str] = []
+        self.tags: set[str] = set()
+        self._heading: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        self.urls += [v for k, v in attrs.items() if k in ("src", "href") and v is not None]
+        if tag in ("h1", "h2", "h3", "h4"):
+            self._heading = ""
+            self.headings.append((tag, ""))
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            tag, text = self.headings[-1]
+            self.headings[-1] = (tag, text + data)
+
+    def handle_endtag(self, tag):
+        if tag in ("h1", "h2", "h3", "h4"):
+            self._heading = None
+
+    def h3(self) -> list[str]:
+        return [t for tag, t in self.headings if tag == "h3"]
+
+
+def assert_self_contained(html_text: str, folder: Path, names: list[str]) -> Page:
+    """Every image inlined and equal to its PNG file; no external resource of any kind."""
+    page = Page(html_text)
+    assert not {"script", "iframe", "object", "embed"} & page.tags
+    for url in page.urls:
+        assert url.startswith(("data:", "#")), url
+    assert "http://" not in html_text and "https://" not in html_text
+    assert "@import" not in html_text and "url(" not in html_text
+    assert len(page.images) == len(names)
+    for src, name in zip(page.images, names, strict=True):
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png == (folder / f"{name}.png").read_bytes()
+    return page
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, digits) -> Path:
+    path = tmp_path_factory.mktemp("vae") / "run"
+    vae = VAE(**TINY).fit(
+        digits.x_train,
+        run_dir=path,
+        metadata={"data": "digits", "dataset": "digits", "classes": list(digits.classes)},
+    )
+    vae.save(path)
+    checkpoint.atomic_write_json(path / "metrics.json", generative_metrics(vae, digits.x_test))
+    return path
+
+
+def load_run(path: Path, est_class, ds) -> report.RunData:
+    return report.read_run(
+        path, checkpoint.read_config(path), estimator=est_class.load(path), dataset=ds
+    )
+
+
+def test_vae_report_is_one_self_contained_page(vae_run: Path, digits) -> None:
+    run = load_run(vae_run, VAE, digits)
+    assert run.kind == "vae" and len(run.history) == 2
+    written = report.write_report(vae_run / "report.html", [run])
+    names = ["training-curves", "reconstructions", "samples", "latent-map"]
+    assert written == [*(vae_run / f"{n}.png" for n in names), vae_run / "report.html"]
+    text = (vae_run / "report.html").read_text(encoding="utf-8")
+    page = assert_self_contained(text, vae_run, names)
+    assert page.h3() == SECTIONS
+    assert "elbo" in text and "evidence lower bound" in text  # metric with its meaning
+    assert "1437" in text and "0, 1, 2, 3" in text  # data summary: sizes and class names
+    assert text.count("<figcaption>") == 4
+
+
+def test_vae_figures_show_classes_in_the_latent_map(vae_run: Path, digits) -> None:
+    items = report.build_figures(load_run(vae_run, VAE, digits), max_points=100)
+    latent = next(i for i in items if i.name == "latent-map")
+    (ax,) = latent.figure.axes
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == [str(d) for d in range(10)]
+    points = sum(len(c.get_offsets()) for c in ax.collections)
+    assert points == 100  # subsampled to max_points
+    assert "held-out" in latent.caption and "PCA" in latent.caption
+
+
+def test_without_data_the_report_says_what_is_missing(vae_run: Path, tmp_path: Path) -> None:
+    run = report.read_run(vae_run, checkpoint.read_config(vae_run), estimator=VAE.load(vae_run))
+    report.write_report(tmp_path / "r.html", [run])
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "pass DATA" in text
+    page = Page(text)
+    assert len(page.images) == 2  # training curves and samples need no data
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory, digits) -> tuple[Path, VAEClustering, np.ndarray]:
+    path = tmp_path_factory.mktemp("clu") / "run"
+    x = np.concatenate([digits.x_train, digits.x_test])
+    clu = VAEClustering(n_clusters="auto", max_clusters=4, n_init=1, **TINY)
+    clu.fit(x, metadata={"data": "digits", "classes": list(digits.classes)}).save(path)
+    metrics = {"n_clusters": clu.n_clusters_, "silhouette": None, "k_selection": clu.k_selection_}
+    checkpoint.atomic_write_json(path / "metrics.json", metrics)
+    return path, clu, x
+
+
+def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) -> None:
+    path, clu, _ = cluster_run
+    run = load_run(path, VAEClustering, digits)
+    assert run.kind == "clustering"
+    items = {i.name: i for i in report.build_figures(run)}
+    assert list(items) == [
+        "reconstructions",
+        "samples",
+        "cluster-sizes",
+        "cluster-montage",
+        "latent-map",
+        "classes-vs-clusters",
+        "k-selection",
+    ]  # no history.csv: fitted without a run_dir
+    k = clu.n_clusters_
+    rows = [t.get_text() for t in items["samples"].figure.axes[0].get_yticklabels()]
+    assert rows == [f"cluster {c}" for c in range(k)]
+    by_cluster, by_class = items["latent-map"].figure.axes
+    assert [t.get_text() for t in by_cluster.get_legend().get_texts()] == [
+        f"cluster {c}" for c in range(k)
+    ]
+    assert [t.get_text() for t in by_class.get_legend().get_texts()] == list(digits.classes)
+    matrix = items["classes-vs-clusters"].figure.axes[0]
+    assert [t.get_text() for t in matrix.get_yticklabels()] == list(digits.classes)
+    assert sum(p.get_height() for p in items["cluster-sizes"].figure.axes[0].patches) == 1797
+    assert f"chosen K = {k}" in [
+        t.get_text() for t in items["k-selection"].figure.axes[0].get_legend().get_texts()
+    ]
+
+
+def test_clusters_csv_is_the_source_of_cluster_figures(cluster_run, digits, tmp_path) -> None:
+    path, _, x = cluster_run
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for f in path.iterdir():
+        (run_dir / f.name).write_bytes(f.read_bytes())
+    fake = np.zeros(len(x), dtype=int)  # everything in cluster 0, as the file says
+    rows = ["index,path,cluster,probability"] + [f"{i},,{c},0.5" for i, c in enumerate(fake)]
+    (run_dir / "clusters.csv").write_text("\n".join(rows) + "\n")
+    run = load_run(run_dir, VAEClustering, digits)
+    sizes = next(i for i in report.build_figures(run) if i.name == "cluster-sizes")
+    heights = [p.get_height() for p in sizes.figure.axes[0].patches]
+    assert heights[0] == len(x) and sum(heights) == len(x)
+
+
+def write_classification_run(path: Path) -> None:
+    """A hand-made classification run: the files of ``vaekit classify``, no model."""
+    path.mkdir(parents=True)
+    config = {
+        "vaekit_version": __version__,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "estimator": "VAEClassifier",
+        "params": {"latent_dim": 8, "random_state": 0},
+        "model": {"class": "M2Module", "input_shape": [1, 8, 8]},
+        "metadata": {
+            "data": "pets",
+            "dataset": "pets",
+            "classes": ["cat", "dog", "bird"],
+            "n_train": 30,
+            "n_test": 12,
+        },
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    metrics = {
+        "accuracy": 0.75,
+        "precision_macro": 0.7,
+        "recall_macro": 0.72,
+        "f1_macro": 0.71,
+        "ece": 0.05,
+        "per_class": {
+            "cat": {"precision": 0.8, "recall": 1.0, "f1": 0.89, "support": 4},
+            "dog": {"precision": 0.6, "recall": 0.75, "f1": 0.67, "support": 4},
+            "bird": {"precision": 0.75, "recall": 0.5, "f1": 0.6, "support": 4},
+        },
+        "confusion_matrix": [[4, 0, 0], [1, 3, 0], [0, 2, 2]],
+        "n_train": 30,
+        "n_test": 12,
+        "seconds": 1.5,
+    }
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    preds = ["index,path,label,probability"] + [f"{i},,{i % 3},0.9" for i in range(12)]
+    (path / "predictions.csv").write_text("\n".join(preds) + "\n")
+
+
+def test_classification_report_from_its_files(tmp_path: Path) -> None:
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    run = report.read_run(path, checkpoint.read_config(path))
+    assert run.kind == "classification"
+    assert run.assignments is not None and len(run.assignments["index"]) == 12
+    report.write_report(path / "report.html", [run])
+    text = (path / "report.html").read_text(encoding="utf-8")
+    page = assert_self_contained(text, path, ["confusion-matrix"])
+    assert page.h3() == SECTIONS
+    assert ("h4", "Per class") in page.headings
+    for word in ("accuracy", "f1_macro", "ece", "expected calibration error", "bird", "support"):
+        assert word in text
+    (item,) = report.build_figures(run)
+    ax = item.figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "bird"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "bird"]
+
+
+def test_a_demo_folder_reports_each_run_with_prefixed_pngs(vae_run, tmp_path, digits) -> None:
+    demo = tmp_path / "demo"
+    write_classification_run(demo / "classify")
+    (demo / "vae").mkdir(parents=True)
+    for f in vae_run.iterdir():
+        if f.suffix in (".json", ".safetensors", ".csv"):
+            (demo / "vae" / f.name).write_bytes(f.read_bytes())
+    (demo / "samples.png").write_bytes(b"the demo's own picture")
+    found = report.find_runs(demo)
+    assert found == [demo / "classify", demo / "vae"]
+    runs = [
+        load_run(demo / "vae", VAE, digits),
+        report.read_run(demo / "classify", checkpoint.read_config(demo / "classify")),
+    ]
+    report.write_report(demo / "report.html", runs)
+    assert (demo / "samples.png").read_bytes() == b"the demo's own picture"
+    assert (demo / "vae-samples.png").exists() and (demo / "classify-confusion-matrix.png").exists()
+    page = Page((demo / "report.html").read_text(encoding="utf-8"))
+    assert [t for tag, t in page.headings if tag == "h2"] == [
+        "vaevariational autoencoder",
+        "classifyclassification",
+    ]  # the VAE first, whatever the folder order
+    assert page.h3() == SECTIONS * 2
+
+
+def test_find_runs_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        report.find_runs(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="holds no run"):
+        report.find_runs(tmp_path)
+
+
+def test_unreadable_run_files_are_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    config = checkpoint.read_config(path)
+    (path / "metrics.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"metrics\.json"):
+        report.read_run(path, config)
+    (path / "metrics.json").write_text("{}")
+    (path / "predictions.csv").write_text("index,path,label,probability\n1,,0,high\n")
+    with pytest.raises(CheckpointError, match=r"predictions\.csv"):
+        report.read_run(path, config)
