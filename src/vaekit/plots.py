@@ -311,6 +311,23 @@ def plot_samples(
     return fig
 
 
+def check_projection(method: str) -> None:
+    """Raise ConfigError unless :func:`project_2d` can run ``method`` here.
+
+    Lets a caller fail before it writes anything, e.g. on "umap" without ``umap-learn``.
+    """
+    if method not in PROJECTIONS:
+        raise ConfigError(f"the latent map method must be one of {PROJECTIONS}, got {method!r}")
+    if method == "umap":
+        import importlib.util
+
+        if importlib.util.find_spec("umap") is None:
+            raise ConfigError(
+                "the UMAP latent map needs the umap-learn package (pip install umap-learn); "
+                "or choose pca or tsne"
+            )
+
+
 def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> np.ndarray:
     """Project latents ``(N, D)`` to ``(N, 2)`` for plotting.
 
@@ -334,8 +351,7 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
     ConfigError
         For an unknown method, or "umap" without ``umap-learn`` installed.
     """
-    if method not in PROJECTIONS:
-        raise ConfigError(f"the latent map method must be one of {PROJECTIONS}, got {method!r}")
+    check_projection(method)
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"expected latents of shape (N >= 2, D), got {z.shape}")
@@ -352,13 +368,8 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
         return TSNE(
             n_components=2, perplexity=perplexity, init="pca", random_state=random_state
         ).fit_transform(z)
-    try:
-        import umap
-    except ImportError:
-        raise ConfigError(
-            "the UMAP latent map needs the umap-learn package (pip install umap-learn); "
-            "or choose pca or tsne"
-        ) from None
+    import umap
+
     return umap.UMAP(n_components=2, random_state=random_state).fit_transform(z)
 
 

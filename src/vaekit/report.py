@@ -58,6 +58,19 @@ SAMPLES_PER_CLUSTER = 10
 MAX_SAMPLE_ROWS = 20
 #: Class names listed in the data summary before "and N more".
 MAX_LISTED_CLASSES = 20
+#: Parameters shown in the configuration table; config.json, all of it, is one click away.
+KEY_PARAMS = (
+    "method",
+    "n_clusters",
+    "latent_dim",
+    "arch",
+    "likelihood",
+    "beta",
+    "batch_size",
+    "learning_rate",
+    "max_epochs",
+    "random_state",
+)
 #: Order of the run sections by estimator; unknown estimators come last.
 _KIND_ORDER = {"VAE": 0, "VAEClustering": 1, "VAEClassifier": 2}
 
@@ -544,8 +557,11 @@ table{border-collapse:collapse;font-size:.9rem;margin:4px 0}
 td,th{border:1px solid #e0e3e9;padding:3px 9px;text-align:left;vertical-align:top}
 th{background:#f0f2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#667085;font-size:.88rem}
-figure{margin:18px 0;padding:0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.9rem;color:#3b4352;margin-top:4px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:0 28px}
+.figures{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}
+figure{margin:10px 0;padding:0;max-width:100%}
+figure img{max-width:100%;height:auto;border:1px solid #eee;display:block}
+figcaption{font-size:.9rem;color:#3b4352;margin-top:4px;max-width:640px}
 details pre{background:#f4f5f8;padding:10px;overflow-x:auto;font-size:.8rem}
 .kind{display:inline-block;font-size:.75rem;background:#e8eefc;color:#1d3f8f;
 border-radius:10px;padding:1px 9px;margin-left:8px;vertical-align:middle}
@@ -600,7 +616,8 @@ def _config_html(run: RunData) -> str:
         rows.append(("model", model["class"]))
     if model.get("hidden_dims"):
         rows.append(("hidden layers", model["hidden_dims"]))
-    rows += sorted(c.get("params", {}).items())
+    params = c.get("params", {})
+    rows += [(k, params[k]) for k in KEY_PARAMS if k in params]
     fitted = c.get("fitted", {})
     for key, name in (
         ("n_epochs", "epochs run"),
@@ -615,7 +632,8 @@ def _config_html(run: RunData) -> str:
     full = json.dumps(c, indent=2, sort_keys=True)
     return (
         _table(rows, ("parameter", "value"))
-        + f"\n<details><summary>config.json</summary><pre>{_esc(full)}</pre></details>"
+        + "\n<details><summary>all parameters (config.json)</summary>"
+        f"<pre>{_esc(full)}</pre></details>"
     )
 
 
@@ -731,10 +749,11 @@ def render_html(
             f'<section class="run" id="{_esc(anchor)}">'
             f'<h2>{_esc(run.path.name)}<span class="kind">{_esc(kind)}</span></h2>'
             f'<p class="muted">{_esc(run.path)}</p>'
-            f"<h3>Configuration</h3>{_config_html(run)}"
-            f"<h3>Data</h3>{_data_html(run)}"
+            '<div class="cards">'
+            f'<div class="card"><h3>Configuration</h3>{_config_html(run)}</div>'
+            f'<div class="card"><h3>Data</h3>{_data_html(run)}</div></div>'
             f"<h3>Metrics</h3>{_metrics_html(run)}"
-            f"<h3>Figures</h3>{_figures_html(items, pngs)}"
+            f'<h3>Figures</h3><div class="figures">{_figures_html(items, pngs)}</div>'
             "</section>"
         )
     return (
@@ -780,6 +799,7 @@ def write_report(
     """
     if not runs:
         raise DataError("the report needs at least one run")
+    plots.check_projection(latent_method)  # before any file is written
     out = Path(out)
     runs = sorted(runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), r.path.name))
     written: list[Path] = []

@@ -1,0 +1,109 @@
+"""``vaekit report`` end to end, in real processes: VAE and clustering runs, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cli_helpers import (
+    TINY,
+    Cli,
+    Preloaded,
+    TrainedRun,
+    assert_ok,
+    assert_user_error,
+    copy_run,
+    snapshot,
+    write_image_folder,
+)
+
+VAE_FIGURES = ("training-curves", "reconstructions", "samples", "latent-map")
+CLUSTER_FIGURES = (
+    "training-curves",
+    "reconstructions",
+    "samples",
+    "cluster-sizes",
+    "cluster-montage",
+    "latent-map",
+    "classes-vs-clusters",
+)
+
+
+@dataclass(frozen=True)
+class Reports:
+    root: Path
+    results: dict[str, subprocess.CompletedProcess[str]]
+
+    def __getitem__(self, name: str) -> subprocess.CompletedProcess[str]:
+        return self.results[name]
+
+
+@pytest.fixture(scope="module")
+def reports(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory
+) -> Reports:
+    root = tmp_path_factory.mktemp("reports")
+    vae = copy_run(trained_run.path, root / "vae")
+    (root / "empty").mkdir()
+    write_image_folder(root / "pets", mode="RGB")  # 3x8x8: not the run's 1x8x8 digits
+    results = fast_cli.many(
+        {
+            "report vae": ["report", vae],
+            "cluster": ["cluster", "digits", "--n-clusters", "3", *TINY, "--out", root / "clu"],
+            "missing": ["report", root / "nope"],
+            "empty": ["report", root / "empty"],
+            "bad out": ["report", vae, "--out", root / "report.txt"],
+            "other shape": ["report", vae, root / "pets", "--out", root / "pets.html"],
+            "umap": ["report", vae, "--latent-map", "umap", "--out", root / "u" / "r.html"],
+        }
+    )
+    results |= fast_cli.many(
+        {"report clu": ["report", root / "clu", "--out", root / "out" / "clu.html", "-q"]}
+    )
+    return Reports(root, results)
+
+
+def test_report_of_a_vae_run(reports: Reports) -> None:
+    res = reports["report vae"]
+    assert_ok(res)
+    run = reports.root / "vae"
+    assert res.stdout.splitlines()[-1] == str(run / "report.html")
+    assert "4 figures" in res.stdout
+    text = (run / "report.html").read_text(encoding="utf-8")
+    assert text.count('src="data:image/png;base64,') == len(VAE_FIGURES)
+    for name in VAE_FIGURES:
+        assert (run / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_report_of_a_clustering_run_beside_its_out_file(reports: Reports) -> None:
+    assert_ok(reports["cluster"])
+    res = reports["report clu"]
+    assert_ok(res)
+    out = reports.root / "out"
+    assert res.stdout == f"{out / 'clu.html'}\n"  # --quiet: only the path
+    # Outside the run's folder the PNGs are named after the run; K was given, so no
+    # K-selection curve.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["clu.html", *(f"clu-{n}.png" for n in CLUSTER_FIGURES)]
+    )
+    text = (out / "clu.html").read_text(encoding="utf-8")
+    assert "Classes vs clusters" in text and "silhouette" in text
+
+
+def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> None:
+    root = reports.root
+    assert_user_error(reports["missing"], root / "nope", "does not exist")
+    assert_user_error(reports["empty"], root / "empty", "holds no run")
+    assert_user_error(reports["bad out"], "--out", ".html")
+    assert_user_error(reports["other shape"], "pets", "3x8x8")
+    assert not (root / "pets.html").exists() and not (root / "report.txt").exists()
+    assert snapshot([root / "empty"]) == {}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap is installed")
+def test_umap_without_umap_learn_says_what_to_install(reports: Reports) -> None:
+    assert_user_error(reports["umap"], "umap-learn", "pca")
+    assert not (reports.root / "u").exists()

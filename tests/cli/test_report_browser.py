@@ -1,0 +1,88 @@
+"""The demo's report.html in a real headless Chromium: images load, no errors, all sections.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
+``playwright`` package (the ``test`` extra); skipped with the reason when either is
+missing. Playwright drives the system browser: it never downloads one. The screenshots are
+kept in ``test-artifacts/`` at the repository root (git-ignored) and their paths printed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_helpers import Cli, assert_ok
+
+pytestmark = pytest.mark.browser
+
+#: Where the system browser lives (Debian's chromium package).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Flags for a headless browser in a sandbox-less container on a closed network: without
+#: the background-networking ones, Chromium's own update/sync connections fail and log.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SECTIONS = ["Configuration", "Data", "Metrics", "Figures"]
+VIEWPORT = {"width": 1280, "height": 900}
+#: Milliseconds to wait for the page to load.
+LOAD_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -c constraints.txt -e '.[test]'")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_demo_report_in_headless_chromium(browser, cli: Cli, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    res = cli("demo", "--epochs", "3", "--out", demo)
+    assert_ok(res)
+    html = demo / "report.html"
+    assert f"report: {html}" in res.stdout
+
+    page = browser.new_page(viewport=VIEWPORT)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(html.as_uri(), wait_until="load", timeout=LOAD_TIMEOUT_MS)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot, full = ARTIFACTS / "report-demo.png", ARTIFACTS / "report-demo-full.png"
+    page.screenshot(path=str(shot))
+    page.screenshot(path=str(full), full_page=True)
+    print(f"\nscreenshots of {html}: {shot} (first screen), {full} (whole page)")
+
+    images = page.evaluate(
+        "Array.from(document.images, i => ({alt: i.alt, done: i.complete, w: i.naturalWidth}))"
+    )
+    assert len(images) >= 4, images  # training curves, reconstructions, samples, latent map
+    assert all(i["done"] and i["w"] > 0 for i in images), images
+    assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    h3 = page.eval_on_selector_all("h3", "hs => hs.map(h => h.textContent)")
+    n_runs = len(page.query_selector_all("section.run"))
+    assert n_runs >= 1 and h3 == SECTIONS * n_runs
+    captions = page.eval_on_selector_all("figcaption", "cs => cs.map(c => c.textContent)")
+    assert len(captions) == len(images) and all(len(c) > 40 for c in captions)
+    page.close()
