@@ -247,7 +247,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self : VAEClassifier
             The fitted estimator.
         """
-        x = to_tensor(X)
+        x = self._prepare_x(X, fit=True)
         y_idx = self._encode_labels(y, len(x))
         self._setup_fit(x, metadata)
         train_idx, cal_idx = self._calibration_split(y_idx)
@@ -277,7 +277,10 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     def _encode_labels(self, y: Any, n: int) -> np.ndarray:
         """Set ``classes_`` and return class indices ``(N,)`` int64 with -1 for unlabeled."""
         if y is None:
-            raise DataError("VAEClassifier needs labels y (use -1 for unlabeled images)")
+            raise DataError(
+                "VAEClassifier requires y to be passed, but the target y is None "
+                "(use -1 for unlabeled images)"
+            )
         y = column_or_1d(y, warn=True)
         if len(y) != n:
             raise DataError(f"X has {n} samples but y has {len(y)}; pass one label per image")
@@ -340,6 +343,60 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             target, self._softmax(logits / self.temperature_)
         )
 
+    # -- input -----------------------------------------------------------------------------
+    def _prepare_x(self, X: Any, *, fit: bool = False) -> torch.Tensor:
+        """Images as for every estimator; 2-D float features scaled into [0, 1].
+
+        Feature vectors ``(N, F)`` (not uint8) are validated like any scikit-learn input
+        and min-max scaled per feature with the range seen in ``fit`` (values outside it
+        are clipped at prediction time), so a classifier also takes standardised or other
+        real-valued features. Images and uint8 input are used as they are.
+        """
+        import scipy.sparse
+
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        if not scipy.sparse.issparse(X):
+            X = np.asarray(X)
+            if X.ndim == 1:
+                raise DataError(
+                    f"X is 1-D with {X.shape[0]} values; Reshape your data: (N, F) features "
+                    "or (N, H, W) / (N, C, H, W) images"
+                )
+        if scipy.sparse.issparse(X) or (X.ndim == 2 and X.dtype != np.uint8):
+            from sklearn.utils.validation import check_array
+
+            arr = check_array(X, dtype=(np.float64, np.float32), ensure_min_samples=2 if fit else 1)
+            if fit:
+                low, high = arr.min(axis=0), arr.max(axis=0)
+                self.feature_min_ = low.astype(np.float64)
+                self.feature_scale_ = np.where(high > low, high - low, 1.0).astype(np.float64)
+            elif self.feature_min_ is None:
+                raise DataError(
+                    f"X has shape {arr.shape} but the classifier was fitted on images of shape "
+                    f"{self.input_shape_}; pass data of the training shape"
+                )
+            elif arr.shape[1] != len(self.feature_min_):
+                raise DataError(
+                    f"X has {arr.shape[1]} features, but VAEClassifier is expecting "
+                    f"{len(self.feature_min_)} features as input"
+                )
+            scaled = np.clip((arr - self.feature_min_) / self.feature_scale_, 0.0, 1.0)
+            return torch.from_numpy(scaled.astype(np.float32))
+        if fit:
+            self.feature_min_ = self.feature_scale_ = None
+        return to_tensor(X)
+
+    def _check_input(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        x = self._prepare_x(X)
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise DataError(
+                f"X has shape {tuple(x.shape[1:])} per sample but the model was fitted on "
+                f"{self.input_shape_}; pass data of the training shape"
+            )
+        return x
+
     # -- prediction ------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> np.ndarray:
         return self._batched(x, self.module_.class_logits)
@@ -368,12 +425,17 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class of each image, ``(N,)``, taken from ``classes_``."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def transform(self, X: Any) -> np.ndarray:
         """Means of ``q(z|x, y)`` with ``y`` the predicted probabilities, ``(N, latent_dim)``."""
         x = self._check_input(X)
         return self._batched(x, lambda xb: self.module_.encode(xb).mean)
+
+    def fit_transform(self, X: Any, y: Any, **fit_params: Any) -> np.ndarray:
+        """Fit, then return :meth:`transform` of ``X``."""
+        return self.fit(X, y, **fit_params).transform(X)
 
     def sample(
         self, n_samples: int = 1, *, label: Any = None, random_state: Any = None
@@ -404,6 +466,14 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             return self._batched(x, self.module_.elbo)
 
     # -- persistence ------------------------------------------------------------------------
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        if self.feature_min_ is None:
+            return {}
+        return {
+            "feature_min": torch.from_numpy(self.feature_min_),
+            "feature_scale": torch.from_numpy(self.feature_scale_),
+        }
+
     def _extra_json(self) -> dict[str, Any]:
         return {
             "classes": self.classes_.tolist(),
@@ -419,6 +489,10 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
 
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.temperature_ = float(info["temperature"])
+        self.feature_min_ = self.feature_scale_ = None
+        if "feature_min" in tensors:
+            self.feature_min_ = tensors["feature_min"].numpy()
+            self.feature_scale_ = tensors["feature_scale"].numpy()
         self.calibration_ece_ = info.get("calibration_ece")
         self.n_labeled_ = int(info["n_labeled"])
         self.n_calibration_ = int(info["n_calibration"])
@@ -433,6 +507,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         return est
 
     def __sklearn_tags__(self):
+        from sklearn.utils import TransformerTags
+
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        # ``transform`` gives latent means (for embeddings and reports), so scikit-learn's
+        # transformer checks apply as well.
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags

@@ -1,0 +1,164 @@
+"""Classification of Fashion-MNIST with all labels or only a few (benchmarks.md, "Classification").
+
+Protocol: N labeled training images (N/10 per class, drawn with the seed), the rest of the
+60,000 training images unlabeled (``y = -1``); test accuracy, macro precision/recall/F1 and
+the expected calibration error (ECE, 15 bins) on the official 10,000 test images; mean ±
+std over the seeds. ``--labels all`` trains with every label. The same run prints the
+baseline trained on the same labeled images: logistic regression on raw pixels.
+
+No hyper-parameter is chosen on the test split: the temperature of the probabilities is
+fitted on a held-out part of the *training* labels (``validation_fraction``).
+
+``--unlabeled M`` keeps only M of the unlabeled training images (seeded), a shorter run
+than the protocol; the printed header says so.
+
+Run from the repository root::
+
+    python bench/classification.py --labels 100 1000 --seeds 0 1 2 3 4
+    python bench/classification.py --labels all --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+import _common
+
+_common.use_checkout()
+
+#: Targets of issue 4 (test accuracy on 2 CPU cores).
+TARGETS = {"100": 0.78, "1000": 0.87, "all": 0.930}
+
+
+def draw_labels(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Keep ``n`` labels, ``n // K`` per class drawn with ``seed`` (all when ``n`` is None)."""
+    if n is None:
+        return y.copy()
+    classes = np.unique(y)
+    rng = np.random.default_rng(seed)
+    out = np.full_like(y, -1)
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        out[rng.choice(idx, n // len(classes), replace=False)] = c
+    return out
+
+
+def main() -> None:
+    """Run the benchmark and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", nargs="+", default=["100", "1000"], help="N values or all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=10, help="max epochs per run")
+    parser.add_argument("--unlabeled", type=int, help="keep only this many unlabeled images")
+    parser.add_argument("--hidden-dims", type=int, nargs="+", help="encoder channels")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args()
+
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from vaekit import VAEClassifier, load_dataset
+    from vaekit.metrics import classification_metrics, expected_calibration_error
+
+    _common.ensure_fashion_mnist()
+    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
+    _common.print_header("vaekit classification on Fashion-MNIST", info, command, date)
+    ds = load_dataset("fashion-mnist")
+    unl_note = "all" if args.unlabeled is None else f"{args.unlabeled:,} (shortened protocol)"
+    print(
+        f"data:    {len(ds.x_train):,} train / {len(ds.x_test):,} test images; unlabeled kept: "
+        f"{unl_note}; epochs<={args.epochs}; torch threads={torch.get_num_threads()}"
+    )
+    x_test_flat = ds.x_test.reshape(len(ds.x_test), -1) / 255.0
+    results: list[dict] = []
+    for n_text in args.labels:
+        n = None if n_text == "all" else int(n_text)
+        seeds = args.seeds if n is not None else args.seeds[:1]
+        for seed in seeds:
+            y = draw_labels(ds.y_train, n, seed)
+            keep = np.arange(len(y))
+            if args.unlabeled is not None and n is not None:
+                rng = np.random.default_rng(seed + 1)
+                unl = np.flatnonzero(y < 0)
+                unl = rng.choice(unl, min(args.unlabeled, len(unl)), replace=False)
+                keep = np.sort(np.concatenate([np.flatnonzero(y >= 0), unl]))
+            x, yk = ds.x_train[keep], y[keep]
+            labeled = yk >= 0
+            if not args.skip_baseline:
+                with _common.measured() as t:
+                    lr = LogisticRegression(max_iter=1000).fit(
+                        x[labeled].reshape(labeled.sum(), -1) / 255.0, yk[labeled]
+                    )
+                    proba = lr.predict_proba(x_test_flat)
+                row = _row(
+                    "logreg-pixels", n_text, seed, ds.y_test, proba, t, classification_metrics
+                )
+                row["ece"] = expected_calibration_error(ds.y_test, proba)
+                results.append(row)
+                print(_fmt(row), flush=True)
+            kw = {"hidden_dims": tuple(args.hidden_dims)} if args.hidden_dims else {}
+            with _common.measured() as t:
+                clf = VAEClassifier(
+                    max_epochs=args.epochs, batch_size=args.batch_size, random_state=seed, **kw
+                ).fit(x, yk)
+                proba = clf.predict_proba(ds.x_test)
+            row = _row("vaekit-m2", n_text, seed, ds.y_test, proba, t, classification_metrics)
+            row["ece"] = expected_calibration_error(ds.y_test, proba)
+            row["temperature"] = clf.temperature_
+            row["epochs"] = clf.n_epochs_
+            results.append(row)
+            print(_fmt(row), flush=True)
+
+    print()
+    for method in ("logreg-pixels", "vaekit-m2"):
+        for n_text in args.labels:
+            rows = [r for r in results if r["method"] == method and r["labels"] == n_text]
+            if not rows:
+                continue
+            stats = "  ".join(
+                f"{k} {np.mean([r[k] for r in rows]):.3f} ± {np.std([r[k] for r in rows]):.3f}"
+                for k in ("accuracy", "f1_macro", "ece", "seconds")
+            )
+            print(f"{method:14s} N={n_text:5s} {stats}  (seeds={len(rows)})")
+    for n_text in args.labels:
+        rows = [r for r in results if r["method"] == "vaekit-m2" and r["labels"] == n_text]
+        if rows and n_text in TARGETS:
+            mean = float(np.mean([r["accuracy"] for r in rows]))
+            print(
+                f"target N={n_text}: mean accuracy {mean:.3f} >= {TARGETS[n_text]}: "
+                f"{mean >= TARGETS[n_text]}"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"date": date, "command": command, "machine": info, "results": results}, f, indent=2
+            )
+
+
+def _row(method, n_text, seed, y_test, proba, t, classification_metrics) -> dict:
+    m = classification_metrics(y_test, proba.argmax(1), class_names=[str(i) for i in range(10)])
+    return {
+        "method": method,
+        "labels": n_text,
+        "seed": seed,
+        **{k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
+        "seconds": t["wall_s"],
+        "others_cpus": t["other_cpus"],
+    }
+
+
+def _fmt(row: dict) -> str:
+    return (
+        f"{row['method']:14s} N={row['labels']:5s} seed {row['seed']}  acc {row['accuracy']:.3f}"
+        f"  P {row['precision_macro']:.3f}  R {row['recall_macro']:.3f}  F1 {row['f1_macro']:.3f}"
+        f"  ece {row['ece']:.3f}  {row['seconds']:.0f} s  others {row['others_cpus']:.2f} CPUs"
+    )
+
+
+if __name__ == "__main__":
+    main()
