@@ -64,6 +64,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Decoder widths (MLP) or channels (conv), image side first; default (512, 256).
     dropout : float, default=0.2
         Dropout on the features before the classifier head.
+    entropy : float, default=0.0
+        Weight, relative to the classification loss, of the entropy of ``q(y|x)`` on
+        unlabeled images (entropy minimisation).
     calibrate : bool, default=True
         Fit a temperature on the held-out labeled images (needs ``validation_fraction > 0``
         and at least one held-out image).
@@ -89,6 +92,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Labeled images used in the classification loss.
     n_calibration_ : int
         Labeled images held out for calibration.
+    n_unlabeled_ : int
+        Images with label -1.
+    n_rows_per_epoch_ : int
+        Rows the training loop sees per epoch (unlabeled and held-out images, plus the
+        labeled images repeated to make up ``labeled_fraction`` of them).
     calibration_ece_ : float or None
         Expected calibration error on the held-out images after calibration.
     module_ : M2Module
@@ -119,6 +127,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         decoder_arch: str = "mlp",
         decoder_dims: tuple[int, ...] | None = None,
         dropout: float = 0.2,
+        entropy: float = 0.0,
         calibrate: bool = True,
         latent_dim: int = 16,
         arch: str = "conv",
@@ -144,6 +153,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.decoder_arch = decoder_arch
         self.decoder_dims = decoder_dims
         self.dropout = dropout
+        self.entropy = entropy
         self.calibrate = calibrate
         self.latent_dim = latent_dim
         self.arch = arch
@@ -168,7 +178,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        for name in ("consistency", "dropout"):
+        for name in ("consistency", "dropout", "entropy"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not 0 <= v or (name == "dropout" and v >= 1):
                 raise ConfigError(f"{name} must be a number >= 0 (dropout < 1), got {v!r}")
@@ -214,6 +224,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             consistency=float(self.consistency),
             max_shift=int(self.max_shift),
             dropout=float(self.dropout),
+            entropy=float(self.entropy),
         )
 
     # -- fitting ---------------------------------------------------------------------------
@@ -265,6 +276,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.n_labeled_ = len(train_idx)
         self.n_calibration_ = len(cal_idx)
         self.n_unlabeled_ = len(unlabeled)
+        self.n_rows_per_epoch_ = len(order)
         self._train_module(
             [x[idx], torch.from_numpy(y_train[order])],
             run_dir=run_dir,

@@ -90,6 +90,10 @@ class M2Module(GenerativeModel):
         Largest shift in pixels of the consistency augmentation.
     dropout : float
         Dropout on the features before the classifier head.
+    entropy : float
+        Weight, relative to the classification loss, of the mean entropy of ``q(y|x)`` on
+        unlabeled images (entropy minimisation, Grandvalet & Bengio 2005). M2's bound
+        alone rewards uncertain ``q(y|x)`` on unlabeled images; this term pushes back.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class M2Module(GenerativeModel):
         consistency: float = 0.0,
         max_shift: int = 2,
         dropout: float = 0.0,
+        entropy: float = 0.0,
     ):
         super().__init__()
         check_likelihood(likelihood)
@@ -118,6 +123,7 @@ class M2Module(GenerativeModel):
         self.beta = beta
         self.class_weight = alpha * math.prod(self.input_shape)
         self.consistency = consistency
+        self.entropy = entropy
         self.max_shift = max_shift if len(self.input_shape) == 3 else 0
         # (B, *input_shape) -> (B, feature_dim), shared by q(y|x) and q(z|x,y).
         self.trunk = nn.Sequential(
@@ -181,6 +187,11 @@ class M2Module(GenerativeModel):
             bound, rec, kl = bound + b_u.sum(), rec + rec_u.sum(), kl + kl_u.sum()
         total = bound / n + self.class_weight * ce
         extras = {"classification": ce.detach()}
+        if self.entropy > 0 and not lab.all():
+            log_q = F.log_softmax(logits[~lab], dim=1)
+            ent = -(log_q.exp() * log_q).sum(1).mean()
+            total = total + self.entropy * self.class_weight * ent
+            extras["entropy"] = ent.detach()
         if self.consistency > 0 and self.training and self.max_shift > 0:
             target = torch.softmax(logits.detach(), dim=1)
             shifted = F.log_softmax(self.class_logits(random_shift(x, self.max_shift)), dim=1)
