@@ -26,6 +26,8 @@ from vaekit.training.loop import seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
+#: ... capped so that one float32 input batch stays under this many bytes (large images).
+INFERENCE_BYTES = 16 * 2**20
 
 
 def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
@@ -200,12 +202,28 @@ class BaseVAEEstimator(BaseEstimator):
         """Apply ``fn`` to float batches of ``x`` on the model's device; concatenate."""
         self.module_.eval()
         dev = self._device()
-        outs = []
-        for start in range(0, len(x), INFERENCE_BATCH):
-            xb = x[start : start + INFERENCE_BATCH].to(dev)
-            xb = xb.float().mul_(1.0 / 255.0) if xb.dtype == torch.uint8 else xb.float()
-            outs.append(fn(xb).cpu())
-        return torch.cat(outs).numpy()
+        n = len(x)
+        row_bytes = 4 * max(1, int(np.prod(x.shape[1:])))  # one float32 sample
+        bs = max(1, min(INFERENCE_BATCH, INFERENCE_BYTES // row_bytes))
+        buf: torch.Tensor | None = None
+        out: np.ndarray | None = None
+        for start in range(0, n, bs):
+            xb = x[start : start + bs].to(dev)
+            if xb.dtype == torch.uint8:
+                # One float buffer for every batch: a fresh tens-of-MB tensor per batch
+                # fragments the C heap until memory grows with the dataset (measured with
+                # 12 KB images: +730 MB over 24,000 images with 32 MB batches).
+                if buf is None:
+                    buf = torch.empty((min(bs, n), *x.shape[1:]), device=dev)
+                xb = buf[: len(xb)].copy_(xb).mul_(1.0 / 255.0)
+            else:
+                xb = xb.float()
+            yb = fn(xb).cpu().numpy()
+            if out is None:
+                out = np.empty((n, *yb.shape[1:]), dtype=yb.dtype)
+            out[start : start + len(yb)] = yb
+        assert out is not None
+        return out
 
     # -- persistence -------------------------------------------------------------------------
     def _config(self, status: str) -> dict[str, Any]:

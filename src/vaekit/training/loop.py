@@ -46,8 +46,11 @@ MIN_LR_FRACTION = 0.1
 #: Rank ``r`` seeds its noise (reparameterisation samples) with ``random_state + r * this``,
 #: so ranks draw different noise; rank 0 keeps the one-process seed.
 RANK_SEED_STRIDE = 1_000_003
-#: Rows per forward pass when validating (no gradients are kept).
-MIN_VALIDATION_BATCH = 1024
+#: Rows per forward pass when validating (no gradients are kept): at least the training
+#: batch, at most this many ...
+MAX_VALIDATION_BATCH = 1024
+#: ... and no more than fit in this many bytes as float32 (large images).
+VALIDATION_BYTES = 4 * 2**20
 #: On CUDA the data are copied to the device up front when they take at most this share of
 #: the free device memory; otherwise each batch is copied from host memory.
 DEVICE_DATA_SHARE = 0.25
@@ -294,12 +297,10 @@ class _Loop:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # find_unused_parameters: some models leave parameters out of a phase (VaDE's
-            # prior while pre-training as a plain VAE).
             fn: Any = DistributedDataParallel(
                 _LossForward(self.model),
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,
+                find_unused_parameters=self._has_unused_parameters(),
             )
         else:
             model = self.model
@@ -309,6 +310,20 @@ class _Loop:
                 return out.total, out.reconstruction, out.kl, out.extras
 
         return fastpath.maybe_compile(fn, fastpath.resolve_compile(self.cfg.compile))
+
+    def _has_unused_parameters(self) -> bool:
+        """Whether the loss leaves a trainable parameter without a gradient.
+
+        Some models leave parameters out of a phase (VaDE's prior while it pre-trains as a
+        plain VAE); DDP must then look for them every step, which costs a graph traversal,
+        so it is only asked to when one loss evaluation on two rows shows the need.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the probe draws no training noise
+            out = self.model.loss(*self._gather(self.train_idx[:2]), kl_weight=1.0)
+            grads = torch.autograd.grad(out.total, params, allow_unused=True)
+        return any(g is None for g in grads)
 
     def _gather(self, rows: torch.Tensor) -> list[torch.Tensor]:
         """Float batch of the examples ``rows`` (indices into the caller's tensors)."""
@@ -457,7 +472,8 @@ class _Loop:
         """Score the validation split in fp32 (under DDP each rank scores every W-th row)."""
         self.model.eval()
         rows = self.val_idx[self.rank :: self.world] if self.world > 1 else self.val_idx
-        bs = max(self.cfg.batch_size, MIN_VALIDATION_BATCH)
+        row_bytes = 4 * max(1, math.prod(self.data[0].shape[1:]))  # one float32 example
+        bs = max(self.cfg.batch_size, min(MAX_VALIDATION_BATCH, VALIDATION_BYTES // row_bytes))
         sums = torch.zeros(4, dtype=torch.float64)  # loss, reconstruction, kl, count
         for start in range(0, len(rows), bs):
             batch = self._gather(rows[start : start + bs])

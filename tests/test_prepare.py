@@ -1,0 +1,166 @@
+"""Prepared (memory-mapped) datasets: ``prepare``, loading, and training beyond a memory limit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit import load_dataset
+from vaekit.data.prepared import FORMAT, all_images, manifest_path, prepare
+from vaekit.errors import DataError
+
+#: The larger-than-memory test: images of 3x64x64 bytes, more of them than the limit holds.
+BIG_SHAPE = (1, 128, 128)
+BIG_N = 7_000  # 115 MB of uint8 images
+#: Private writable memory the training child may add after a warm-up fit on a few images
+#: has paid torch's fixed start-up costs (thread pools, allocator arenas).
+BIG_BUDGET = 64 * 2**20
+
+
+def _folder(root: Path, n_per_class: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            a = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+            Image.fromarray(a).save(root / cls / f"{i:02d}.png")
+    return root
+
+
+def test_prepare_digits_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "digits.npy"
+    meta = prepare("digits", out)
+    assert meta["format"] == FORMAT and manifest_path(out).is_file()
+    ref, ds = load_dataset("digits"), load_dataset(out)
+    assert isinstance(ds.x_train, np.memmap) and not ds.x_train.flags.writeable
+    np.testing.assert_array_equal(ds.x_train, ref.x_train)
+    np.testing.assert_array_equal(ds.x_test, ref.x_test)
+    np.testing.assert_array_equal(ds.y_test, ref.y_test)
+    assert ds.classes == ref.classes
+    # Train and test are views of one file: all_images returns it without a copy.
+    x = all_images(ds)
+    assert len(x) == 1797 and np.shares_memory(x, ds.x_train)
+    # The manifest works as the spec too; the .npy is a plain array (no pickle).
+    assert load_dataset(manifest_path(out)).x_train.shape == ref.x_train.shape
+    assert np.load(out, allow_pickle=False).shape == (1797, 1, 8, 8)
+
+
+def test_prepare_image_folder_keeps_paths_labels_and_split(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "imgs")
+    (src / "dog" / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "p.npy"
+    with pytest.raises(DataError, match=r"bad\.png"):
+        prepare(src, out)
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+    with pytest.warns(UserWarning, match="skipped 1"):
+        meta = prepare(src, out, skip_bad=True, test_fraction=0.25)
+    # 13 listed, 4 of them (ceil(0.25 * 13)) drawn for the test part, 1 unreadable
+    assert meta["shape"] == [12, 1, 10, 12] and meta["n_test"] in (3, 4)
+    ds = load_dataset(out)
+    assert ds.classes == ("cat", "dog")
+    # Every row is the image its manifest path names, with that path's class.
+    for x, y, p in zip(
+        [*ds.x_train, *ds.x_test], [*ds.y_train, *ds.y_test], [*ds.paths_train, *ds.paths_test],
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(x[0], np.asarray(Image.open(p)))
+        assert ds.classes[y] == Path(p).parent.name
+    assert json.loads(manifest_path(out).read_text())["paths"][0].startswith(str(src))
+
+
+def test_prepared_file_errors_are_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "d.npy"
+    prepare("digits", out)
+    with pytest.raises(DataError, match="prepared as 1x8x8"):
+        load_dataset(out, image_size=16)
+    meta = json.loads(manifest_path(out).read_text())
+    meta["shape"][0] += 1
+    manifest_path(out).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="prepare"):
+        load_dataset(out)
+
+
+def _vaekit(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vaekit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_cli_prepare(tmp_path: Path) -> None:
+    out = tmp_path / "d.npy"
+    res = _vaekit("prepare", "digits", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "1437 training + 360 test" in res.stdout
+    assert load_dataset(out).x_test.shape == (360, 1, 8, 8)
+
+
+CHILD = """
+import resource, sys, numpy as np
+import torch
+from vaekit import VAE, load_dataset
+from vaekit.data.prepared import all_images
+
+def vm(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+torch.set_num_threads(2)
+ds = load_dataset(sys.argv[1])
+x = all_images(ds)
+budget = int(sys.argv[2])
+assert x.nbytes > budget, (x.nbytes, budget)
+params = dict(latent_dim=4, hidden_dims=(16,), batch_size=64, max_epochs=1, random_state=0)
+VAE(**params).fit(np.array(x[:512])).transform(np.array(x[:512]))  # warm-up
+# From here on the process may map at most `budget` more bytes of private writable memory
+# (RLIMIT_DATA counts those, not the read-only file mapping of the dataset).
+limit = vm("VmData") + budget
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+try:
+    np.array(x)  # control: a full in-memory copy must fail under the limit
+    print("CONTROL-COPY-SUCCEEDED")
+except MemoryError:
+    pass
+vae = VAE(**params).fit(ds.x_train)
+z = vae.transform(x)
+assert z.shape == (len(x), 4) and np.isfinite(z).all()
+assert np.isfinite(vae.history_[-1]["loss"]) and "val_loss" in vae.history_[-1]
+print("OK", x.nbytes, limit, vm("VmHWM"), vm("RssAnon"))
+"""
+
+
+def test_training_on_data_larger_than_the_memory_limit(tmp_path: Path) -> None:
+    """Fit and embed a 115 MB prepared dataset with at most 64 MB of new private memory."""
+    arr = tmp_path / "big.npy"
+    mm = np.lib.format.open_memmap(arr, mode="w+", dtype=np.uint8, shape=(BIG_N, *BIG_SHAPE))
+    rng = np.random.default_rng(0)
+    for i in range(0, BIG_N, 4000):  # smooth random images, written in blocks
+        mm[i : i + 4000] = rng.integers(0, 256, (min(4000, BIG_N - i), 1, 1, 128), np.uint8)
+    mm.flush()
+    del mm
+    meta = {
+        "format": FORMAT, "version": 1, "source": "synthetic", "dtype": "uint8",
+        "shape": [BIG_N, *BIG_SHAPE], "n_train": BIG_N - 2000, "n_test": 2000,
+        "official_split": True, "classes": [], "labels": None, "paths": None,
+    }  # fmt: skip
+    manifest_path(arr).write_text(json.dumps(meta))
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CHILD), str(arr), str(BIG_BUDGET)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "CONTROL-COPY-SUCCEEDED" not in res.stdout, "the memory limit does not bite"
+    assert res.stdout.startswith("OK"), res.stdout
