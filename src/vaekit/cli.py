@@ -311,7 +311,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "a new run without --resume"
             ) from None
         params["verbose"] = _verbose(args)
-        if args.compile is not None:  # a speed setting; the results do not depend on it
+        if args.compile is not None and "compile" in params:  # speed only, same results
             params["compile"] = args.compile
         if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
             raise VaekitError(
@@ -640,6 +640,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     clf.fit(ds.x_train, y, run_dir=out, metadata=meta)
+    if not _is_main_process():
+        return 0
     clf.save(out)
     metrics, pred, proba = _classification_scores(clf, ds)
     names = list(ds.classes) or [str(c) for c in clf.classes_]
