@@ -368,9 +368,13 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
         return TSNE(
             n_components=2, perplexity=perplexity, init="pca", random_state=random_state
         ).fit_transform(z)
+    import warnings
+
     import umap
 
-    return umap.UMAP(n_components=2, random_state=random_state).fit_transform(z)
+    with warnings.catch_warnings():  # a seed makes UMAP single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return umap.UMAP(n_components=2, random_state=random_state).fit_transform(z)
 
 
 def plot_latent_map(
@@ -441,7 +445,7 @@ def plot_latent_map(
         if len(axes) != len(panels):
             raise ValueError(f"{len(panels)} panels to draw but {len(axes)} axes given")
         fig = axes[0].get_figure(root=True)
-    size = max(2.0, min(12.0, 4000.0 / len(xy)))  # marker area: smaller for more points
+    size = max(5.0, min(12.0, 4000.0 / len(xy)))  # marker area: smaller for more points
     for a, (what, values, names) in zip(axes, panels, strict=True):
         if values is None:
             a.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, linewidths=0)
