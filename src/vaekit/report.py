@@ -89,6 +89,9 @@ METRIC_DESCRIPTIONS = {
     "recall_macro": "recall averaged over classes (higher is better)",
     "f1_macro": "F1 score averaged over classes (higher is better)",
     "ece": "expected calibration error: confidence minus accuracy, binned (lower is better)",
+    "n_labeled": "labeled training images used",
+    "n_scored": "labeled test images scored",
+    "temperature": "softmax temperature fitted to calibrate the probabilities",
     "n_train": "training images",
     "n_test": "test images",
     "seconds": "wall-clock seconds of the run",
@@ -290,9 +293,9 @@ def build_figures(
             FigureItem(
                 "training-curves",
                 "Training curves",
-                "Loss per epoch in nats per image (lower is better): total = reconstruction "
-                "+ KL; a validation curve that turns up while training keeps falling means "
-                "over-fitting.",
+                "Loss per epoch in nats per image (lower is better): the total is the "
+                "reconstruction plus the KL (plus any other term of the model); a validation "
+                "curve that turns up while training keeps falling means over-fitting.",
                 plots.plot_training_curves(run.history),
             )
         )
