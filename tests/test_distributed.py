@@ -24,9 +24,10 @@ from vaekit.training import distributed
 
 EPOCHS, BATCH, HIDDEN, LATENT, SEED = 4, 16, 32, 3, 0
 #: Relative difference allowed between the final training losses of the 2-process run and
-#: the one-process run with the same global batch (measured: 0.06 % after 3 epochs, 0.2 %
-#: after 6; different noise on rank 1 is the main cause).
-LOSS_RTOL = 0.02
+#: the one-process run with the same global batch. Measured on digits: 0.06 % after 3
+#: epochs, 0.18 % after 4 (30.598 vs 30.542 nats); rank 1's own sampling noise is the main
+#: cause, the order of float sums the rest.
+LOSS_RTOL = 0.01
 TRAIN = (
     "-m", "vaekit", "train", "digits", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
     "--hidden-dims", str(HIDDEN), "--latent-dim", str(LATENT), "--seed", str(SEED),
