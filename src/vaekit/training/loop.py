@@ -26,7 +26,7 @@ import io
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,8 +247,10 @@ class _Loop:
         data: Sequence[torch.Tensor],
         cfg: TrainConfig,
         run_dir: Path | None,
+        on_epoch_end: Callable[[dict[str, float]], None] | None = None,
     ):
         self.cfg = cfg
+        self.on_epoch_end = on_epoch_end
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.run_dir = run_dir
@@ -526,6 +528,8 @@ class _Loop:
                         flush=True,
                     )
                 self.save()
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(row)
         finally:
             if bar is not None:
                 bar.close()
@@ -565,6 +569,7 @@ def train(
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on in-memory tensors and return its history.
 
@@ -583,6 +588,10 @@ def train(
         Continue from ``run_dir``'s saved state when there is one. With the same seed on
         the same machine (and the same number of processes), the result equals an
         uninterrupted run bit for bit.
+    on_epoch_end : callable, optional
+        Called with each epoch's history row after it is checkpointed (logging, or
+        benchmarks that interleave other work between epochs); its time is not counted in
+        the row's ``seconds``.
 
     Notes
     -----
@@ -602,7 +611,7 @@ def train(
     rank = distributed.rank()
     with torch.random.fork_rng(devices=_rng_devices()):  # leave the caller's RNG untouched
         torch.manual_seed(config.random_state + rank * RANK_SEED_STRIDE)
-        loop = _Loop(model, data, config, run_path)
+        loop = _Loop(model, data, config, run_path, on_epoch_end)
         if run_path is not None and rank == 0:
             checkpoint.remove_stale_temps(run_path)
         if not (resume and run_path is not None and loop.restore()):
