@@ -106,14 +106,17 @@ def test_latent_map_of_two_and_one_dimensional_latents() -> None:
     assert plots.project_2d(RNG.normal(size=(10, 1))).shape == (10, 2)
 
 
-def test_projection_choices_are_checked() -> None:
+def test_projection_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="one of"):
         plots.project_2d(RNG.normal(size=(10, 3)), "lda")
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="umap-learn"):
-            plots.project_2d(RNG.normal(size=(10, 3)), "umap")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(  # as where umap-learn is not installed
+        importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="umap-learn"):
+        plots.project_2d(RNG.normal(size=(10, 3)), "umap")
 
 
 def test_confusion_matrix_names_counts_and_labels() -> None:

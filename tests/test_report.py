@@ -132,7 +132,8 @@ def test_without_data_the_report_says_what_is_missing(vae_run: Path, tmp_path: P
 def cluster_run(tmp_path_factory, digits) -> tuple[Path, VAEClustering, np.ndarray]:
     path = tmp_path_factory.mktemp("clu") / "run"
     x = np.concatenate([digits.x_train, digits.x_test])
-    clu = VAEClustering(n_clusters="auto", max_clusters=4, n_init=1, **TINY)
+    # VaDE: samples come from its mixture prior, and it clusters the latents directly.
+    clu = VAEClustering(n_clusters="auto", method="vade", max_clusters=4, n_init=1, **TINY)
     clu.fit(x, metadata={"data": "digits", "classes": list(digits.classes)}).save(path)
     metrics = {"n_clusters": clu.n_clusters_, "silhouette": None, "k_selection": clu.k_selection_}
     checkpoint.atomic_write_json(path / "metrics.json", metrics)
@@ -156,6 +157,7 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     k = clu.n_clusters_
     rows = [t.get_text() for t in items["samples"].figure.axes[0].get_yticklabels()]
     assert rows == [f"cluster {c}" for c in range(k)]
+    assert "mixture prior" in items["samples"].caption
     by_cluster, by_class = items["latent-map"].figure.axes
     assert [t.get_text() for t in by_cluster.get_legend().get_texts()] == [
         f"cluster {c}" for c in range(k)
