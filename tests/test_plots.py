@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from vaekit import plots
 from vaekit.errors import ConfigError
@@ -92,7 +93,8 @@ def test_latent_map_one_panel_into_given_axes_and_tsne() -> None:
     host = Figure()
     ax = host.add_subplot()
     z = RNG.normal(size=(30, 4))
-    fig = plots.plot_latent_map(z, labels=np.arange(30) % 3, method="tsne", ax=ax)
+    with threadpool_limits(1):  # OpenMP barriers of t-SNE crawl on a busy 2-core machine
+        fig = plots.plot_latent_map(z, labels=np.arange(30) % 3, method="tsne", ax=ax)
     assert fig is host and len(host.axes) == 1
     assert ax.get_title() == "Latent space (t-SNE) by class"
     assert legend_texts(ax) == ["0", "1", "2"]  # no names given: the label numbers
