@@ -8,11 +8,20 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
 - ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the VAE, initialise a diagonal
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
+
+The optional manifold step (``manifold="umap"``, for ``"gmm"`` and ``"kmeans"``) follows
+N2D (McConville et al. 2019): UMAP maps the posterior means to a ``manifold_dim``-dimensional
+space that keeps local neighbourhoods, and the mixture or k-means is fitted there. UMAP has
+no closed-form map for new images, so the fitted state keeps the reference latents and
+their cluster probabilities; a new image gets the mean probabilities of its
+``KNN_NEIGHBORS`` nearest reference latents (training images included, so ``labels_`` and
+``predict`` agree).
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,6 +30,7 @@ import torch
 from sklearn.base import ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit.errors import ConfigError, DataError
@@ -29,8 +39,16 @@ from vaekit.estimators.vae import VAE
 from vaekit.models.vade import VaDEModule
 
 METHODS = ("gmm", "kmeans", "vade")
+MANIFOLDS = (None, "umap")
 #: Ridge added to mixture covariances, relative to the latent scale.
 GMM_REG_COVAR = 1e-4
+#: UMAP settings of N2D (McConville et al. 2019): 20 neighbours, tightly packed clusters.
+UMAP_NEIGHBORS = 20
+UMAP_MIN_DIST = 0.0
+#: Reference latents whose probabilities are averaged to place a new image.
+KNN_NEIGHBORS = 10
+#: Above this many images, UMAP is fitted on a seeded subsample; the rest go through kNN.
+MANIFOLD_MAX_SAMPLES = 100_000
 
 
 def _gmm_log_resp(
@@ -57,6 +75,12 @@ class VAEClustering(ClusterMixin, VAE):
         of a Gaussian mixture on the latent means (no labels involved).
     method : {"gmm", "kmeans", "vade"}, default="gmm"
         How clusters are formed (see the module docstring).
+    manifold : {None, "umap"}, default=None
+        Manifold step between the latents and ``"gmm"``/``"kmeans"`` (needs the
+        ``umap-learn`` package: ``pip install 'vaekit[umap]'``); None clusters the latent
+        means directly. Ignored by ``"vade"``.
+    manifold_dim : int or None, default=None
+        Dimension of the manifold embedding (default: the number of clusters, as in N2D).
     n_init : int, default=5
         EM / k-means restarts; the best is chosen by likelihood or inertia.
     max_clusters : int, default=20
@@ -94,6 +118,8 @@ class VAEClustering(ClusterMixin, VAE):
         *,
         n_clusters: int | str = 10,
         method: str = "gmm",
+        manifold: str | None = None,
+        manifold_dim: int | None = None,
         n_init: int = 5,
         max_clusters: int = 20,
         pretrain_epochs: int | None = None,
@@ -132,6 +158,8 @@ class VAEClustering(ClusterMixin, VAE):
         )
         self.n_clusters = n_clusters
         self.method = method
+        self.manifold = manifold
+        self.manifold_dim = manifold_dim
         self.n_init = n_init
         self.max_clusters = max_clusters
         self.pretrain_epochs = pretrain_epochs
@@ -141,6 +169,11 @@ class VAEClustering(ClusterMixin, VAE):
         super()._check_params()
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.manifold not in MANIFOLDS:
+            raise ConfigError(f"manifold must be one of {MANIFOLDS}, got {self.manifold!r}")
+        d = self.manifold_dim
+        if d is not None and (not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1):
+            raise ConfigError(f"manifold_dim must be a positive integer or None, got {d!r}")
         k = self.n_clusters
         if not (
             k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1)
@@ -188,7 +221,7 @@ class VAEClustering(ClusterMixin, VAE):
         self._check_params()
         k = self.n_clusters
         if k != "auto" and k > len(x):
-            raise DataError(f"n_clusters={k} is more than the {len(x)} samples; lower it")
+            raise DataError(f"n_clusters={k} is more than n_samples={len(x)}; lower it")
         if hasattr(self, "n_clusters_"):
             del self.n_clusters_  # refitting: the model is sized from the parameters again
         self._setup_fit(x, metadata)
@@ -198,10 +231,62 @@ class VAEClustering(ClusterMixin, VAE):
         else:
             self._train_module([x], run_dir=run_dir, resume=resume)
             z = self.transform(x)
-            self.n_clusters_ = self._choose_k(z)
-            self._fit_clusterer(z)
+            if self._uses_manifold():
+                self._fit_on_manifold(z)
+            else:
+                self.n_clusters_ = self._choose_k(z)
+                self._fit_clusterer(z)
         self.labels_ = self.predict(x)
         return self
+
+    def _uses_manifold(self) -> bool:
+        return self.manifold is not None and self.method != "vade"
+
+    def _fit_on_manifold(self, z: np.ndarray) -> None:
+        """N2D-style: UMAP of the latents, cluster there, keep a kNN map for new images."""
+        try:
+            import umap  # numba-compiled; imported only when asked for
+        except ImportError:  # pragma: no cover - umap-learn is a dependency
+            raise ConfigError(
+                "manifold='umap' needs umap-learn: pip install umap-learn, or pass manifold=None"
+            ) from None
+        rng = np.random.default_rng(self.seed_)
+        ref = np.arange(len(z))
+        if len(z) > MANIFOLD_MAX_SAMPLES:
+            ref = np.sort(rng.choice(len(z), MANIFOLD_MAX_SAMPLES, replace=False))
+        z_ref = z[ref].astype(np.float32)
+        # N2D embeds into as many dimensions as clusters; with K unknown, the usual 10.
+        dim = int(self.manifold_dim or (self.n_clusters if self.n_clusters != "auto" else 10))
+        # UMAP needs more neighbours than points, and a spectral start needs dim < n - 1.
+        n_neighbors = min(UMAP_NEIGHBORS, len(z_ref) - 1)
+        reducer = umap.UMAP(
+            n_components=min(dim, max(1, len(z_ref) - 2)),
+            n_neighbors=max(2, n_neighbors),
+            min_dist=UMAP_MIN_DIST,
+            random_state=self.seed_,
+            n_jobs=1,  # with random_state UMAP runs single-threaded anyway; say so
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # UMAP's notes about n_jobs and spectral init
+            u = reducer.fit_transform(z_ref).astype(np.float64)
+        self.n_clusters_ = self._choose_k(u)
+        self._fit_clusterer(u)
+        resp = self._proba_from_params(u)
+        self.ref_latents_ = z_ref
+        self.ref_proba_ = resp.astype(np.float32)
+        self._set_latent_gaussians(z_ref.astype(np.float64), resp)
+        self._knn = None
+
+    def _set_latent_gaussians(self, z: np.ndarray, resp: np.ndarray) -> None:
+        """Moment-matched Gaussian per cluster in latent space (for per-cluster samples)."""
+        nk = resp.sum(0) + 1e-10  # (K,)
+        means = resp.T @ z / nk[:, None]  # (K, D)
+        covs = np.empty((len(nk), z.shape[1], z.shape[1]))
+        for k in range(len(nk)):
+            d = z - means[k]
+            covs[k] = (resp[:, k, None] * d).T @ d / nk[k] + GMM_REG_COVAR * np.eye(z.shape[1])
+        self.latent_weights_ = nk / nk.sum()
+        self.latent_means_, self.latent_covariances_ = means, covs
 
     def _choose_k(self, z: np.ndarray) -> int:
         """``n_clusters``, or the BIC-optimal K of a GMM on ``z`` when it is "auto"."""
@@ -289,7 +374,19 @@ class VAEClustering(ClusterMixin, VAE):
             x = self._check_input(X)
             m = self.module_
             return self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
-        z = self.transform(X).astype(np.float64)
+        z = self.transform(X)
+        if self._uses_manifold():
+            if getattr(self, "_knn", None) is None:
+                n_ref = len(self.ref_latents_)
+                self._knn = NearestNeighbors(n_neighbors=min(KNN_NEIGHBORS, n_ref))
+                self._knn.fit(self.ref_latents_)
+            idx = self._knn.kneighbors(z.astype(np.float32), return_distance=False)  # (N, k)
+            proba = self.ref_proba_[idx].mean(axis=1).astype(np.float64)
+            return proba / proba.sum(axis=1, keepdims=True)
+        return self._proba_from_params(z.astype(np.float64))
+
+    def _proba_from_params(self, z: np.ndarray) -> np.ndarray:
+        """Probabilities from the fitted k-means centres or mixture, ``(N, K)``."""
         if self.method == "kmeans":
             d2 = ((z[:, None, :] - self.cluster_centers_[None]) ** 2).sum(-1)
             logits = -d2 / (2.0 * self.kmeans_scale_)
@@ -324,7 +421,11 @@ class VAEClustering(ClusterMixin, VAE):
         if cluster is None:
             return super().sample(n_samples, random_state=random_state)
         rng = np.random.default_rng(seed)
-        if self.method == "gmm":
+        if self._uses_manifold():
+            z = rng.multivariate_normal(
+                self.latent_means_[cluster], self.latent_covariances_[cluster], size=int(n_samples)
+            )
+        elif self.method == "gmm":
             z = rng.multivariate_normal(
                 self.means_[cluster], self.covariances_[cluster], size=int(n_samples)
             )
@@ -335,6 +436,14 @@ class VAEClustering(ClusterMixin, VAE):
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        if self._uses_manifold():
+            return {
+                "ref_latents": torch.from_numpy(self.ref_latents_),
+                "ref_proba": torch.from_numpy(self.ref_proba_),
+                "latent_weights": torch.from_numpy(self.latent_weights_),
+                "latent_means": torch.from_numpy(self.latent_means_),
+                "latent_covariances": torch.from_numpy(self.latent_covariances_),
+            }
         if self.method == "gmm":
             return {
                 "weights": torch.from_numpy(self.weights_),
@@ -359,7 +468,14 @@ class VAEClustering(ClusterMixin, VAE):
         super()._restore_extras(tensors, info)
         self.n_clusters_ = int(info["n_clusters"])
         self.k_selection_ = info.get("k_selection")
-        if self.method == "gmm":
+        if self._uses_manifold():
+            self.ref_latents_ = tensors["ref_latents"].numpy()
+            self.ref_proba_ = tensors["ref_proba"].numpy()
+            self.latent_weights_ = tensors["latent_weights"].numpy()
+            self.latent_means_ = tensors["latent_means"].numpy()
+            self.latent_covariances_ = tensors["latent_covariances"].numpy()
+            self._knn = None
+        elif self.method == "gmm":
             self.weights_ = tensors["weights"].numpy()
             self.means_ = tensors["means"].numpy()
             self.covariances_ = tensors["covariances"].numpy()
