@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 from PIL import Image
 
 from vaekit.data.dataset import UNLABELED
@@ -43,12 +44,21 @@ def thread_count() -> int:
 
 
 def _check_numeric(x: np.ndarray, what: str) -> None:
-    """Refuse object, string, complex and other non-real dtypes."""
+    """Refuse string, complex and other non-real dtypes (object arrays are converted first)."""
+    if x.dtype.kind == "c":
+        raise DataError(
+            f"{what} has dtype {x.dtype}. Complex data not supported; pass real numbers"
+        )
     if x.dtype.kind not in "biuf":
         raise DataError(f"{what} has dtype {x.dtype}; expected numbers (uint8 0-255 or float 0-1)")
 
 
 def _check_not_empty(x: np.ndarray, what: str) -> None:
+    if x.ndim == 2 and x.shape[1] == 0:
+        # Wording shared with scikit-learn's check_array, which tools grep for.
+        raise DataError(
+            f"{what} has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required."
+        )
     if x.size == 0:
         raise DataError(f"{what} is empty (shape {x.shape}); give at least one image")
 
@@ -157,10 +167,18 @@ def as_image_array(x: object, *, name: str = "x") -> np.ndarray:
     >>> as_image_array(np.full((2, 8, 8), 255, dtype=np.uint8)).shape
     (2, 1, 8, 8)
     """
+    if sp.issparse(x):
+        raise DataError(
+            f"{name} is a sparse matrix; sparse input is not supported, pass X.toarray()"
+        )
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise DataError(f"{name} cannot be read as an array ({exc}); pass a numpy array") from exc
+    if arr.dtype == object:
+        # Numbers boxed as Python objects (e.g. from pandas); anything else is refused with
+        # NumPy's own TypeError ("float() argument must be a string or a real number").
+        arr = arr.astype(np.float64)
     _check_numeric(arr, name)
     if arr.ndim != 2:
         arr = _to_nchw(arr, name)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
@@ -40,6 +41,8 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
+    if sp.issparse(X):
+        as_image_array(X, name=name)  # raises: sparse input is not supported
     arr = np.asarray(X)
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
         if arr.ndim == 3:
@@ -146,7 +149,7 @@ class BaseVAEEstimator(BaseEstimator):
         """Check parameters and data, draw the seed and build the untrained model."""
         self._check_params()
         if len(x) < 2:
-            raise DataError(f"need at least 2 samples to fit, got {len(x)}")
+            raise DataError(f"need at least 2 samples to fit, got n_samples={len(x)}")
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.seed_ = seed_from(self.random_state)
