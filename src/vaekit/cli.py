@@ -510,6 +510,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     clu = VAEClustering(
         n_clusters=args.n_clusters,
         method=args.method,
+        manifold=None if args.manifold == "none" else args.manifold,
         **params,
         device=args.device,
         random_state=args.seed,
@@ -855,6 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("gmm", "kmeans", "vade"),
         default="gmm",
         help="gmm or kmeans on the VAE latents, or VaDE (default: gmm)",
+    )
+    p.add_argument(
+        "--manifold",
+        choices=("none", "umap"),
+        default="none",
+        help="UMAP the latents before gmm/kmeans, as in N2D (needs umap-learn; default: none)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     _add_model_args(p)
