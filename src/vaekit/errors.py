@@ -16,6 +16,10 @@ class DataError(VaekitError, ValueError):
     """Input data that cannot be read or is inconsistent (truncated, corrupt, mismatched)."""
 
 
+class DataTypeError(DataError, TypeError):
+    """Input holding objects that are not numbers (a TypeError, as in NumPy and scikit-learn)."""
+
+
 class CheckpointError(VaekitError, ValueError):
     """A run directory that is missing, from another version, or tampered with."""
 

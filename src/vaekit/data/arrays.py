@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from PIL import Image
 
 from vaekit.data.dataset import UNLABELED
-from vaekit.errors import DataError
+from vaekit.errors import DataError, DataTypeError
 
 Color = Literal["auto", "grayscale", "rgb"]
 
@@ -176,9 +176,13 @@ def as_image_array(x: object, *, name: str = "x") -> np.ndarray:
     except (ValueError, TypeError) as exc:
         raise DataError(f"{name} cannot be read as an array ({exc}); pass a numpy array") from exc
     if arr.dtype == object:
-        # Numbers boxed as Python objects (e.g. from pandas); anything else is refused with
-        # NumPy's own TypeError ("float() argument must be a string or a real number").
-        arr = arr.astype(np.float64)
+        # Numbers boxed as Python objects (e.g. from pandas) are read as floats.
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataTypeError(
+                f"{name} has dtype object with non-numbers ({exc}); pass a numeric array"
+            ) from None
     _check_numeric(arr, name)
     if arr.ndim != 2:
         arr = _to_nchw(arr, name)
