@@ -42,7 +42,7 @@ DEMO_CLASSIFIER = dict(
     labeled_fraction=0.5,
     max_shift=1,
 )
-DEMO_CLASSIFIER_EPOCHS = 10
+DEMO_CLASSIFIER_EPOCHS = 20
 MODELS = ("vae", "m2")
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
 CONFIG_FILE = "config.json"
