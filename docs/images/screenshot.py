@@ -13,8 +13,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-#: Flags for a headless browser without a sandbox on a closed network (see
-#: tests/cli/test_report_browser.py).
+#: Flags for a headless browser in a sandbox-less container on a closed network: without
+#: the background-networking ones, Chromium's own update/sync connections fail and log.
+#: tests/cli/test_report_browser.py uses these too.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

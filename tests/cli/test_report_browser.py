@@ -8,6 +8,7 @@ kept in ``test-artifacts/`` at the repository root (git-ignored) and their paths
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -15,21 +16,25 @@ import pytest
 from cli_helpers import Cli, assert_ok
 
 pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_screenshot_script():
+    """docs/images/screenshot.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(
+        "vaekit_screenshot", REPO / "docs" / "images" / "screenshot.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Where the system browser lives (Debian's chromium package).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-#: Flags for a headless browser in a sandbox-less container on a closed network: without
-#: the background-networking ones, Chromium's own update/sync connections fail and log.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+#: The flags docs/images/screenshot.py drives Chromium with (the README's screenshot), so
+#: the test and the published picture see the page the same way.
+CHROMIUM_ARGS = _load_screenshot_script().CHROMIUM_ARGS
+ARTIFACTS = REPO / "test-artifacts"
 SECTIONS = ["Configuration", "Data", "Metrics", "Figures"]
 VIEWPORT = {"width": 1280, "height": 900}
 #: Milliseconds to wait for the page to load.
