@@ -3,6 +3,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from _sklearn_checks import EXPECTED_FAILURES
 from vaekit import VAEClustering
 from vaekit.errors import ConfigError
 from vaekit.metrics import cluster_accuracy
@@ -153,41 +154,6 @@ def test_cli_cluster_end_to_end(tmp_path):
 
 
 # -- scikit-learn's estimator checks ----------------------------------------------------------
-#: vaekit models pixel intensities: floats must lie in [0, 1] (or uint8 0..255), and anything
-#: else is refused with a one-line DataError instead of being rescaled silently. These checks
-#: draw unscaled real-valued features (standard normal, uniform on [0, 3], 100 +- 3 ...), so
-#: they test only that refusal; the properties they would check on valid data are covered by
-#: the tests above (fit_predict, same seed, save/load, predict on new data).
-_OUT_OF_RANGE = "draws real-valued features outside [0, 1], which vaekit refuses by design"
-_SKLEARN_XFAIL = {
-    name: _OUT_OF_RANGE
-    for name in (
-        "check_clustering",
-        "check_dict_unchanged",
-        "check_dont_overwrite_parameters",
-        "check_estimators_dtypes",
-        "check_estimators_fit_returns_self",
-        "check_estimators_overwrite_params",
-        "check_estimators_pickle",
-        "check_f_contiguous_array_estimator",
-        "check_fit2d_1feature",
-        "check_fit2d_1sample",
-        "check_fit2d_predict1d",
-        "check_fit_check_is_fitted",
-        "check_fit_idempotent",
-        "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance",
-        "check_n_features_in",
-        "check_n_features_in_after_fitting",
-        "check_pipeline_consistency",
-        "check_positive_only_tag_during_fit",
-        "check_readonly_memmap_input",
-        "check_transformer_data_not_an_array",
-        "check_transformer_general",
-    )
-}
-
-
 @parametrize_with_checks(
     [
         VAEClustering(
@@ -199,7 +165,7 @@ _SKLEARN_XFAIL = {
             random_state=0,
         )
     ],
-    expected_failed_checks=lambda est: _SKLEARN_XFAIL,
+    expected_failed_checks=lambda est: EXPECTED_FAILURES,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

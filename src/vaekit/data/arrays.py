@@ -81,9 +81,14 @@ def _check_values(x: np.ndarray, what: str) -> None:
             )
         lo, hi = x.min(), x.max()
         if lo < 0 or hi > 1:
+            fix = (
+                "rescale feature columns, e.g. sklearn.preprocessing.MinMaxScaler(clip=True)"
+                if x.ndim == 2
+                else f"divide 0-{MAX_PIXEL} data by {MAX_PIXEL}, or save it as uint8"
+            )
             raise DataError(
-                f"{what} holds floats from {lo:g} to {hi:g}; float images must lie in [0, 1] "
-                f"(divide 0-{MAX_PIXEL} data by {MAX_PIXEL}, or save it as uint8)"
+                f"{what} holds floats from {lo:g} to {hi:g}; vaekit models intensities, so "
+                f"floats must lie in [0, 1] ({fix})"
             )
 
 

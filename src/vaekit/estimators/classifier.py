@@ -258,8 +258,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self : VAEClassifier
             The fitted estimator.
         """
-        x = self._prepare_x(X, fit=True)
-        y_idx = self._encode_labels(y, len(x))
+        y_idx = self._encode_labels(y)  # the labels first: their errors are sklearn's
+        x = to_tensor(X)
+        if len(y_idx) != len(x):
+            raise DataError(
+                f"X has {len(x)} samples but y has {len(y_idx)}; pass one label per image"
+            )
         self._setup_fit(x, metadata)
         train_idx, cal_idx = self._calibration_split(y_idx)
         unlabeled = np.flatnonzero(y_idx == UNLABELED)
@@ -286,7 +290,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self._fit_temperature(x, y_idx, cal_idx)
         return self
 
-    def _encode_labels(self, y: Any, n: int) -> np.ndarray:
+    def _encode_labels(self, y: Any) -> np.ndarray:
         """Set ``classes_`` and return class indices ``(N,)`` int64 with -1 for unlabeled."""
         if y is None:
             raise DataError(
@@ -294,8 +298,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 "(use -1 for unlabeled images)"
             )
         y = column_or_1d(y, warn=True)
-        if len(y) != n:
-            raise DataError(f"X has {n} samples but y has {len(y)}; pass one label per image")
         check_classification_targets(y)
         if y.dtype.kind in "iuf":
             unl = y == UNLABELED
@@ -307,7 +309,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 f"y has labeled images of {len(self.classes_)} class(es); a classifier needs "
                 "at least 2 classes (-1 marks unlabeled images)"
             )
-        out = np.full(n, UNLABELED, dtype=np.int64)
+        out = np.full(len(y), UNLABELED, dtype=np.int64)
         out[~unl] = np.searchsorted(self.classes_, y[~unl])
         return out
 
@@ -354,60 +356,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.calibration_ece_ = expected_calibration_error(
             target, self._softmax(logits / self.temperature_)
         )
-
-    # -- input -----------------------------------------------------------------------------
-    def _prepare_x(self, X: Any, *, fit: bool = False) -> torch.Tensor:
-        """Images as for every estimator; 2-D float features scaled into [0, 1].
-
-        Feature vectors ``(N, F)`` (not uint8) are validated like any scikit-learn input
-        and min-max scaled per feature with the range seen in ``fit`` (values outside it
-        are clipped at prediction time), so a classifier also takes standardised or other
-        real-valued features. Images and uint8 input are used as they are.
-        """
-        import scipy.sparse
-
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        if not scipy.sparse.issparse(X):
-            X = np.asarray(X)
-            if X.ndim == 1:
-                raise DataError(
-                    f"X is 1-D with {X.shape[0]} values; Reshape your data: (N, F) features "
-                    "or (N, H, W) / (N, C, H, W) images"
-                )
-        if scipy.sparse.issparse(X) or (X.ndim == 2 and X.dtype != np.uint8):
-            from sklearn.utils.validation import check_array
-
-            arr = check_array(X, dtype=(np.float64, np.float32), ensure_min_samples=2 if fit else 1)
-            if fit:
-                low, high = arr.min(axis=0), arr.max(axis=0)
-                self.feature_min_ = low.astype(np.float64)
-                self.feature_scale_ = np.where(high > low, high - low, 1.0).astype(np.float64)
-            elif self.feature_min_ is None:
-                raise DataError(
-                    f"X has shape {arr.shape} but the classifier was fitted on images of shape "
-                    f"{self.input_shape_}; pass data of the training shape"
-                )
-            elif arr.shape[1] != len(self.feature_min_):
-                raise DataError(
-                    f"X has {arr.shape[1]} features, but VAEClassifier is expecting "
-                    f"{len(self.feature_min_)} features as input"
-                )
-            scaled = np.clip((arr - self.feature_min_) / self.feature_scale_, 0.0, 1.0)
-            return torch.from_numpy(scaled.astype(np.float32))
-        if fit:
-            self.feature_min_ = self.feature_scale_ = None
-        return to_tensor(X)
-
-    def _check_input(self, X: Any) -> torch.Tensor:
-        check_is_fitted(self, "module_")
-        x = self._prepare_x(X)
-        if tuple(x.shape[1:]) != self.input_shape_:
-            raise DataError(
-                f"X has shape {tuple(x.shape[1:])} per sample but the model was fitted on "
-                f"{self.input_shape_}; pass data of the training shape"
-            )
-        return x
 
     # -- prediction ------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> np.ndarray:
@@ -478,14 +426,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             return self._batched(x, self.module_.elbo)
 
     # -- persistence ------------------------------------------------------------------------
-    def _extra_tensors(self) -> dict[str, torch.Tensor]:
-        if self.feature_min_ is None:
-            return {}
-        return {
-            "feature_min": torch.from_numpy(self.feature_min_),
-            "feature_scale": torch.from_numpy(self.feature_scale_),
-        }
-
     def _extra_json(self) -> dict[str, Any]:
         return {
             "classes": self.classes_.tolist(),
@@ -501,10 +441,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
 
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.temperature_ = float(info["temperature"])
-        self.feature_min_ = self.feature_scale_ = None
-        if "feature_min" in tensors:
-            self.feature_min_ = tensors["feature_min"].numpy()
-            self.feature_scale_ = tensors["feature_scale"].numpy()
         self.calibration_ece_ = info.get("calibration_ece")
         self.n_labeled_ = int(info["n_labeled"])
         self.n_calibration_ = int(info["n_calibration"])
