@@ -92,3 +92,21 @@ def test_cuda_auto_precision_agrees_with_fp32(digits) -> None:
     a, b = auto.history_[-1]["loss"], fp32.history_[-1]["loss"]
     assert abs(a - b) <= BF16_RTOL * abs(b), (a, b)
     assert auto.transform(digits.x_test).shape == (len(digits.x_test), SMALL["latent_dim"])
+
+
+@pytest.mark.parametrize("kind", ["cluster", "classify"])
+def test_clustering_and_classifier_take_the_fast_path(digits, kind) -> None:
+    """VAEClustering and VAEClassifier pass precision to the same loop: bf16 trains too."""
+    from vaekit import VAEClassifier, VAEClustering
+
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    if kind == "cluster":
+        est = VAEClustering(n_clusters=3, **SMALL, random_state=0, precision="bf16").fit(x)
+        assert est.get_params()["precision"] == "bf16" and len(est.labels_) == len(x)
+    else:
+        est = VAEClassifier(
+            arch="mlp", **SMALL, random_state=0, precision="bf16", compile="off"
+        ).fit(x, y)
+        assert est.get_params()["compile"] == "off"
+        assert np.allclose(est.predict_proba(x).sum(axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(est.history_[-1]["loss"])

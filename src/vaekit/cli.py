@@ -255,6 +255,9 @@ def _model_params(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "learning_rate": args.lr,
+        # the speed options, on the commands that offer them
+        "precision": getattr(args, "precision", None),
+        "compile": getattr(args, "compile", None),
     }
     return {k: v for k, v in params.items() if v is not None}
 
@@ -359,14 +362,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 **params, device=args.device, random_state=args.seed, verbose=_verbose(args)
             )
         else:
-            est = VAE(
-                **params,
-                device=args.device,
-                random_state=args.seed,
-                verbose=_verbose(args),
-                precision=args.precision or "auto",
-                compile=args.compile or "auto",
-            )
+            est = VAE(**params, device=args.device, random_state=args.seed, verbose=_verbose(args))
         meta = _data_metadata(args.data, ds, args)
     _say(
         args,
@@ -948,6 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     _add_model_args(p)
+    _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_cluster)
@@ -965,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     _add_model_args(p)
+    _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_classify)

@@ -104,9 +104,8 @@ class BaseVAEEstimator(BaseEstimator):
             random_state=seed,
             device=self.device,
             verbose=int(self.verbose),
-            # Fast-path options (estimators without these parameters train in fp32).
-            precision=getattr(self, "precision", "auto"),
-            compile=getattr(self, "compile", "auto"),
+            precision=self.precision,
+            compile=self.compile,
         )
 
     def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

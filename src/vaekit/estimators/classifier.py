@@ -79,7 +79,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     **common
         ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``max_epochs``,
         ``learning_rate``, ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``,
-        ``random_state``, ``verbose`` as for :class:`vaekit.VAE` (there is no early stopping:
+        ``random_state``, ``verbose``, ``precision``, ``compile`` as for :class:`vaekit.VAE`
+        (there is no early stopping:
         ``patience`` is unused and every epoch up to ``max_epochs`` is run).
 
     Attributes
@@ -144,6 +145,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        precision: str = "auto",
+        compile: str = "auto",
     ):
         self.alpha = alpha
         self.consistency = consistency
@@ -170,6 +173,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.precision = precision
+        self.compile = compile
 
     # -- parameters ------------------------------------------------------------------------
     def _check_params(self) -> None:

@@ -95,7 +95,7 @@ class VAEClustering(ClusterMixin, VAE):
         The VAE parameters (``latent_dim``, ``arch``, ``hidden_dims``, ``likelihood``,
         ``beta``, ``batch_size``, ``max_epochs``, ``learning_rate``, ``lr_schedule``,
         ``kl_warmup_epochs``, ``validation_fraction``, ``patience``, ``device``,
-        ``random_state``, ``verbose``), as for :class:`vaekit.VAE`.
+        ``random_state``, ``verbose``, ``precision``, ``compile``), as for :class:`vaekit.VAE`.
 
     Attributes
     ----------
@@ -142,6 +142,8 @@ class VAEClustering(ClusterMixin, VAE):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        precision: str = "auto",
+        compile: str = "auto",
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -159,6 +161,8 @@ class VAEClustering(ClusterMixin, VAE):
             device=device,
             random_state=random_state,
             verbose=verbose,
+            precision=precision,
+            compile=compile,
         )
         self.n_clusters = n_clusters
         self.method = method
