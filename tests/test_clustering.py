@@ -155,16 +155,7 @@ def test_cli_cluster_end_to_end(tmp_path):
 
 # -- scikit-learn's estimator checks ----------------------------------------------------------
 @parametrize_with_checks(
-    [
-        VAEClustering(
-            n_clusters=3,
-            latent_dim=2,
-            hidden_dims=(8,),
-            max_epochs=2,
-            batch_size=16,
-            random_state=0,
-        )
-    ],
+    [tiny(hidden_dims=(8,), max_epochs=2, batch_size=16)],
     expected_failed_checks=lambda est: EXPECTED_FAILURES,
 )
 def test_sklearn_estimator_checks(estimator, check):

@@ -255,9 +255,8 @@ def _model_params(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "learning_rate": args.lr,
-        # the speed options, on the commands that offer them
-        "precision": getattr(args, "precision", None),
-        "compile": getattr(args, "compile", None),
+        "precision": args.precision,
+        "compile": args.compile,
     }
     return {k: v for k, v in params.items() if v is not None}
 

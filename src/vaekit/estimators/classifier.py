@@ -80,8 +80,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``max_epochs``,
         ``learning_rate``, ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``,
         ``random_state``, ``verbose``, ``precision``, ``compile`` as for :class:`vaekit.VAE`
-        (there is no early stopping:
-        ``patience`` is unused and every epoch up to ``max_epochs`` is run).
+        (there is no early stopping: ``patience`` is unused and every epoch up to
+        ``max_epochs`` is run).
 
     Attributes
     ----------
