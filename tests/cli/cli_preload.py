@@ -35,7 +35,6 @@ PRELOAD = (
     "vaekit.plots",
     "sklearn.datasets",
     "sklearn.model_selection",
-    "torch._dynamo",  # torch.optim's first optimizer imports it: seconds per training
 )
 
 

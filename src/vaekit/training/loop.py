@@ -40,6 +40,7 @@ from vaekit import checkpoint
 from vaekit.errors import CheckpointError, ConfigError, TrainingDivergedError
 from vaekit.models.base import GenerativeModel
 from vaekit.training import distributed, fastpath
+from vaekit.training.adam import Adam
 
 #: The cosine schedule decays the learning rate to this fraction of its start value.
 MIN_LR_FRACTION = 0.1
@@ -189,29 +190,6 @@ def _split(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[n_val:], perm[:n_val]
 
 
-# --- optimiser state <-> flat tensors (for safetensors, which holds no Python objects) ---
-def _optim_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {
-        f"optim.{pid}.{key}": val
-        for pid, st in sd["state"].items()
-        for key, val in st.items()
-        if isinstance(val, torch.Tensor)
-    }
-    return tensors, sd["param_groups"]
-
-
-def _optim_from_flat(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: Any
-) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, val in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = val
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _history_csv(history: Sequence[dict[str, float]]) -> str:
     buf = io.StringIO()
     if history:
@@ -279,9 +257,8 @@ class _Loop:
                 "more data or fewer processes"
             )
         self.n_used = min(self.n_train, self.steps_per_epoch * global_batch)
-        # The fused kernel updates all parameters in one pass (fewer Python-level ops per
-        # step); it gives the same arithmetic as the per-tensor loop, only faster.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, fused=True)
+        # torch.optim.Adam(fused=True)'s arithmetic without its import and per-step costs.
+        self.optimizer = Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.autocast_dtype = fastpath.resolve_precision(cfg.precision, self.device)
         self.step_fn = self._make_step_fn()
         self.order_gen = torch.Generator().manual_seed(cfg.random_state + 1)
@@ -346,7 +323,7 @@ class _Loop:
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        optim, self._groups = _optim_to_flat(self.optimizer)
+        optim, self._groups = self.optimizer.state_tensors()
         tensors.update(optim)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
@@ -408,7 +385,13 @@ class _Loop:
                 f"'{self.run_dir / checkpoint.STATE_FILE}' does not fit this model; "
                 "it was modified or belongs to another run — use a new --out"
             ) from None
-        _optim_from_flat(self.optimizer, tensors, info["optimizer_param_groups"])
+        try:
+            self.optimizer.load_state_tensors(tensors, info["optimizer_param_groups"])
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(
+                f"the optimiser state in '{self.run_dir / checkpoint.STATE_FILE}' does not fit"
+                " this model; it was modified or belongs to another run — use a new --out"
+            ) from None
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
         same_world = info.get("world_size", 1) == self.world
@@ -446,7 +429,7 @@ class _Loop:
             w = _kl_weight_at(cfg, self.epoch, step, self.steps_per_epoch)
             with fastpath.autocast(self.device, self.autocast_dtype):
                 total, rec, kl, extras = step_fn(*batch, kl_weight=w)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             total.backward()
             self.optimizer.step()
             # One stacked accumulator: (loss, reconstruction, kl, *extras) summed over images.
