@@ -94,65 +94,6 @@ def test_bad_params(kw):
         tiny(**kw).fit(x)
 
 
-def test_cli_cluster_end_to_end(tmp_path):
-    import csv
-    import json
-    import subprocess
-    import sys
-
-    from PIL import Image
-
-    out = tmp_path / "clu"
-    args = [
-        sys.executable,
-        "-m",
-        "vaekit",
-        "cluster",
-        "digits",
-        "--n-clusters",
-        "auto",
-        "--epochs",
-        "3",
-        "--hidden-dims",
-        "32",
-        "--latent-dim",
-        "3",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr
-    rows = list(csv.DictReader(open(out / "clusters.csv")))
-    assert len(rows) == 1797 and list(rows[0]) == ["index", "path", "cluster", "probability"]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert {"acc", "nmi", "ari", "silhouette", "n_clusters", "k_selection"} <= metrics.keys()
-    k = metrics["n_clusters"]
-    assert k == metrics["k_selection"]["chosen"]
-    assert {int(r["cluster"]) for r in rows} <= set(range(k))
-    Image.open(out / "montage.png").verify()
-    png = tmp_path / "c0.png"
-    gen = [
-        sys.executable,
-        "-m",
-        "vaekit",
-        "generate",
-        str(out),
-        "--cluster",
-        "0",
-        "--n",
-        "8",
-        "--out",
-        str(png),
-        "--quiet",
-    ]
-    assert subprocess.run(gen, capture_output=True, timeout=120).returncode == 0
-    Image.open(png).verify()
-    bad_args = [*gen[:5], "--cluster", str(k), "--out", str(png)]
-    bad = subprocess.run(bad_args, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--cluster must be in" in bad.stderr
-
-
 # -- scikit-learn's estimator checks ----------------------------------------------------------
 @parametrize_with_checks(
     [tiny(hidden_dims=(8,), max_epochs=2, batch_size=16)],

@@ -1,4 +1,4 @@
-"""Fixtures of the command-line tests: an offline ``vaekit`` runner and one shared run."""
+"""Fixtures of the command-line tests: an offline ``vaekit`` runner and shared runs."""
 
 from __future__ import annotations
 
@@ -49,3 +49,10 @@ def fast_cli(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli
         yield runner
     finally:
         runner.close()
+
+
+@pytest.fixture(scope="session")
+def demo_run(fast_cli: Cli | Preloaded, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """``vaekit demo --epochs 2``, run once for the command tests and the browser test."""
+    path = tmp_path_factory.mktemp("shared-demo") / "demo"
+    return TrainedRun(path, fast_cli("demo", "--out", path, "--epochs", "2"))

@@ -76,7 +76,6 @@ def outputs(
         "train folder": ["train", root / "pets", *TINY, "--out", root / "pets-run"],
         "train npz": ["train", root / "arrays.npz", *TINY, "--out", root / "npz-run", "--quiet"],
         "train idx": ["train", root / "idx", *TINY, "--out", root / "idx-run"],
-        "demo": ["demo", "--out", root / "demo", "--epochs", "2"],
     }
     jobs["help preloaded"] = ["--help"]
     jobs["version"] = ["--version"]
@@ -200,10 +199,9 @@ def test_quiet_prints_only_the_run_dir(outputs: Outputs) -> None:
     assert res.stderr == ""
 
 
-def test_demo_writes_everything_and_prints_test_metrics(outputs: Outputs) -> None:
-    res = outputs["demo"]
+def test_demo_writes_everything_and_prints_test_metrics(demo_run: TrainedRun) -> None:
+    res, demo = demo_run.result, demo_run.path
     assert_ok(res)
-    demo = outputs.root / "demo"
     for name in RUN_FILES:
         assert (demo / "vae" / name).is_file(), name
     for name in ("samples.png", "reconstructions.png"):

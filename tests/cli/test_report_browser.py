@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_helpers import Cli, assert_ok
+from cli_helpers import TrainedRun, assert_ok
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +57,8 @@ def browser():
             b.close()
 
 
-def test_demo_report_in_headless_chromium(browser, cli: Cli, tmp_path: Path) -> None:
-    demo = tmp_path / "demo"
-    res = cli("demo", "--epochs", "3", "--out", demo)
+def test_demo_report_in_headless_chromium(browser, demo_run: TrainedRun) -> None:
+    demo, res = demo_run.path, demo_run.result
     assert_ok(res)
     html = demo / "report.html"
     assert f"report: {html}" in res.stdout

@@ -1,0 +1,37 @@
+"""``vaekit cluster`` end to end, with ``--n-clusters auto``, then ``generate --cluster``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from cli_helpers import Cli, Preloaded, assert_ok, assert_user_error
+from PIL import Image
+
+
+def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    out = tmp_path / "clu"
+    res = fast_cli(
+        "cluster", "digits", "--n-clusters", "auto", "--epochs", "3", "--hidden-dims", "32",
+        "--latent-dim", "3", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert_ok(res)
+    with open(out / "clusters.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1797 and list(rows[0]) == ["index", "path", "cluster", "probability"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"acc", "nmi", "ari", "silhouette", "n_clusters", "k_selection"} <= metrics.keys()
+    k = metrics["n_clusters"]
+    assert k == metrics["k_selection"]["chosen"]
+    assert {int(r["cluster"]) for r in rows} <= set(range(k))
+    with Image.open(out / "montage.png") as im:
+        im.verify()
+
+    png = tmp_path / "c0.png"
+    gen = ["generate", out, "--cluster", "0", "--n", "8", "--out", png, "--quiet"]
+    results = fast_cli.many({"ok": gen, "bad": [*gen[:2], "--cluster", str(k), "--out", png]})
+    assert_ok(results["ok"])
+    with Image.open(png) as im:
+        im.verify()
+    assert "--cluster must be in" in assert_user_error(results["bad"], "--cluster")
