@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -43,6 +45,7 @@ def test_same_weights_and_state_as_torch_fused_adam() -> None:
     for i, st in opt.state.items():
         for k, v in st.items():
             assert torch.equal(v, tstate[i][k]), (i, k)
+            assert (v.dtype, v.device) == (tstate[i][k].dtype, tstate[i][k].device), (i, k)
 
 
 def test_state_round_trip_continues_exactly() -> None:
@@ -54,6 +57,7 @@ def test_state_round_trip_continues_exactly() -> None:
     _train(part, opt_a, range(4))
     tensors, groups = opt_a.state_tensors()
     tensors = {k: v.clone() for k, v in tensors.items()}
+    groups = json.loads(json.dumps(groups))  # as the checkpoint keeps them
     opt_b = Adam(part.parameters(), lr=123.0)  # a fresh optimiser, as after a restart
     opt_b.load_state_tensors(tensors, groups)
     _train(part, opt_b, range(4, 10))
@@ -70,26 +74,63 @@ def test_loads_the_state_torch_optim_saved() -> None:
     tensors = {f"optim.{i}.{k}": v.clone() for i, st in sd["state"].items() for k, v in st.items()}
     ours.load_state_dict(ref.state_dict())
     opt = Adam(ours.parameters(), lr=1e-2)
-    opt.load_state_tensors(tensors, sd["param_groups"])
+    opt.load_state_tensors(tensors, json.loads(json.dumps(sd["param_groups"])))
     _train(ref, topt, range(5, 9))
     _train(ours, opt, range(5, 9))
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("tamper", ["shape", "index", "name", "groups"])
-def test_state_that_does_not_fit_is_refused(tamper: str) -> None:
+def test_torch_optim_loads_the_state_it_saves() -> None:
+    """Runs checkpointed now resume under vaekit versions that still used torch.optim."""
+    ours, ref = _model(), _model()
+    opt = Adam(ours.parameters(), lr=1e-2)
+    _train(ours, opt, range(5))
+    tensors, groups = opt.state_tensors()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, v in tensors.items():
+        _, i, key = name.split(".", 2)
+        state.setdefault(int(i), {})[key] = v.clone()
+    ref.load_state_dict(ours.state_dict())
+    topt = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True)
+    topt.load_state_dict({"state": state, "param_groups": json.loads(json.dumps(groups))})
+    _train(ours, opt, range(5, 9))
+    _train(ref, topt, range(5, 9))
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+TAMPERED = ["shape", "index", "name", "params", "groups", "betas", "eps", "step", "step size"]
+
+
+@pytest.mark.parametrize("tamper", TAMPERED)
+def test_state_that_does_not_fit_is_refused_and_nothing_changes(tamper: str) -> None:
     model = _model()
     opt = Adam(model.parameters(), lr=1e-2)
     _train(model, opt, range(5))
     tensors, groups = opt.state_tensors()
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    group = groups[0]
     if tamper == "shape":
         tensors["optim.0.exp_avg"] = torch.zeros(2, 2)
-    elif tamper == "index":
-        tensors["optim.9.exp_avg"] = tensors.pop("optim.0.exp_avg")
+    elif tamper == "index":  # every tensor of parameter 3 moved to a parameter that is not there
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            tensors[f"optim.9.{key}"] = tensors.pop(f"optim.3.{key}")
     elif tamper == "name":
         tensors["optim.0.other"] = tensors.pop("optim.0.exp_avg_sq")
+    elif tamper == "params":
+        group["params"] = [0, 1]
+    elif tamper == "groups":
+        groups = [[0, 1, 2, 3]]
+    elif tamper == "betas":
+        group["betas"] = [0.9]
+    elif tamper == "eps":
+        group["eps"] = "x"
+    elif tamper == "step":
+        tensors["optim.0.step"] = torch.tensor(-1.0)
     else:
-        groups = [{**groups[0], "params": [0, 1]}]
-    with pytest.raises(ValueError, match="does not fit"):
-        Adam(model.parameters(), lr=1e-2).load_state_tensors(tensors, groups)
+        tensors["optim.0.step"] = torch.tensor([5.0, 5.0])
+    fresh = Adam(model.parameters(), lr=1e-2)
+    with pytest.raises(ValueError):
+        fresh.load_state_tensors(tensors, groups)
+    assert fresh.state == {} and fresh.param_groups[0]["betas"] == (0.9, 0.999)

@@ -135,6 +135,19 @@ def test_resume_with_other_settings_is_refused(x, tmp_path):
         train(model(), [x], cfg(max_epochs=2, batch_size=32), run_dir=tmp_path, resume=True)
 
 
+@pytest.mark.parametrize("tamper", ["moment shape", "no groups"])
+def test_resume_with_a_tampered_optimiser_state_is_refused(x, tmp_path, tamper):
+    train(model(), [x], cfg(max_epochs=2), run_dir=tmp_path)
+    tensors, info = checkpoint.load_train_state(tmp_path)
+    if tamper == "moment shape":
+        tensors["optim.0.exp_avg"] = torch.zeros(3)
+    else:
+        info["optimizer_param_groups"] = []
+    checkpoint.save_train_state(tmp_path, tensors, info)
+    with pytest.raises(CheckpointError, match=r"optimiser state in .*train_state\.safetensors"):
+        train(model(), [x], cfg(max_epochs=2), run_dir=tmp_path, resume=True)
+
+
 def test_invalid_config():
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=0)

@@ -4,7 +4,8 @@ Each command runs in its own process, as a user would run it. Starting ``python 
 costs seconds (importing torch), so most commands run through :class:`Preloaded`, which
 forks them from a process that imported vaekit once (see cli_preload.py), a few at a time;
 ``VAEKIT_TEST_SPAWN=1`` sends those through ``python -m vaekit`` too. One tiny trained run
-(the ``trained_run`` fixture in conftest.py) is shared by every test that needs a run.
+and one demo run (the ``trained_run`` and ``demo_run`` fixtures in conftest.py) are shared
+by every test that needs one.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class Preloaded:
 
 @dataclass(frozen=True)
 class TrainedRun:
-    """The shared run: ``vaekit train digits`` with :data:`TINY` settings."""
+    """A shared run directory and the result of the command that wrote it."""
 
     path: Path
     result: subprocess.CompletedProcess[str]

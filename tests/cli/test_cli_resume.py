@@ -39,17 +39,22 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        state = part / "train_state.json"
-        deadline, epoch = time.time() + 120, 0
-        while time.time() < deadline and proc.poll() is None and epoch < 2:
-            try:
-                epoch = json.loads(state.read_text())["epoch"]
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                epoch = 0
-            time.sleep(0.02)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        try:
+            state = part / "train_state.json"
+            deadline, epoch = time.time() + 120, 0
+            while time.time() < deadline and proc.poll() is None and epoch < 2:
+                try:
+                    epoch = json.loads(state.read_text())["epoch"]
+                except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+                    epoch = 0
+                time.sleep(0.02)
+            assert proc.poll() is None, "training finished before it could be killed"
+            assert epoch >= 2, "no checkpoint of epoch 2 within the deadline"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         assert not (part / "model.safetensors").exists()
         assert_ok(uninterrupted.result())
 
