@@ -127,9 +127,12 @@ class Adam:
                     raise ValueError(f"the optimiser state has a bad name {name!r}")
                 state.setdefault(int(i), {})[key] = val
         group = groups[0] if isinstance(groups, list) and len(groups) == 1 else None
-        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
-            raise ValueError("the optimiser state does not fit these parameters")
-        if len(group["params"]) != len(self.params):
+        fits = isinstance(group, dict) and group.get("params") == list(range(len(self.params)))
+        for i, st in state.items():
+            p = self.params[i] if i < len(self.params) else None
+            fits = fits and p is not None and set(st) == set(STATE_NAMES)
+            fits = fits and st["exp_avg"].shape == p.shape == st["exp_avg_sq"].shape
+        if not fits:
             raise ValueError("the optimiser state does not fit these parameters")
         lr, betas, eps = group.get("lr"), group.get("betas"), group.get("eps")
         if not (
@@ -142,12 +145,7 @@ class Adam:
             and eps >= 0
         ):
             raise ValueError(f"bad optimiser options (lr={lr}, betas={betas}, eps={eps})")
-        for i, st in state.items():
-            p = self.params[i] if i < len(self.params) else None
-            if p is None or set(st) != set(STATE_NAMES):
-                raise ValueError("the optimiser state does not fit these parameters")
-            if not st["exp_avg"].shape == p.shape == st["exp_avg_sq"].shape:
-                raise ValueError("the optimiser state does not fit these parameters")
+        for st in state.values():
             step = st["step"].double()
             if step.numel() != 1 or not (step.isfinite() & (step >= 0) & (step == step.round())):
                 raise ValueError("the optimiser state has a bad step count")
