@@ -137,6 +137,8 @@ def test_string_labels_and_unlabeled_marker():
         ({"alpha": 0}, np.tile([0, 1], 10), "alpha"),
         ({"labeled_fraction": 1.0}, np.tile([0, 1], 10), "labeled_fraction"),
         ({"decoder_arch": "rnn"}, np.tile([0, 1], 10), "decoder_arch"),
+        ({"cutout": 1.0}, np.tile([0, 1], 10), "cutout"),
+        ({"pseudo_threshold": -0.5}, np.tile([0, 1], 10), "pseudo_threshold"),
         ({"x": lambda x: x * 3 - 1}, np.tile([0, 1], 10), r"from -1 to 2.*MinMaxScaler"),
         ({"x": lambda x: x[:19]}, np.tile([0, 1], 10), "19 samples but y has 20"),
     ],
@@ -147,3 +149,19 @@ def test_bad_input(kw, y, match):
     x = kw.pop("x", lambda x: x)(x)
     with pytest.raises((ConfigError, DataError), match=match):
         tiny(**kw).fit(x, y)
+
+
+def test_run_saved_before_new_parameters_loads_as_trained(semi, tmp_path):
+    """A run saved without ``balance``/``cutout``/``pseudo_threshold`` was trained without them."""
+    import json
+
+    clf, _ = semi
+    clf.save(tmp_path / "run")
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    for name in ("balance", "cutout", "pseudo_threshold"):
+        del config["params"][name]
+    config_path.write_text(json.dumps(config))
+    back = VAEClassifier.load(tmp_path / "run")
+    assert (back.balance, back.cutout, back.pseudo_threshold) == (0.0, 0.0, 0.0)
+    assert VAEClassifier().balance == 1.0  # the default of new runs

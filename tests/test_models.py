@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from vaekit.models import LossOutput, Posterior, VAEModule
+from vaekit.models import LossOutput, M2Module, Posterior, VAEModule
 from vaekit.models.base import negative_log_likelihood
+from vaekit.models.m2 import cutout
 
 
 def test_kl_of_standard_normal_posterior_is_zero():
@@ -53,3 +54,72 @@ def test_vae_loss_contract(arch, likelihood):
     assert m.encode(x).mean.shape == (5, 3)
     assert m.decode(torch.zeros(2, 3)).shape == (2, 1, 8, 8)
     assert m.elbo(x).shape == (5,)
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+    torch.manual_seed(0)
+    x = torch.ones(64, 3, 10, 10)
+    out = cutout(x, 4)
+    assert out.shape == x.shape and torch.equal(cutout(x, 0), x)
+    zero = out == 0
+    assert torch.equal(zero[:, :1].expand_as(zero), zero)  # same square in every channel
+    per_image = zero[:, 0].flatten(1).sum(1)
+    assert per_image.max() == 16 and 4 <= per_image.min() < 16  # some squares clipped
+    for img in zero[:, 0]:
+        rows, cols = img.any(1).nonzero(), img.any(0).nonzero()
+        assert img.sum() == len(rows) * len(cols)  # a rectangle, not scattered pixels
+        assert rows.max() - rows.min() == len(rows) - 1 and cols.max() - cols.min() == len(cols) - 1
+
+
+def _m2(**kw):
+    return M2Module(
+        (1, 8, 8), latent_dim=2, n_classes=3, arch="mlp", hidden_dims=(8,),
+        decoder_arch="mlp", decoder_dims=(8,), feature_dim=8, consistency=1.0, **kw,
+    )  # fmt: skip
+
+
+def test_m2_pseudo_labels_keep_true_labels_and_confident_guesses_only():
+    torch.manual_seed(0)
+    model = _m2(pseudo_threshold=0.9, max_shift=1, cutout=0.25)
+    x = torch.rand(4, 1, 8, 8)
+    y = torch.tensor([2, -1, -1, -1])
+    # Image 0 labeled (guess disagrees), 1 confident guess, 2 and 3 below the threshold.
+    logits = torch.tensor([[9.0, 0, 0], [0, 9.0, 0], [1.0, 0, 0], [0, 0, 0]])
+    torch.manual_seed(1)
+    loss = model._consistency(x, y, logits)
+    torch.manual_seed(1)
+    log_aug = torch.log_softmax(model.class_logits(model.augment(x)), 1)
+    expected = -(log_aug[0, 2] + log_aug[1, 1]) / 4
+    torch.testing.assert_close(loss, expected)
+    soft = _m2(max_shift=1)
+    torch.manual_seed(1)
+    kl = soft._consistency(x, y, logits)
+    torch.manual_seed(1)
+    log_aug = torch.log_softmax(soft.class_logits(soft.augment(x)), 1)
+    p = torch.softmax(logits, 1)
+    torch.testing.assert_close(kl, (p * (p.log() - log_aug)).sum() / 4)
+
+
+def test_m2_loss_with_pseudo_labels_trains_the_classifier_on_augmented_images():
+    torch.manual_seed(0)
+    model = _m2(pseudo_threshold=0.5, cutout=0.5)
+    model.train()
+    x = torch.rand(6, 1, 8, 8)
+    out = model.loss(x, torch.tensor([0, 1, 2, -1, -1, -1]))
+    assert torch.isfinite(out.total) and out.extras["consistency"] > 0
+    out.total.backward()
+    assert model.classifier[1].weight.grad.abs().sum() > 0
+
+
+def test_m2_balance_is_the_divergence_of_the_mean_prediction_from_uniform():
+    model = _m2(balance=1.0)
+    model.consistency = 0.0
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, -1, -1, -1])
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.zero_()
+        assert model.loss(x, y).extras["imbalance"].abs() < 1e-6  # uniform q(y|x)
+        model.classifier[1].bias.copy_(torch.tensor([2.0, 0.0, 0.0]))
+        q = torch.softmax(model.classifier[1].bias, 0)
+        expected = (q * (q * 3).log()).sum()
+        torch.testing.assert_close(model.loss(x, y).extras["imbalance"], expected)

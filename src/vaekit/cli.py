@@ -341,6 +341,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if params.get("decoder_dims") is not None:
             params["decoder_dims"] = tuple(params["decoder_dims"])
         kind = VAEClassifier if config.get("estimator") == "VAEClassifier" else VAE
+        params = {**kind._params_added, **params}
         try:
             est = kind(**params)
         except TypeError as exc:  # a parameter this version does not know

@@ -63,6 +63,9 @@ class BaseVAEEstimator(BaseEstimator):
 
     #: Name written to config.json, used by ``load`` to check the run's kind.
     _estimator_name: ClassVar[str]
+    #: Parameters added after runs of this estimator were first saved, with the value that
+    #: reproduces how a run saved without them was trained.
+    _params_added: ClassVar[dict[str, Any]] = {}
 
     def _check_params(self) -> None:
         def positive_int(name: str) -> None:
@@ -282,7 +285,7 @@ class BaseVAEEstimator(BaseEstimator):
                 f"load it with vaekit.{config.get('estimator')}.load"
             )
         try:
-            params = dict(config["params"])
+            params = {**cls._params_added, **config["params"]}
             if params.get("hidden_dims") is not None:
                 params["hidden_dims"] = tuple(params["hidden_dims"])
             est = cls(**params)

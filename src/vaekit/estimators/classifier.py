@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -52,6 +52,13 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         randomly shifted copy of each image (images only; 0 turns it off).
     max_shift : int, default=2
         Largest shift in pixels of that copy.
+    cutout : float, default=0.0
+        Side of a square cut out of that copy (set to 0), as a share of the image side.
+    pseudo_threshold : float, default=0.0
+        0: the copy is trained towards the soft prediction on the original image. Above 0:
+        towards hard labels instead, the true label for labeled images and the predicted
+        class for unlabeled images predicted at least this confidently (FixMatch-style
+        pseudo-labelling).
     labeled_fraction : float, default=0.25
         With unlabeled images present, labeled images are repeated so that they make up
         about this share of every batch.
@@ -64,9 +71,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Decoder widths (MLP) or channels (conv), image side first; default (512, 256).
     dropout : float, default=0.2
         Dropout on the features before the classifier head.
-    entropy : float, default=0.0
+    entropy : float, default=1.0
         Weight, relative to the classification loss, of the entropy of ``q(y|x)`` on
         unlabeled images (entropy minimisation).
+    balance : float, default=1.0
+        Weight, relative to the classification loss, of the divergence of the mean ``q(y|x)``
+        over a batch's unlabeled images from uniform (keeps every class in use).
     calibrate : bool, default=True
         Fit a temperature on the held-out labeled images (needs ``validation_fraction > 0``
         and at least one held-out image).
@@ -116,6 +126,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     """
 
     _estimator_name = "VAEClassifier"
+    _params_added: ClassVar[dict[str, Any]] = {
+        "cutout": 0.0,
+        "pseudo_threshold": 0.0,
+        "balance": 0.0,
+    }
 
     def __init__(
         self,
@@ -123,12 +138,15 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         alpha: float = 1.0,
         consistency: float = 1.0,
         max_shift: int = 2,
+        cutout: float = 0.0,
+        pseudo_threshold: float = 0.0,
         labeled_fraction: float = 0.25,
         feature_dim: int = 256,
         decoder_arch: str = "mlp",
         decoder_dims: tuple[int, ...] | None = None,
         dropout: float = 0.2,
-        entropy: float = 0.0,
+        entropy: float = 1.0,
+        balance: float = 1.0,
         calibrate: bool = True,
         latent_dim: int = 16,
         arch: str = "conv",
@@ -151,12 +169,15 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.alpha = alpha
         self.consistency = consistency
         self.max_shift = max_shift
+        self.cutout = cutout
+        self.pseudo_threshold = pseudo_threshold
         self.labeled_fraction = labeled_fraction
         self.feature_dim = feature_dim
         self.decoder_arch = decoder_arch
         self.decoder_dims = decoder_dims
         self.dropout = dropout
         self.entropy = entropy
+        self.balance = balance
         self.calibrate = calibrate
         self.latent_dim = latent_dim
         self.arch = arch
@@ -183,11 +204,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        for name in ("consistency", "dropout", "entropy"):
+        for name in ("consistency", "dropout", "entropy", "balance"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not 0 <= v or (name == "dropout" and v >= 1):
                 raise ConfigError(f"{name} must be a number >= 0 (dropout < 1), got {v!r}")
-        for name in ("labeled_fraction", "validation_fraction"):
+        for name in ("labeled_fraction", "validation_fraction", "cutout", "pseudo_threshold"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not 0 <= v < 1:
                 raise ConfigError(f"{name} must be a number in [0, 1), got {v!r}")
@@ -230,6 +251,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             max_shift=int(self.max_shift),
             dropout=float(self.dropout),
             entropy=float(self.entropy),
+            cutout=float(self.cutout),
+            pseudo_threshold=float(self.pseudo_threshold),
+            balance=float(self.balance),
         )
 
     # -- fitting ---------------------------------------------------------------------------

@@ -11,9 +11,12 @@ Per image, in nats (Kingma et al. 2014, eqs. 6-9):
 - unlabeled ``x``: ``U(x) = sum_y q(y|x) L(x, y) - H[q(y|x)]``, the sum over ``y`` done
   exactly by decoding every image once per class.
 
-Optionally (``consistency > 0``) the classifier is also asked to give the same answer on a
-randomly shifted copy of each image (a consistency regulariser in the spirit of Laine &
-Aila 2017 and Sajjadi et al. 2016); the shift only applies to image input ``(C, H, W)``.
+Optionally (``consistency > 0``) the classifier is also asked to give the same answer on an
+augmented copy of each image (randomly shifted, optionally with a square cut out): either
+its own soft prediction on the original (a consistency regulariser in the spirit of Laine &
+Aila 2017 and Sajjadi et al. 2016) or, with ``pseudo_threshold > 0``, its hard prediction
+where that is at least that confident and the true label on labeled images (pseudo-labelling
+as in FixMatch, Sohn et al. 2020). Augmentation only applies to image input ``(C, H, W)``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,24 @@ def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[bidx, cidx, rows, cols]
 
 
+def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Set a ``size x size`` square of each image of ``(B, C, H, W)`` to 0 (DeVries & Taylor 2017).
+
+    Each square's centre is drawn uniformly over the image with the global torch RNG; squares
+    are clipped at the border.
+    """
+    if size <= 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1, 1), device=x.device)
+    cx = torch.randint(0, w, (b, 1, 1), device=x.device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=x.device)[None, :, None]  # (1, H, 1)
+    cols = torch.arange(w, device=x.device)[None, None, :]  # (1, 1, W)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(inside[:, None], 0.0)  # (B, 1, H, W) broadcast over channels
+
+
 class M2Module(GenerativeModel):
     """M2: classifier ``q(y|x)``, encoder ``q(z|x,y)``, decoder ``p(x|y,z)``.
 
@@ -85,9 +106,17 @@ class M2Module(GenerativeModel):
         multiplied by ``alpha * prod(input_shape)``, so its balance against the per-image
         ELBO (which grows with the number of pixels) does not depend on the image size.
     consistency : float
-        Weight of the shift-consistency loss, relative to the classification loss.
+        Weight of the consistency loss on augmented images, relative to the classification
+        loss.
     max_shift : int
         Largest shift in pixels of the consistency augmentation.
+    cutout : float
+        Side of the square cut out of the augmented images, as a share of the shorter image
+        side (0: none).
+    pseudo_threshold : float
+        0 for soft consistency (KL to the prediction on the original image); above 0, the
+        augmented images are trained towards hard labels: the true label on labeled images,
+        the predicted class on unlabeled ones whose prediction is at least this confident.
     dropout : float
         Dropout on the features before the classifier head.
     entropy : float
@@ -113,6 +142,9 @@ class M2Module(GenerativeModel):
         max_shift: int = 2,
         dropout: float = 0.0,
         entropy: float = 0.0,
+        cutout: float = 0.0,
+        pseudo_threshold: float = 0.0,
+        balance: float = 0.0,
     ):
         super().__init__()
         check_likelihood(likelihood)
@@ -124,7 +156,11 @@ class M2Module(GenerativeModel):
         self.class_weight = alpha * math.prod(self.input_shape)
         self.consistency = consistency
         self.entropy = entropy
-        self.max_shift = max_shift if len(self.input_shape) == 3 else 0
+        self.balance = balance
+        image = len(self.input_shape) == 3
+        self.max_shift = max_shift if image else 0
+        self.cutout_size = round(cutout * min(self.input_shape[1:])) if image else 0
+        self.pseudo_threshold = pseudo_threshold
         # (B, *input_shape) -> (B, feature_dim), shared by q(y|x) and q(z|x,y).
         self.trunk = nn.Sequential(
             build_encoder(arch, self.input_shape, hidden_dims, feature_dim), nn.ReLU()
@@ -192,10 +228,14 @@ class M2Module(GenerativeModel):
             ent = -(log_q.exp() * log_q).sum(1).mean()
             total = total + self.entropy * self.class_weight * ent
             extras["entropy"] = ent.detach()
-        if self.consistency > 0 and self.training and self.max_shift > 0:
-            target = torch.softmax(logits.detach(), dim=1)
-            shifted = F.log_softmax(self.class_logits(random_shift(x, self.max_shift)), dim=1)
-            cons = F.kl_div(shifted, target, reduction="batchmean")
+        if self.balance > 0 and not lab.all():
+            log_q = F.log_softmax(logits[~lab], dim=1)
+            log_mean = torch.logsumexp(log_q, 0) - math.log(len(log_q))  # log mean q(y|x), (K,)
+            imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
+            total = total + self.balance * self.class_weight * imbalance
+            extras["imbalance"] = imbalance.detach()
+        if self.consistency > 0 and self.training and (self.max_shift or self.cutout_size):
+            cons = self._consistency(x, y, logits.detach())
             total = total + self.consistency * self.class_weight * cons
             extras["consistency"] = cons.detach()
         return LossOutput(total=total, reconstruction=rec / n, kl=kl / n, extras=extras)
@@ -206,6 +246,22 @@ class M2Module(GenerativeModel):
         return torch.randn(n, self.latent_dim, generator=generator, device=dev)
 
     # -- pieces -------------------------------------------------------------------------------
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the consistency augmentation of ``x``: a random shift, then a cut-out square."""
+        return cutout(random_shift(x, self.max_shift), self.cutout_size)
+
+    def _consistency(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Mean loss of ``q(y|augment(x))`` against the targets described in the class doc."""
+        log_aug = F.log_softmax(self.class_logits(self.augment(x)), dim=1)
+        probs = torch.softmax(logits, dim=1)
+        if self.pseudo_threshold <= 0:
+            return F.kl_div(log_aug, probs, reduction="batchmean")
+        confidence, guess = probs.max(1)
+        lab = y >= 0
+        target = torch.where(lab, y, guess)
+        keep = (lab | (confidence >= self.pseudo_threshold)).to(x.dtype)
+        return (F.nll_loss(log_aug, target, reduction="none") * keep).mean()
+
     def _posterior(self, h: torch.Tensor, y: torch.Tensor) -> Posterior:
         mean, logvar = self.latent_head(torch.cat([h, y], dim=1)).chunk(2, dim=1)
         return Posterior(mean, logvar)
