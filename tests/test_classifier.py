@@ -70,20 +70,18 @@ def few_labels(y, per_class, seed=0):
 #: M2 for 8x8 digits: a two-layer conv trunk, half of every batch labeled.
 #: (The demo trains the same model: vaekit.cli.DEMO_CLASSIFIER.)
 DIGITS_MODEL = dict(**DEMO_CLASSIFIER, random_state=0, device="cpu")
-#: Measured 2026-11-27 on the shared 2-core machine (seed 0, 50 labels = 5 per class, of
-#: which 45 are trained on and 5 hold out the temperature): with the digits' other 1,392
-#: training images unlabeled, 12 epochs (528 optimiser steps) give test accuracy
-#: 0.836; the same model on the 45 labeled images alone, for the same 528 steps,
-#: gives 0.786 (margin 0.050). Pinned: the semi-supervised model must win by >= MARGIN.
+#: Measured 2026-11-28 with the defaults entropy=1, balance=1 (seed 0, 50 labels = 5 per
+#: class, of which 45 are trained on and 5 hold out the temperature): with the digits' other
+#: 1,392 training images unlabeled, 12 epochs (528 optimiser steps) give test accuracy 0.808;
+#: the same model on the 45 labeled images alone, for the same 528 steps, gives 0.761
+#: (margin 0.047; before those defaults 0.836 vs 0.786). Pinned: the semi-supervised model
+#: must win by >= MARGIN.
 SEMI_EPOCHS = 12
 MARGIN = 0.03
 
 
-@pytest.mark.slow
-def test_unlabeled_images_help_on_digits(digits, request):
-    """Measured 643 s + 552 s wall on the shared, busy 2 cores: opt in with ``-m slow``."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("trains two digits models for 528 steps each; opt in with -m slow")
+def test_unlabeled_images_help_on_digits(digits):
+    """Two digits models, 528 steps each: 36 s on 2 cores shared with two benchmark runs."""
     y = few_labels(digits.y_train, 5)
     semi = VAEClassifier(**DIGITS_MODEL, max_epochs=SEMI_EPOCHS).fit(digits.x_train, y)
     steps = SEMI_EPOCHS * int(np.ceil(semi.n_rows_per_epoch_ / DIGITS_MODEL["batch_size"]))
@@ -92,6 +90,7 @@ def test_unlabeled_images_help_on_digits(digits, request):
     alone = VAEClassifier(**DIGITS_MODEL, max_epochs=steps).fit(digits.x_train[labeled], y[labeled])
     acc_semi = semi.score(digits.x_test, digits.y_test)
     acc_alone = alone.score(digits.x_test, digits.y_test)
+    print(f"semi-supervised {acc_semi:.3f}, labeled images alone {acc_alone:.3f}")
     assert acc_semi >= acc_alone + MARGIN, (acc_semi, acc_alone)
 
 

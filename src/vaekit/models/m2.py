@@ -17,6 +17,12 @@ its own soft prediction on the original (a consistency regulariser in the spirit
 Aila 2017 and Sajjadi et al. 2016) or, with ``pseudo_threshold > 0``, its hard prediction
 where that is at least that confident and the true label on labeled images (pseudo-labelling
 as in FixMatch, Sohn et al. 2020). Augmentation only applies to image input ``(C, H, W)``.
+
+M2's bound rewards an uncertain ``q(y|x)`` on unlabeled images. Two optional terms push
+back: the mean entropy of ``q(y|x)`` (``entropy``, Grandvalet & Bengio 2005) and the
+divergence of a batch's mean ``q(y|x)`` from uniform (``balance``), which stops the first
+from emptying classes; together they maximise the mutual information between image and
+class (Krause et al. 2010).
 """
 
 from __future__ import annotations
