@@ -28,10 +28,9 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import BaseVAEEstimator, to_tensor
 from vaekit.models import M2Module
 from vaekit.models.base import mean_from_output
+from vaekit.models.m2 import HELD_OUT, UNLABELED
 from vaekit.training.loop import seed_from
 
-#: Label that marks an unlabeled image (scikit-learn's semi-supervised convention).
-UNLABELED = -1
 #: Search range of the log-temperature of temperature scaling.
 LOG_TEMPERATURE_BOUND = 4.0
 #: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
@@ -304,7 +303,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             reps = max(1, math.ceil(share * len(pool) / ((1 - share) * len(train_idx))))
         order = np.concatenate([pool, np.tile(train_idx, reps)])
         y_train = y_idx.copy()
-        y_train[cal_idx] = UNLABELED
+        # Unlabeled in training, but nothing may sharpen the predictions the temperature is
+        # fitted on (with all labels, these are the only unlabeled rows of every batch).
+        y_train[cal_idx] = HELD_OUT
         idx = torch.from_numpy(order)
         self.n_labeled_ = len(train_idx)
         self.n_calibration_ = len(cal_idx)

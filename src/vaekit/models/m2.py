@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaekit.data.dataset import UNLABELED
 from vaekit.models.base import (
     GenerativeModel,
     LossOutput,
@@ -42,6 +43,11 @@ from vaekit.models.base import (
     negative_log_likelihood,
 )
 from vaekit.nn import build_decoder, build_encoder
+
+#: Label of an unlabeled image that no term sharpening ``q(y|x)`` may touch (entropy, balance,
+#: pseudo-labels): the estimator's images held out to fit the temperature, whose predictions
+#: must stay as the rest of the data would see them.
+HELD_OUT = -2
 
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -207,6 +213,9 @@ class M2Module(GenerativeModel):
     def loss(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:
         """M2's objective for a batch mixing labeled (``y >= 0``) and unlabeled (``-1``) images.
 
+        Images labeled ``HELD_OUT`` (-2) count as unlabeled in the bound and the consistency
+        loss but stay out of the entropy, balance and pseudo-label terms.
+
         ``total`` is the sum of ``L(x, y)`` over labeled and ``U(x)`` over unlabeled images
         divided by the batch size (nats per image), plus the weighted mean cross-entropy of
         the labeled images and the weighted consistency loss.
@@ -229,13 +238,14 @@ class M2Module(GenerativeModel):
             bound, rec, kl = bound + b_u.sum(), rec + rec_u.sum(), kl + kl_u.sum()
         total = bound / n + self.class_weight * ce
         extras = {"classification": ce.detach()}
-        if self.entropy > 0 and not lab.all():
-            log_q = F.log_softmax(logits[~lab], dim=1)
+        free = y == UNLABELED  # held-out rows (HELD_OUT) stay out of the terms below
+        if self.entropy > 0 and free.any():
+            log_q = F.log_softmax(logits[free], dim=1)
             ent = -(log_q.exp() * log_q).sum(1).mean()
             total = total + self.entropy * self.class_weight * ent
             extras["entropy"] = ent.detach()
-        if self.balance > 0 and not lab.all():
-            log_q = F.log_softmax(logits[~lab], dim=1)
+        if self.balance > 0 and free.any():
+            log_q = F.log_softmax(logits[free], dim=1)
             log_mean = torch.logsumexp(log_q, 0) - math.log(len(log_q))  # log mean q(y|x), (K,)
             imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
             total = total + self.balance * self.class_weight * imbalance
@@ -265,7 +275,7 @@ class M2Module(GenerativeModel):
         confidence, guess = probs.max(1)
         lab = y >= 0
         target = torch.where(lab, y, guess)
-        keep = (lab | (confidence >= self.pseudo_threshold)).to(x.dtype)
+        keep = (lab | ((y == UNLABELED) & (confidence >= self.pseudo_threshold))).to(x.dtype)
         return (F.nll_loss(log_aug, target, reduction="none") * keep).mean()
 
     def _posterior(self, h: torch.Tensor, y: torch.Tensor) -> Posterior:
