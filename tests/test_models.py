@@ -5,7 +5,7 @@ import torch
 
 from vaekit.models import LossOutput, M2Module, Posterior, VAEModule
 from vaekit.models.base import negative_log_likelihood
-from vaekit.models.m2 import cutout
+from vaekit.models.m2 import HELD_OUT, cutout
 
 
 def test_kl_of_standard_normal_posterior_is_zero():
@@ -123,3 +123,17 @@ def test_m2_balance_is_the_divergence_of_the_mean_prediction_from_uniform():
         q = torch.softmax(model.classifier[1].bias, 0)
         expected = (q * (q * 3).log()).sum()
         torch.testing.assert_close(model.loss(x, y).extras["imbalance"], expected)
+
+
+def test_m2_held_out_images_stay_out_of_the_sharpening_terms():
+    torch.manual_seed(0)
+    model = _m2(entropy=1.0, balance=1.0)
+    model.consistency = 0.0
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, HELD_OUT, HELD_OUT, -1])
+    out = model.loss(x, y)
+    with torch.no_grad():
+        q = torch.softmax(model.class_logits(x[3:]), 1)[0]
+    torch.testing.assert_close(out.extras["entropy"], -(q * q.log()).sum())
+    torch.testing.assert_close(out.extras["imbalance"], (q * (q * 3).log()).sum())
+    only_held_out = model.loss(x, torch.tensor([0, HELD_OUT, HELD_OUT, HELD_OUT]))
+    assert "entropy" not in only_held_out.extras and "imbalance" not in only_held_out.extras

@@ -8,7 +8,8 @@ sums over the classes weighted by ``q(y|x)``, so unlabeled images shape the clas
 
 Probabilities are calibrated by temperature scaling (Guo et al. 2017): a share of the
 *labeled training* images (``validation_fraction``) is held out of the classification loss
-(it is still used as unlabeled data) and one temperature is fitted to it by likelihood.
+(it is still used as unlabeled data, but no term that sharpens ``q(y|x)`` acts on it) and
+one temperature is fitted to it by likelihood.
 """
 
 from __future__ import annotations
