@@ -319,8 +319,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = checkpoint.read_config(out)
         try:
             params = dict(config["params"])
-            if params.get("hidden_dims") is not None:
-                params["hidden_dims"] = tuple(params["hidden_dims"])
             meta = dict(config.get("metadata", {}))
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(
@@ -338,12 +336,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load_data(args.data, args, seed)
         from vaekit.estimators import VAE, VAEClassifier
 
-        if params.get("decoder_dims") is not None:
-            params["decoder_dims"] = tuple(params["decoder_dims"])
         kind = VAEClassifier if config.get("estimator") == "VAEClassifier" else VAE
-        params = {**kind._params_added, **params}
         try:
-            est = kind(**params)
+            est = kind(**kind.params_from_config(params))
         except TypeError as exc:  # a parameter this version does not know
             raise CheckpointError(
                 f"'{out / CONFIG_FILE}' holds parameters this vaekit does not know ({exc}); "

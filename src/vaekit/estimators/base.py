@@ -269,6 +269,19 @@ class BaseVAEEstimator(BaseEstimator):
         return self
 
     @classmethod
+    def params_from_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Return the constructor parameters saved in a run's ``config.json`` (``params``).
+
+        Parameters added since the run was saved take the value it was trained with, and
+        JSON lists of layer sizes become tuples again.
+        """
+        params = {**cls._params_added, **saved}
+        for name in ("hidden_dims", "decoder_dims"):
+            if params.get(name) is not None:
+                params[name] = tuple(params[name])
+        return params
+
+    @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> Self:
         """Load an estimator saved with ``save`` (never unpickles).
 
@@ -285,10 +298,7 @@ class BaseVAEEstimator(BaseEstimator):
                 f"load it with vaekit.{config.get('estimator')}.load"
             )
         try:
-            params = {**cls._params_added, **config["params"]}
-            if params.get("hidden_dims") is not None:
-                params["hidden_dims"] = tuple(params["hidden_dims"])
-            est = cls(**params)
+            est = cls(**cls.params_from_config(config["params"]))
             est.input_shape_ = tuple(config["model"]["input_shape"])
             est.n_features_in_ = int(np.prod(est.input_shape_))
             est.metadata_ = config.get("metadata", {})

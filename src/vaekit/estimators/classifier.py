@@ -477,14 +477,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.n_calibration_ = int(info["n_calibration"])
         self.n_unlabeled_ = int(info["n_unlabeled"])
 
-    @classmethod
-    def load(cls, path: str | Path, *, device: str = "auto") -> Self:
-        """Load a classifier saved with ``save`` (never unpickles)."""
-        est = super().load(path, device=device)
-        if est.decoder_dims is not None:
-            est.decoder_dims = tuple(est.decoder_dims)
-        return est
-
     def __sklearn_tags__(self):
         from sklearn.utils import TransformerTags
 

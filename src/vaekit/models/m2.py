@@ -239,13 +239,13 @@ class M2Module(GenerativeModel):
         total = bound / n + self.class_weight * ce
         extras = {"classification": ce.detach()}
         free = y == UNLABELED  # held-out rows (HELD_OUT) stay out of the terms below
-        if self.entropy > 0 and free.any():
-            log_q = F.log_softmax(logits[free], dim=1)
+        sharpen = (self.entropy > 0 or self.balance > 0) and bool(free.any())
+        log_q = F.log_softmax(logits[free], dim=1) if sharpen else None
+        if self.entropy > 0 and log_q is not None:
             ent = -(log_q.exp() * log_q).sum(1).mean()
             total = total + self.entropy * self.class_weight * ent
             extras["entropy"] = ent.detach()
-        if self.balance > 0 and free.any():
-            log_q = F.log_softmax(logits[free], dim=1)
+        if self.balance > 0 and log_q is not None:
             log_mean = torch.logsumexp(log_q, 0) - math.log(len(log_q))  # log mean q(y|x), (K,)
             imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
             total = total + self.balance * self.class_weight * imbalance
