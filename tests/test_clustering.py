@@ -138,6 +138,41 @@ def test_umap_manifold_step(method, tmp_path):
     assert back.sample(2, cluster=0).shape == (2, 1, 6, 6)
 
 
+@pytest.mark.parametrize("method", ["gmm", "kmeans"])
+def test_spectral_manifold_step(method, tmp_path):
+    x, y = blobs()
+    clu = tiny(method=method, manifold="spectral", max_epochs=10).fit(x)
+    assert cluster_accuracy(y, clu.labels_) == 1.0
+    assert clu.ref_latents_.shape == (len(x), 2) and clu.ref_proba_.shape == (len(x), 3)
+    assert np.array_equal(
+        tiny(method=method, manifold="spectral", max_epochs=10).fit_predict(x), clu.labels_
+    )
+    clu.save(tmp_path / "run")
+    back = VAEClustering.load(tmp_path / "run")
+    np.testing.assert_allclose(back.predict_proba(x), clu.predict_proba(x), atol=1e-6)
+    assert back.sample(2, cluster=0).shape == (2, 1, 6, 6)
+
+
+@pytest.mark.parametrize("n", [300, 2_500])  # the dense solver, then the sparse one
+def test_spectral_embedding_separates_groups(n):
+    from sklearn.cluster import KMeans
+
+    from vaekit.estimators.clustering import spectral_embedding
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    y = np.arange(n) % 4
+    z = centres[y] + rng.normal(0, 0.5, (n, 2))
+    emb = spectral_embedding(z, 4, seed=0)  # one dimension per group
+    assert emb.shape == (n, 4)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-9)
+    labels = KMeans(4, n_init=5, random_state=0).fit_predict(emb)
+    assert cluster_accuracy(y, labels) == 1.0
+    np.testing.assert_array_equal(emb, spectral_embedding(z, 4, seed=0))  # deterministic
+    assert spectral_embedding(z, 6, seed=0).shape == (n, 6)
+    assert spectral_embedding(z[:2], 6).shape == (2, 1)  # too few points for a graph
+
+
 def test_bad_manifold_is_a_config_error():
     with pytest.raises(ConfigError, match="manifold"):
         tiny(manifold="tsne").fit(blobs()[0])

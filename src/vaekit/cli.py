@@ -512,6 +512,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         n_clusters=args.n_clusters,
         method=args.method,
         manifold=None if args.manifold == "none" else args.manifold,
+        manifold_dim=args.manifold_dim,
         **params,
         device=args.device,
         random_state=args.seed,
@@ -933,9 +934,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--manifold",
-        choices=("none", "umap"),
+        choices=("none", "umap", "spectral"),
         default="none",
-        help="UMAP the latents before gmm/kmeans, as in N2D (needs umap-learn; default: none)",
+        help="embed the latents before gmm/kmeans: umap as in N2D (needs umap-learn) or "
+        "spectral (the latents' neighbour graph) (default: none)",
+    )
+    p.add_argument(
+        "--manifold-dim",
+        type=_positive_int,
+        metavar="D",
+        help="size of the --manifold embedding (default: K for umap, 1.5 K for spectral)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     _add_model_args(p)

@@ -35,3 +35,24 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
     with Image.open(png) as im:
         im.verify()
     assert "--cluster must be in" in assert_user_error(results["bad"], "--cluster")
+
+
+def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    out = tmp_path / "spec"
+    args = [
+        "cluster", "digits", "--n-clusters", "10", "--method", "kmeans", "--epochs", "3",
+        "--hidden-dims", "32", "--latent-dim", "4", "--manifold", "spectral",
+    ]  # fmt: skip
+    results = fast_cli.many(
+        {
+            "ok": [*args, "--manifold-dim", "12", "--out", out, "--quiet"],
+            "bad": [*args, "--manifold-dim", "0", "--out", tmp_path / "bad", "--quiet"],
+        }
+    )
+    assert_ok(results["ok"])
+    params = json.loads((out / "config.json").read_text())["params"]
+    assert params["manifold"] == "spectral" and params["manifold_dim"] == 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_clusters"] == 10 and metrics["acc"] > 0.3
+    assert_user_error(results["bad"], "--manifold-dim")
+    assert not (tmp_path / "bad").exists()

@@ -9,11 +9,19 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
 
-The optional manifold step (``manifold="umap"``, for ``"gmm"`` and ``"kmeans"``) follows
-N2D (McConville et al. 2019): UMAP maps the posterior means to a ``manifold_dim``-dimensional
-space that keeps local neighbourhoods, and the mixture or k-means is fitted there. UMAP has
-no closed-form map for new images, so the fitted state keeps the reference latents and
-their cluster probabilities; a new image gets the mean probabilities of its
+The optional manifold step (``manifold=``, for ``"gmm"`` and ``"kmeans"``) maps the
+posterior means to a ``manifold_dim``-dimensional space that keeps local neighbourhoods, and
+the mixture or k-means is fitted there:
+
+- ``"umap"`` follows N2D (McConville et al. 2019): UMAP with 20 neighbours and
+  ``min_dist=0`` (needs ``umap-learn``).
+- ``"spectral"`` is the spectral embedding of the latents' nearest-neighbour graph (Ng,
+  Jordan & Weiss 2002): ``SPECTRAL_NEIGHBORS`` neighbours weighted by a locally scaled
+  Gaussian kernel (Zelnik-Manor & Perona 2004), the leading eigenvectors of the normalised
+  affinity matrix, each row scaled to unit length. It needs only SciPy.
+
+Neither has a closed-form map for new images, so the fitted state keeps the reference
+latents and their cluster probabilities; a new image gets the mean probabilities of its
 ``KNN_NEIGHBORS`` nearest reference latents (training images included, so ``labels_`` and
 ``predict`` agree).
 """
@@ -26,7 +34,10 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.base import ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
@@ -39,12 +50,22 @@ from vaekit.estimators.vae import VAE
 from vaekit.models.vade import VaDEModule
 
 METHODS = ("gmm", "kmeans", "vade")
-MANIFOLDS = (None, "umap")
+MANIFOLDS = (None, "umap", "spectral")
 #: Ridge added to mixture covariances, relative to the latent scale.
 GMM_REG_COVAR = 1e-4
 #: UMAP settings of N2D (McConville et al. 2019): 20 neighbours, tightly packed clusters.
 UMAP_NEIGHBORS = 20
 UMAP_MIN_DIST = 0.0
+#: Spectral step: neighbours in the latent graph, and the neighbour whose distance sets each
+#: point's kernel width (the 7th, as in Zelnik-Manor & Perona 2004).
+SPECTRAL_NEIGHBORS = 10
+SPECTRAL_SCALE_NEIGHBOR = 7
+#: Spectral step: eigenvectors kept by default, per cluster (K = 10 -> 15 dimensions).
+SPECTRAL_DIM_PER_CLUSTER = 1.5
+#: Spectral step on a graph in several pieces: every pair of points is also joined by a
+#: weight this fraction of the mean degree over N (regularised spectral clustering, Amini et
+#: al. 2013), so the leading eigenvalue is simple and the eigensolver converges.
+SPECTRAL_REGULARIZATION = 0.01
 #: Reference latents whose probabilities are averaged to place a new image.
 KNN_NEIGHBORS = 10
 #: Above this many images, UMAP is fitted on a seeded subsample; the rest go through kNN.
@@ -69,6 +90,53 @@ def _gmm_log_resp(
     return log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)
 
 
+def spectral_embedding(z: np.ndarray, dim: int, *, seed: int = 0) -> np.ndarray:
+    """Ng-Jordan-Weiss spectral embedding of points ``(N, D)``, ``(N, dim)`` float64.
+
+    Builds the ``SPECTRAL_NEIGHBORS``-nearest-neighbour graph with locally scaled Gaussian
+    weights ``exp(-d_ij^2 / (s_i s_j))`` (``s_i``: distance to the
+    ``SPECTRAL_SCALE_NEIGHBOR``-th neighbour), symmetrised by the maximum; takes the ``dim``
+    eigenvectors of ``D^-1/2 W D^-1/2`` with the largest eigenvalues and scales each row to
+    unit length. Deterministic for a given ``seed`` (the eigensolver's start vector).
+
+    A graph in several connected pieces (well-separated groups, duplicate images) gives the
+    top eigenvalue 1 once per piece, which a Lanczos solver cannot resolve; there every pair
+    of points also gets a small weight ``SPECTRAL_REGULARIZATION * mean degree / N``.
+    """
+    n = len(z)
+    k = min(SPECTRAL_NEIGHBORS, n - 1)
+    dim = max(1, min(dim, n - 2))
+    if k < 1 or n < 3:
+        return np.ones((n, 1))
+    dist, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    dist, ind = dist[:, 1:].astype(np.float64), ind[:, 1:]  # drop each point itself
+    scale = dist[:, min(SPECTRAL_SCALE_NEIGHBOR, k) - 1] + 1e-12
+    w = np.exp(-(dist**2) / (scale[:, None] * scale[ind]))
+    graph = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
+    graph = graph.maximum(graph.T)
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    tau = 0.0
+    if connected_components(graph, directed=False)[0] > 1:
+        tau = SPECTRAL_REGULARIZATION * float(degree.mean())
+    d = 1.0 / np.sqrt(degree + tau)
+    if n <= 2_000:  # small graphs: a dense solver is faster and resolves repeated eigenvalues
+        affinity = d[:, None] * (graph.toarray() + tau / n) * d[None, :]
+        _, vecs = np.linalg.eigh(affinity)
+        vecs = vecs[:, ::-1][:, :dim]
+    else:
+        if tau > 0:  # D^-1/2 (W + tau/N) D^-1/2 without forming the dense matrix
+            affinity = LinearOperator(
+                (n, n), matvec=lambda v: d * (graph @ (d * v) + tau / n * (d * v).sum())
+            )
+        else:
+            affinity = sp.diags(d) @ graph @ sp.diags(d)
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        vals, vecs = eigsh(affinity, k=dim, which="LA", tol=1e-6, v0=v0)
+        vecs = vecs[:, np.argsort(-vals)]
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs / np.maximum(norms, 1e-12)
+
+
 class VAEClustering(ClusterMixin, VAE):
     """Cluster images without labels through a variational autoencoder.
 
@@ -79,12 +147,14 @@ class VAEClustering(ClusterMixin, VAE):
         of a Gaussian mixture on the latent means (no labels involved).
     method : {"gmm", "kmeans", "vade"}, default="gmm"
         How clusters are formed (see the module docstring).
-    manifold : {None, "umap"}, default=None
-        Manifold step between the latents and ``"gmm"``/``"kmeans"`` (needs the
-        ``umap-learn`` package: ``pip install 'vaekit[umap]'``); None clusters the latent
-        means directly. Ignored by ``"vade"``.
+    manifold : {None, "umap", "spectral"}, default=None
+        Manifold step between the latents and ``"gmm"``/``"kmeans"`` (see the module
+        docstring; ``"umap"`` needs ``pip install 'vaekit[umap]'``); None clusters the
+        latent means directly. Ignored by ``"vade"``.
     manifold_dim : int or None, default=None
-        Dimension of the manifold embedding (default: the number of clusters, as in N2D).
+        Dimension of the manifold embedding (default: the number of clusters for UMAP, as
+        in N2D; 1.5 times it for the spectral step). With ``n_clusters="auto"`` the number
+        of clusters counts as 10 here.
     n_init : int, default=5
         EM / k-means restarts; the best is chosen by likelihood or inertia.
     max_clusters : int, default=20
@@ -251,20 +321,34 @@ class VAEClustering(ClusterMixin, VAE):
         return self.manifold is not None and self.method != "vade"
 
     def _fit_on_manifold(self, z: np.ndarray) -> None:
-        """N2D-style: UMAP of the latents, cluster there, keep a kNN map for new images."""
+        """Embed the latents (UMAP or spectral), cluster there, keep a kNN map for new images."""
+        rng = np.random.default_rng(self.seed_)
+        ref = np.arange(len(z))
+        if len(z) > MANIFOLD_MAX_SAMPLES:
+            ref = np.sort(rng.choice(len(z), MANIFOLD_MAX_SAMPLES, replace=False))
+        z_ref = z[ref].astype(np.float32)
+        k = self.n_clusters if self.n_clusters != "auto" else 10
+        if self.manifold == "umap":
+            u = self._umap(z_ref, int(self.manifold_dim or k))  # N2D: as many dims as clusters
+        else:
+            dim = int(self.manifold_dim or round(SPECTRAL_DIM_PER_CLUSTER * k))
+            u = spectral_embedding(z_ref, dim, seed=self.seed_)
+        self.n_clusters_ = self._choose_k(u)
+        self._fit_clusterer(u)
+        resp = self._proba_from_params(u)
+        self.ref_latents_ = z_ref
+        self.ref_proba_ = resp.astype(np.float32)
+        self._set_latent_gaussians(z_ref.astype(np.float64), resp)
+        self._knn = None
+
+    def _umap(self, z_ref: np.ndarray, dim: int) -> np.ndarray:
+        """N2D's UMAP of the reference latents to ``dim`` dimensions, ``(N, dim)`` float64."""
         try:
             import umap  # numba-compiled; imported only when asked for
         except ImportError:  # pragma: no cover - umap-learn is a dependency
             raise ConfigError(
                 "manifold='umap' needs umap-learn: pip install umap-learn, or pass manifold=None"
             ) from None
-        rng = np.random.default_rng(self.seed_)
-        ref = np.arange(len(z))
-        if len(z) > MANIFOLD_MAX_SAMPLES:
-            ref = np.sort(rng.choice(len(z), MANIFOLD_MAX_SAMPLES, replace=False))
-        z_ref = z[ref].astype(np.float32)
-        # N2D embeds into as many dimensions as clusters; with K unknown, the usual 10.
-        dim = int(self.manifold_dim or (self.n_clusters if self.n_clusters != "auto" else 10))
         # UMAP needs more neighbours than points, and a spectral start needs dim < n - 1.
         n_neighbors = min(UMAP_NEIGHBORS, len(z_ref) - 1)
         reducer = umap.UMAP(
@@ -276,14 +360,7 @@ class VAEClustering(ClusterMixin, VAE):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # UMAP's notes about n_jobs and spectral init
-            u = reducer.fit_transform(z_ref).astype(np.float64)
-        self.n_clusters_ = self._choose_k(u)
-        self._fit_clusterer(u)
-        resp = self._proba_from_params(u)
-        self.ref_latents_ = z_ref
-        self.ref_proba_ = resp.astype(np.float32)
-        self._set_latent_gaussians(z_ref.astype(np.float64), resp)
-        self._knn = None
+            return reducer.fit_transform(z_ref).astype(np.float64)
 
     def _set_latent_gaussians(self, z: np.ndarray, resp: np.ndarray) -> None:
         """Moment-matched Gaussian per cluster in latent space (for per-cluster samples)."""
