@@ -5,13 +5,15 @@ Protocol: all 70,000 images (train + test), K = 10; labels are used only to scor
 Each seed fits ``VAEClustering`` from scratch and reports its wall time; the same run
 prints the baseline, k-means on raw pixels (scikit-learn, n_init=10), and mean ± std.
 
-With ``--manifold``, each seed also reports the direct mixture (``method``, no manifold)
-fitted to the same VAE's latents, so the manifold step is compared on identical latents.
+With ``--manifold`` or ``--n-vaes`` above 1, each seed also reports a GMM fitted directly to
+the latents of the same run's first VAE (no manifold, no further VAEs), so the additions
+are compared on identical latents.
 
 Run from the repository root::
 
     python bench/clustering.py --seeds 0 1 2 3 4 --method gmm --epochs 30
     python bench/clustering.py --seeds 0 1 2 3 4 --method kmeans --manifold spectral --epochs 20
+    python bench/clustering.py --method kmeans --manifold spectral --n-vaes 3 --epochs 20
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 
 import numpy as np
@@ -32,13 +35,25 @@ def main() -> None:
     """Run the benchmark and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        choices=("fashion-mnist", "digits"),
+        help="digits: the embedded 1,797 8x8 digits, a quick check off the protocol",
+    )
     parser.add_argument("--method", default="gmm", choices=("gmm", "kmeans", "vade"))
     parser.add_argument("--manifold", default=None, choices=("umap", "spectral"))
     parser.add_argument("--manifold-dim", type=int, default=None)
+    parser.add_argument("--n-vaes", type=int, default=1, help="VAEs whose latents are joined")
     parser.add_argument("--epochs", type=int, default=30, help="max VAE epochs per seed")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument(
+        "--save-latents",
+        metavar="DIR",
+        help="also write each seed's latent means (70,000 x latent-dim) to DIR/latents_seedS.npy",
+    )
     args = parser.parse_args()
 
     from sklearn.cluster import KMeans
@@ -46,19 +61,21 @@ def main() -> None:
     from vaekit import VAEClustering, load_dataset
     from vaekit.metrics import clustering_metrics
 
-    _common.ensure_fashion_mnist()
+    if args.dataset == "fashion-mnist":
+        _common.ensure_fashion_mnist()
     date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
-    _common.print_header("vaekit clustering on Fashion-MNIST", info, command, date)
-    ds = load_dataset("fashion-mnist")
+    _common.print_header(f"vaekit clustering on {args.dataset}", info, command, date)
+    ds = load_dataset(args.dataset)
     x = np.concatenate([ds.x_train, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_test])
     print(
         f"data:    {len(x):,} images, K=10, method={args.method}, "
-        f"manifold={args.manifold}, epochs<={args.epochs}"
+        f"manifold={args.manifold}, n_vaes={args.n_vaes}, epochs<={args.epochs}"
     )
 
     results: dict[str, list[dict[str, float]]] = {"vaekit": [], "kmeans_pixels": []}
-    if args.manifold:
+    compare = bool(args.manifold) or args.n_vaes > 1
+    if compare:
         results["vaekit_direct_gmm"] = []
     if not args.skip_baseline:
         t0 = time.perf_counter()
@@ -73,6 +90,7 @@ def main() -> None:
                 method=args.method,
                 manifold=args.manifold,
                 manifold_dim=args.manifold_dim,
+                n_vaes=args.n_vaes,
                 latent_dim=args.latent_dim,
                 max_epochs=args.epochs,
                 random_state=seed,
@@ -81,7 +99,10 @@ def main() -> None:
         row.update(seed=seed, other_cpus=load["other_cpus"])
         results["vaekit"].append(row)
         print(_fmt(f"vaekit seed {seed}", row), flush=True)
-        if args.manifold:
+        if args.save_latents:
+            os.makedirs(args.save_latents, exist_ok=True)
+            np.save(os.path.join(args.save_latents, f"latents_seed{seed}.npy"), clu.transform(x))
+        if compare:
             t0 = time.perf_counter()
             labels = direct_gmm_labels(clu, x)
             row = {**clustering_metrics(y, labels), "seconds": time.perf_counter() - t0}
@@ -116,13 +137,14 @@ def main() -> None:
 
 
 def direct_gmm_labels(clu, x: np.ndarray) -> np.ndarray:
-    """Labels of the default GMM on the latents of ``clu``'s trained VAE (no manifold step).
+    """Labels of a GMM on the latents of ``clu``'s own VAE (no manifold, no further VAEs).
 
     Uses the estimator's own mixture code on a shallow copy, so the comparison with the
-    manifold step is on identical latents and costs no second training.
+    manifold step and the further VAEs is on identical latents and costs no second training.
     """
     direct = copy.copy(clu)
-    direct.set_params(method="gmm", manifold=None)
+    direct.set_params(method="gmm", manifold=None, n_vaes=1)
+    direct.members_, direct.feature_scales_ = [], np.ones(1)
     z = direct.transform(x)
     direct.n_clusters_ = direct._choose_k(z)
     direct._fit_clusterer(z)
