@@ -513,7 +513,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         method=args.method,
         manifold=None if args.manifold == "none" else args.manifold,
         manifold_dim=args.manifold_dim,
-        n_vaes=args.n_vaes,
         **params,
         device=args.device,
         random_state=args.seed,
@@ -945,14 +944,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="D",
         help="size of the --manifold embedding (default: K for umap, 1.5 K for spectral)",
-    )
-    p.add_argument(
-        "--n-vaes",
-        type=_positive_int,
-        metavar="N",
-        default=1,
-        help="train N VAEs (seeds drawn from --seed) and cluster their latents side by side "
-        "(default: %(default)s)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     _add_model_args(p)

@@ -45,18 +45,14 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
     ]  # fmt: skip
     results = fast_cli.many(
         {
-            "ok": [*args, "--manifold-dim", "12", "--n-vaes", "2", "--out", out, "--quiet"],
+            "ok": [*args, "--manifold-dim", "12", "--out", out, "--quiet"],
             "bad": [*args, "--manifold-dim", "0", "--out", tmp_path / "bad", "--quiet"],
-            "bad_vaes": [*args, "--n-vaes", "0", "--out", tmp_path / "bad2", "--quiet"],
         }
     )
     assert_ok(results["ok"])
     params = json.loads((out / "config.json").read_text())["params"]
     assert params["manifold"] == "spectral" and params["manifold_dim"] == 12
-    assert params["n_vaes"] == 2 and (out / "member1" / "train_state.safetensors").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_clusters"] == 10 and metrics["acc"] > 0.3
     assert_user_error(results["bad"], "--manifold-dim")
     assert not (tmp_path / "bad").exists()
-    assert_user_error(results["bad_vaes"], "--n-vaes")
-    assert not (tmp_path / "bad2").exists()

@@ -20,16 +20,10 @@ the mixture or k-means is fitted there:
   Gaussian kernel (Zelnik-Manor & Perona 2004), the leading eigenvectors of the normalised
   affinity matrix, each row scaled to unit length. It needs only SciPy.
 
-With ``n_vaes > 1`` (for ``"gmm"`` and ``"kmeans"``), that many VAEs are trained from
-seeds drawn from ``random_state`` and the clustering sees their posterior means side by
-side, each VAE's scaled to unit mean standard deviation: seeds' VAEs err differently, and
-the neighbourhoods they agree on are the reliable ones. The first VAE is the estimator's
-own (``transform``, ``inverse_transform``, ``sample``); the others only add features.
-
-Neither manifold step has a closed-form map for new images, so the fitted state keeps the
-reference latents and their cluster probabilities; a new image gets the mean probabilities
-of its ``KNN_NEIGHBORS`` nearest reference latents (training images included, so
-``labels_`` and ``predict`` agree).
+Neither has a closed-form map for new images, so the fitted state keeps the reference
+latents and their cluster probabilities; a new image gets the mean probabilities of its
+``KNN_NEIGHBORS`` nearest reference latents (training images included, so ``labels_`` and
+``predict`` agree).
 """
 
 from __future__ import annotations
@@ -37,7 +31,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,8 +66,6 @@ SPECTRAL_DIM_PER_CLUSTER = 1.5
 #: weight this fraction of the mean degree over N (regularised spectral clustering, Amini et
 #: al. 2013), so the leading eigenvalue is simple and the eigensolver converges.
 SPECTRAL_REGULARIZATION = 0.01
-#: The parameters of a VAE, passed on to the further VAEs of ``n_vaes > 1``.
-VAE_PARAMS = frozenset(VAE._get_param_names())
 #: Reference latents whose probabilities are averaged to place a new image.
 KNN_NEIGHBORS = 10
 #: Above this many images, UMAP is fitted on a seeded subsample; the rest go through kNN.
@@ -163,10 +155,6 @@ class VAEClustering(ClusterMixin, VAE):
         Dimension of the manifold embedding (default: the number of clusters for UMAP, as
         in N2D; 1.5 times it for the spectral step). With ``n_clusters="auto"`` the number
         of clusters counts as 10 here.
-    n_vaes : int, default=1
-        VAEs trained (seeds drawn from ``random_state``) whose scaled latent means are
-        concatenated as the clustering's features; the first is the estimator's own. Costs
-        ``n_vaes`` trainings. Not for ``"vade"``.
     n_init : int, default=5
         EM / k-means restarts; the best is chosen by likelihood or inertia.
     max_clusters : int, default=20
@@ -198,8 +186,6 @@ class VAEClustering(ClusterMixin, VAE):
     """
 
     _estimator_name = "VAEClustering"
-    # Runs saved before a parameter existed were fitted as with these values.
-    _params_added: ClassVar[dict[str, Any]] = {"n_vaes": 1}
 
     def __init__(
         self,
@@ -208,7 +194,6 @@ class VAEClustering(ClusterMixin, VAE):
         method: str = "gmm",
         manifold: str | None = None,
         manifold_dim: int | None = None,
-        n_vaes: int = 1,
         n_init: int = 5,
         max_clusters: int = 20,
         pretrain_epochs: int | None = None,
@@ -253,7 +238,6 @@ class VAEClustering(ClusterMixin, VAE):
         self.method = method
         self.manifold = manifold
         self.manifold_dim = manifold_dim
-        self.n_vaes = n_vaes
         self.n_init = n_init
         self.max_clusters = max_clusters
         self.pretrain_epochs = pretrain_epochs
@@ -273,12 +257,10 @@ class VAEClustering(ClusterMixin, VAE):
             k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1)
         ):
             raise ConfigError(f"n_clusters must be a positive integer or 'auto', got {k!r}")
-        for name in ("n_vaes", "n_init", "max_clusters"):
+        for name in ("n_init", "max_clusters"):
             v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+            if not isinstance(v, numbers.Integral) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if self.method == "vade" and self.n_vaes != 1:
-            raise ConfigError("n_vaes > 1 works with method 'gmm' or 'kmeans', not 'vade'")
 
     def _build_module(self, input_shape: tuple[int, ...]):
         if self.method != "vade":
@@ -322,64 +304,21 @@ class VAEClustering(ClusterMixin, VAE):
             del self.n_clusters_  # refitting: the model is sized from the parameters again
         self._setup_fit(x, metadata)
         self._n_features_out = int(self.latent_dim)
-        self.members_, self.feature_scales_ = [], np.ones(1)
         if self.method == "vade":
             self._fit_vade(x, run_dir=run_dir, resume=resume)
         else:
             self._train_module([x], run_dir=run_dir, resume=resume)
-            self._train_members(x, run_dir=run_dir, resume=resume)
-            z = self._features(x)
+            z = self.transform(x)
             if self._uses_manifold():
                 self._fit_on_manifold(z)
             else:
                 self.n_clusters_ = self._choose_k(z)
                 self._fit_clusterer(z)
-                if self.members_:
-                    self._set_latent_gaussians(
-                        self._own_latents(z), self._proba_from_params(z.astype(np.float64))
-                    )
         self.labels_ = self.predict(x)
         return self
 
     def _uses_manifold(self) -> bool:
         return self.manifold is not None and self.method != "vade"
-
-    def _uses_latent_gaussians(self) -> bool:
-        """Say whether per-cluster samples come from moment-matched latent Gaussians.
-
-        They do when the clusters were formed elsewhere: on a manifold or on several VAEs'
-        features.
-        """
-        return self._uses_manifold() or len(self.members_) > 0
-
-    def _train_members(self, x: torch.Tensor, *, run_dir: str | Path | None, resume: bool) -> None:
-        """Train the ``n_vaes - 1`` further VAEs and fix each VAE's feature scale."""
-        self.members_: list[torch.nn.Module] = []
-        seeds = np.random.default_rng(self.seed_).integers(2**31 - 1, size=int(self.n_vaes) - 1)
-        vae_params = {k: v for k, v in self.get_params(deep=False).items() if k in VAE_PARAMS}
-        for i, seed in enumerate(seeds, start=1):
-            member = VAE(**{**vae_params, "random_state": int(seed)})
-            member_dir = Path(run_dir) / f"member{i}" if run_dir is not None else None
-            member.fit(x, run_dir=member_dir, resume=resume)
-            self.members_.append(member.module_)
-            self.fit_seconds_ += member.fit_seconds_
-        self.feature_scales_ = np.ones(len(self.members_) + 1)
-        if self.members_:
-            self.feature_scales_ = np.array(
-                [float(z.std(axis=0).mean()) + 1e-12 for z in self._member_latents(x)]
-            )
-
-    def _member_latents(self, x: torch.Tensor) -> list[np.ndarray]:
-        """Posterior means of ``x`` under the estimator's VAE and then each further one."""
-        modules = [self.module_, *self.members_]
-        return [self._batched(x, lambda xb, m=m: m.encode(xb).mean) for m in modules]
-
-    def _features(self, X: Any) -> np.ndarray:
-        """Return the clustering's features: latent means, side by side when ``n_vaes > 1``."""
-        if not self.members_:
-            return self.transform(X)
-        zs = self._member_latents(self._check_input(X))
-        return np.hstack([z / s for z, s in zip(zs, self.feature_scales_, strict=True)])
 
     def _fit_on_manifold(self, z: np.ndarray) -> None:
         """Embed the latents (UMAP or spectral), cluster there, keep a kNN map for new images."""
@@ -399,13 +338,8 @@ class VAEClustering(ClusterMixin, VAE):
         resp = self._proba_from_params(u)
         self.ref_latents_ = z_ref
         self.ref_proba_ = resp.astype(np.float32)
-        self._set_latent_gaussians(self._own_latents(z_ref), resp)
+        self._set_latent_gaussians(z_ref.astype(np.float64), resp)
         self._knn = None
-
-    def _own_latents(self, features: np.ndarray) -> np.ndarray:
-        """Return the estimator's own VAE's latent means from clustering features, float64."""
-        d = int(self.latent_dim)
-        return features[:, :d].astype(np.float64) * self.feature_scales_[0]
 
     def _umap(self, z_ref: np.ndarray, dim: int) -> np.ndarray:
         """N2D's UMAP of the reference latents to ``dim`` dimensions, ``(N, dim)`` float64."""
@@ -534,7 +468,7 @@ class VAEClustering(ClusterMixin, VAE):
             x = self._check_input(X)
             m = self.module_
             return self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
-        z = self._features(X)
+        z = self.transform(X)
         if self._uses_manifold():
             if getattr(self, "_knn", None) is None:
                 n_ref = len(self.ref_latents_)
@@ -581,7 +515,7 @@ class VAEClustering(ClusterMixin, VAE):
         if cluster is None:
             return super().sample(n_samples, random_state=random_state)
         rng = np.random.default_rng(seed)
-        if self._uses_latent_gaussians():
+        if self._uses_manifold():
             z = rng.multivariate_normal(
                 self.latent_means_[cluster], self.latent_covariances_[cluster], size=int(n_samples)
             )
@@ -596,20 +530,6 @@ class VAEClustering(ClusterMixin, VAE):
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = self._clusterer_tensors()
-        if self.members_:
-            tensors["feature_scales"] = torch.from_numpy(self.feature_scales_)
-            for i, member in enumerate(self.members_, start=1):
-                tensors.update({f"member{i}.{k}": v for k, v in member.state_dict().items()})
-        if self._uses_latent_gaussians() and not self._uses_manifold():
-            tensors.update(
-                latent_weights=torch.from_numpy(self.latent_weights_),
-                latent_means=torch.from_numpy(self.latent_means_),
-                latent_covariances=torch.from_numpy(self.latent_covariances_),
-            )
-        return tensors
-
-    def _clusterer_tensors(self) -> dict[str, torch.Tensor]:
         if self._uses_manifold():
             return {
                 "ref_latents": torch.from_numpy(self.ref_latents_),
@@ -642,21 +562,6 @@ class VAEClustering(ClusterMixin, VAE):
         super()._restore_extras(tensors, info)
         self.n_clusters_ = int(info["n_clusters"])
         self.k_selection_ = info.get("k_selection")
-        self.members_ = []
-        self.feature_scales_ = np.ones(1)
-        if int(self.n_vaes) > 1:
-            self.feature_scales_ = tensors["feature_scales"].numpy()
-            for i in range(1, int(self.n_vaes)):
-                prefix = f"member{i}."
-                member = self._build_module(self.input_shape_)
-                member.load_state_dict(
-                    {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-                )
-                self.members_.append(member.to(self._device()).eval())
-            if not self._uses_manifold():
-                self.latent_weights_ = tensors["latent_weights"].numpy()
-                self.latent_means_ = tensors["latent_means"].numpy()
-                self.latent_covariances_ = tensors["latent_covariances"].numpy()
         if self._uses_manifold():
             self.ref_latents_ = tensors["ref_latents"].numpy()
             self.ref_proba_ = tensors["ref_proba"].numpy()
