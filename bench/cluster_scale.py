@@ -60,7 +60,7 @@ def main() -> None:
     print(f"data:    {args.n:,} vectors x {args.dim} dims, K={args.k}, n_init={args.n_init}")
 
     # The estimator's clustering step alone, on given latents (no VAE is trained here).
-    clu = VAEClustering(n_clusters=args.k, n_init=args.n_init, random_state=0)
+    clu = VAEClustering(n_clusters=args.k, method="gmm", n_init=args.n_init, random_state=0)
     clu.seed_, clu.n_clusters_, clu.k_selection_ = 0, args.k, None
     with _common.measured() as t_ours:
         clu._fit_clusterer(z)

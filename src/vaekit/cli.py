@@ -929,15 +929,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         choices=("gmm", "kmeans", "vade"),
-        default="gmm",
-        help="gmm or kmeans on the VAE latents, or VaDE (default: gmm)",
+        default="kmeans",
+        help="gmm or kmeans on the VAE latents (or on their --manifold embedding), or VaDE "
+        "(default: kmeans)",
     )
     p.add_argument(
         "--manifold",
         choices=("none", "umap", "spectral"),
-        default="none",
-        help="embed the latents before gmm/kmeans: umap as in N2D (needs umap-learn) or "
-        "spectral (the latents' neighbour graph) (default: none)",
+        default="spectral",
+        help="embed the latents before gmm/kmeans: spectral (the latents' neighbour graph), "
+        "umap as in N2D (needs umap-learn), or none (default: spectral)",
     )
     p.add_argument(
         "--manifold-dim",
