@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument(
         "--save-latents",
         metavar="DIR",
-        help="also write each seed's latent means (70,000 x latent-dim) to DIR/latents_seedS.npy",
+        help="also write each seed's latent means (N x latent-dim) to DIR/latents_seedS.npy",
     )
     args = parser.parse_args()
     args.manifold = None if args.manifold == "none" else args.manifold
