@@ -80,22 +80,24 @@ def test_auto_k_reports_the_criterion():
 
 @pytest.mark.parametrize(
     ("kw", "pinned"),
-    [({}, 0.62), ({"method": "gmm", "manifold": None}, 0.70)],
+    [({}, 0.65), ({"method": "gmm", "manifold": None}, 0.70)],
     ids=["default-spectral", "gmm"],
 )
 def test_digits_beats_pinned_threshold(kw, pinned):
-    # All 1,797 digits, 40 epochs, seed 0, measured 2026-11-28 on 2 cores: the default
-    # (k-means on the spectral embedding) ACC 0.672, the GMM on the latents 0.746; k-means
-    # on pixels gives 0.794. On 8x8 digits the default is no better than the GMM (over five
-    # seeds 0.720 vs 0.714: python bench/clustering.py --dataset digits --epochs 40); it won
-    # on Fashion-MNIST (BENCHMARKS.md). Pinned with a margin for thread-count differences.
+    # All 1,797 digits, 40 epochs, seed 0, measured 2026-11-28: the default (k-means on the
+    # spectral embedding, 50 restarts) ACC 0.723, the GMM on the latents 0.746; k-means on
+    # pixels gives 0.794. On 8x8 digits the default is no better than the GMM (five seeds:
+    # python bench/clustering.py --dataset digits --epochs 40); it won on Fashion-MNIST
+    # (BENCHMARKS.md). Pinned with a margin for thread-count differences.
     d = load_digits()
     x = (d.images * 255 / 16).round().astype(np.uint8)
     clu = VAEClustering(n_clusters=10, max_epochs=40, random_state=0, **kw).fit(x)
     assert cluster_accuracy(d.target, clu.labels_) >= pinned
 
 
-@pytest.mark.parametrize("kw", [{"method": "dbscan"}, {"n_clusters": 0}, {"n_clusters": "many"}])
+@pytest.mark.parametrize(
+    "kw", [{"method": "dbscan"}, {"n_clusters": 0}, {"n_clusters": "many"}, {"n_init": 0}]
+)
 def test_bad_params(kw):
     x, _ = blobs()
     with pytest.raises(ConfigError):
