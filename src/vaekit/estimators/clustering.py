@@ -5,8 +5,8 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
 - ``"gmm"`` — train a VAE, then fit a full-covariance Gaussian mixture to the posterior
   means (best of ``n_init`` EM runs by likelihood, an unsupervised criterion).
 - ``"kmeans"`` — the same VAE, then k-means on the posterior means (best of ``n_init``
-  runs by inertia). The default, with the spectral manifold step below: on Fashion-MNIST that pair
-  had the best mean ACC, NMI and ARI over five seeds (BENCHMARKS.md).
+  runs by inertia). The default, with the spectral manifold step below: on Fashion-MNIST
+  that pair had the best mean ACC, NMI and ARI over five seeds (BENCHMARKS.md).
 - ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the VAE, initialise a diagonal
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
@@ -160,8 +160,8 @@ class VAEClustering(ClusterMixin, VAE):
         latent means directly. Ignored by ``"vade"``.
     manifold_dim : int or None, default=None
         Dimension of the manifold embedding (default: the number of clusters for UMAP, as
-        in N2D; 1.5 times it for the spectral step), with ``n_clusters="auto"`` the number
-        of clusters chosen on the latent means.
+        in N2D; 1.5 times it for the spectral step). With ``n_clusters="auto"``, K is
+        chosen on the latent means first and the embedding sized from it.
     n_init : int or None, default=None
         EM / k-means restarts; the best is chosen by likelihood or inertia. None means
         ``GMM_N_INIT`` (5) EM runs or ``KMEANS_N_INIT`` (50) k-means runs, which cost
