@@ -1,6 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _sklearn_checks import EXPECTED_FAILURES
@@ -93,6 +96,20 @@ def test_digits_beats_pinned_threshold(kw, pinned):
     x = (d.images * 255 / 16).round().astype(np.uint8)
     clu = VAEClustering(n_clusters=10, max_epochs=40, random_state=0, **kw).fit(x)
     assert cluster_accuracy(d.target, clu.labels_) >= pinned
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_coinciding_points_get_finite_probabilities(method):
+    # Three images: the spectral step keeps one dimension, where every row is 1 after
+    # scaling, so k-means finds a single distinct point for two clusters.
+    x = np.random.default_rng(0).random((3, 6, 6)).astype(np.float32)
+    clu = tiny(method=method, n_clusters=2, max_epochs=2, validation_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # "1 distinct cluster found"
+        clu.fit(x)
+    proba = clu.predict_proba(x)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

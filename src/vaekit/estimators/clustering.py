@@ -60,6 +60,9 @@ GMM_REG_COVAR = 1e-4
 #: had missed the lowest-inertia solution on two seeds of five.
 GMM_N_INIT = 5
 KMEANS_N_INIT = 50
+#: Floor of the k-means soft-assignment variance (reached only when every point coincides
+#: with its centre, e.g. a handful of images or exact duplicates).
+KMEANS_MIN_SCALE = 1e-12
 #: UMAP settings of N2D (McConville et al. 2019): 20 neighbours, tightly packed clusters.
 UMAP_NEIGHBORS = 20
 UMAP_MIN_DIST = 0.0
@@ -422,8 +425,9 @@ class VAEClustering(ClusterMixin, VAE):
         if self.method == "kmeans":
             km = KMeans(k, n_init=self._n_init(KMEANS_N_INIT), random_state=self.seed_).fit(z)
             self.cluster_centers_ = km.cluster_centers_.astype(np.float64)
-            # Soft assignments use one shared isotropic variance: the mean within-cluster one.
-            self.kmeans_scale_ = float(km.inertia_ / max(1, z.size))
+            # Soft assignments use one shared isotropic variance: the mean within-cluster one,
+            # floored so that points that all coincide give equal, not NaN, probabilities.
+            self.kmeans_scale_ = max(float(km.inertia_ / max(1, z.size)), KMEANS_MIN_SCALE)
         else:  # gmm
             gmm = GaussianMixture(
                 k,
