@@ -98,6 +98,18 @@ def test_digits_beats_pinned_threshold(kw, pinned):
     assert cluster_accuracy(d.target, clu.labels_) >= pinned
 
 
+def test_spectral_step_on_a_reference_sample(monkeypatch):
+    # Above MANIFOLD_MAX_SAMPLES images the embedding is fitted on a seeded sample and the
+    # rest are placed by their nearest reference latents: the default's path for big data.
+    import vaekit.estimators.clustering as mod
+
+    monkeypatch.setattr(mod, "MANIFOLD_MAX_SAMPLES", 90)
+    x, y = blobs()
+    clu = tiny(max_epochs=10).fit(x)
+    assert clu.ref_latents_.shape == (90, 2) and clu.labels_.shape == (len(x),)
+    assert cluster_accuracy(y, clu.labels_) == 1.0
+
+
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])
 def test_coinciding_points_get_finite_probabilities(method):
     # Three images: the spectral step keeps one dimension, where every row is 1 after
