@@ -4,7 +4,7 @@ Protocol
 --------
 Every method trains the same 784-400-20 MLP VAE with a Bernoulli likelihood on
 Fashion-MNIST's 60,000 training images, batch size 128, Adam with learning rate 1e-3, for
-the same number of epochs, in this one process:
+the same number of epochs:
 
 * **plain** - the pytorch/examples VAE recipe: ``fc1`` 784->400, ``fc21``/``fc22`` 400->20
   (mean, log-variance), ``fc3`` 20->400, ``fc4`` 400->784, ReLU hidden units and a sigmoid
@@ -21,14 +21,23 @@ the same number of epochs, in this one process:
   counts match. The learning rate is constant, as in the recipe.
 * **fast** (with ``--fast``) - vaekit with the fast path: ``precision`` and ``compile`` from
   ``--fast-precision`` (default ``auto``: bf16 only with native bf16 hardware) and
-  ``--fast-compile`` (default ``on``).
+  ``--fast-compile`` (default ``on``). With ``--fast-compile off`` this is vaekit's own
+  defaults (``precision="auto"``, ``compile="auto"``), what ``VAE()`` runs on the machine.
 
-The methods are **interleaved epoch by epoch** (plain epoch 1, vaekit epoch 1, [fast epoch
-1], plain epoch 2, ...), so a burst of load from other processes hits all of them alike;
-each vaekit run is a thread that pauses between epochs, and only one method computes at a
-time. Images/s = 60,000 x epochs / the summed wall seconds of that method's epochs;
-building models, optimisers and loaders is not timed for any method. The report also gives
-the **median of the per-epoch ratios**, the figure least disturbed by a noisy machine.
+Every method runs **in its own Python process, on that process's main thread**, as a user
+would run it, and the methods are **interleaved epoch by epoch** (plain epoch 1, vaekit
+epoch 1, [fast epoch 1], plain epoch 2, ...): this script sends each process "epoch" over a
+pipe and waits for its reply, so a burst of load from other processes hits all of them
+alike and only one method computes at a time. (Until 2026-11-28 the methods shared one
+process, vaekit's loop in a second thread; torch's OpenMP pool then ran a second team of
+worker threads beside the idle main thread's, which on a 2-core AMD EPYC cost vaekit
+about 45 % of its speed: 15.5k images/s in the thread against 28k on the main thread of
+the same process.) Images/s = 60,000 x epochs / the summed wall seconds of that method's
+epochs, timed inside its process from the command's arrival to the end of the epoch;
+loading data and building models and loaders are not timed for any method; vaekit's
+first epoch includes the loop's own set-up (optimiser, split: milliseconds). The report
+also gives the **median of the per-epoch ratios**, the figure least disturbed by a noisy
+machine.
 Before the timed runs every method trains one untimed epoch on 10,000 images (for ``fast``
 that includes compiling).
 
@@ -47,16 +56,21 @@ Run from the repository root::
 
 The machines are shared and noisy: compare ratios, not absolute images/s. ``others`` is the
 number of CPUs other processes kept busy, on average, during a method's epochs (from
-``/proc/stat``); the report warns when it exceeds a quarter of a CPU.
+``/proc/stat``, minus the method's own CPU time); the report warns when it exceeds a
+quarter of a CPU. It cannot see a neighbour on the host that shares the physical cores:
+such phases slow matrix multiplies most, and so the fp32 vaekit loop, whose time is almost
+all matrix multiplies, more than the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import math
 import statistics
-import threading
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +98,7 @@ TARGET_FAST_RATIO = 2.0
 FAST_LOSS_TOLERANCE = 0.01
 #: Warn when other processes kept more than this many CPUs busy, on average, during a run.
 CONTENDED_OTHER_CPUS = 0.25
+METHODS = ("plain", "vaekit", "fast")
 
 Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -188,59 +203,171 @@ def make_vae(epochs: int, seed: int, device: str, precision: str, compile_mode: 
     )
 
 
-class VaekitEpochs:
-    """vaekit's training loop in a thread that pauses after every epoch.
+def vaekit_child(args: argparse.Namespace, x_uint8: np.ndarray, channel: Channel) -> None:
+    """Serve vaekit's training loop epoch by epoch, on this process's main thread.
 
-    ``next_epoch()`` lets it run one epoch and returns that epoch's history row; only one
-    of the main thread and this thread computes at any time.
+    The loop runs exactly as ``VAE.fit`` runs it (``_setup_fit``, then
+    ``vaekit.training.train``); its ``on_epoch_end`` callback reports the epoch and waits
+    for the parent's next command, so nothing computes while the other method's process
+    has its turn.
     """
+    from vaekit.estimators.base import to_tensor
+    from vaekit.training import train
 
-    def __init__(self, vae: Any, x_uint8: np.ndarray):
-        from vaekit.estimators.base import to_tensor
-        from vaekit.training import train
+    precision, compile_mode = ("fp32", "off")
+    if args.child == "fast":
+        precision, compile_mode = args.fast_precision, args.fast_compile
+    # Untimed warm-up: one epoch on N_WARMUP images (for "fast" this compiles).
+    warm = make_vae(1, args.seed, args.device, precision, compile_mode)
+    xw = to_tensor(x_uint8[:N_WARMUP])
+    warm._setup_fit(xw, None)
+    train(warm.module_, [xw], warm._train_config(warm.seed_))
 
-        self.vae = vae
-        x = to_tensor(x_uint8)
-        vae._setup_fit(x, None)  # what VAE.fit does before the loop: seed, model
-        cfg = vae._train_config(vae.seed_)
-        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
-        self.rows: list[dict[str, float]] = []
-        self.error: BaseException | None = None
-        self._stop = False
+    vae = make_vae(args.epochs, args.seed, args.device, precision, compile_mode)
+    x = to_tensor(x_uint8)
+    vae._setup_fit(x, None)  # what VAE.fit does before the loop: seed, model
+    cfg = vae._train_config(vae.seed_)
+    channel.send(ready=1)
+    channel.wait("epoch")
 
-        def run() -> None:
-            self._go.acquire()
-            try:
-                train(vae.module_, [x], cfg, on_epoch_end=self._pause)
-            except BaseException as exc:  # handed to the main thread
-                self.error = exc
-            finally:
-                vae.module_.eval()
-                self._done.release()
+    def report(row: dict[str, float]) -> None:
+        channel.epoch_done(float(row["loss"]))
+        if len(channel.epochs) < args.epochs:
+            channel.wait("epoch")
 
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
+    train(vae.module_, [x], cfg, on_epoch_end=report)
+    vae.module_.eval()
+    channel.wait("finish")
+    x_t = torch.from_numpy(np.ascontiguousarray(x_uint8))
+    channel.send(
+        eval_loss=evaluate_vaekit(vae, x_t, args.seed, args.device),
+        n_parameters=n_parameters(vae.module_),
+    )
 
-    def _pause(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-        if self._stop:  # finishing: run any epochs left without pausing
-            return
-        self._done.release()
-        self._go.acquire()
 
-    def next_epoch(self) -> dict[str, float]:
-        """Run one epoch; return its history row."""
-        self._go.release()
-        self._done.acquire()
-        if self.error is not None:
-            raise self.error
-        return self.rows[-1]
+def plain_child(args: argparse.Namespace, x_uint8: np.ndarray, channel: Channel) -> None:
+    """Serve the plain loop epoch by epoch, on this process's main thread."""
+    x_t = torch.from_numpy(np.ascontiguousarray(x_uint8))
+    x01 = x_t.to(torch.float32).div_(255.0)  # the recipe's float dataset
+    for _ in plain_epochs(x01[:N_WARMUP], 1, args.seed, args.device):  # untimed warm-up
+        pass
+    model = None
+    epochs = plain_epochs(x01, args.epochs, args.seed, args.device)
+    channel.send(ready=1)
+    for _ in range(args.epochs):
+        channel.wait("epoch")
+        loss, model = next(epochs)
+        channel.epoch_done(loss)
+    assert model is not None
+    channel.wait("finish")
+    channel.send(
+        eval_loss=evaluate_plain(model, x_t, args.seed, args.device),
+        n_parameters=n_parameters(model),
+    )
 
-    def finish(self) -> None:
-        """Let the loop run to its end without pausing; wait for it."""
-        self._stop = True
-        self._go.release()
-        self.thread.join()
+
+class Channel:
+    """A child's side of the line protocol: commands on stdin, JSON replies on stdout."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self._wall0 = self._cpu0 = 0.0
+
+    def wait(self, command: str) -> None:
+        """Block until the parent sends ``command``; an epoch's clocks start on "epoch"."""
+        line = sys.stdin.readline().strip()
+        if line != command:
+            raise SystemExit(f"throughput child: expected {command!r}, got {line!r}")
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
+
+    def epoch_done(self, loss: float) -> None:
+        """Stop the clocks and report the epoch (wall and CPU seconds, loss per image)."""
+        row = {
+            "wall_s": time.perf_counter() - self._wall0,
+            "cpu_s": time.process_time() - self._cpu0,
+            "loss": loss,
+        }
+        self.epochs.append(row)
+        self.send(**row)
+
+    @staticmethod
+    def send(**values: float) -> None:
+        """Write one JSON line to the parent."""
+        sys.stdout.write(json.dumps(values) + "\n")
+        sys.stdout.flush()
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Entry point of ``--child NAME``: one method, driven by the parent over a pipe."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    _common.use_checkout()
+    from vaekit import load_dataset
+
+    x_uint8 = load_dataset("fashion-mnist").x_train
+    serve = plain_child if args.child == "plain" else vaekit_child
+    serve(args, x_uint8, Channel())
+
+
+class MethodProcess:
+    """The parent's handle on one method's child process."""
+
+    def __init__(self, name: str, args: argparse.Namespace):
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            name,
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(args.seed),
+            "--device",
+            args.device,
+            "--fast-precision",
+            args.fast_precision,
+            "--fast-compile",
+            args.fast_compile,
+        ]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.records: list[dict[str, float]] = []
+
+    def ask(self, command: str | None) -> dict[str, float]:
+        """Send ``command`` (None: send nothing); return the child's next JSON reply."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise SystemExit(f"the {self.name} process ended early (exit status {code})")
+        return json.loads(line)
+
+    def epoch(self) -> None:
+        """Run one epoch; record its wall/CPU seconds, loss and other processes' CPU use."""
+        busy0 = _common.busy_cpu_seconds()
+        t0 = time.perf_counter()
+        row = self.ask("epoch")
+        wall, busy1 = time.perf_counter() - t0, _common.busy_cpu_seconds()
+        others = math.nan
+        if busy0 is not None and busy1 is not None:
+            others = max(0.0, busy1 - busy0 - row["cpu_s"]) / max(wall, row["wall_s"])
+        self.records.append({**row, "other_cpus": others})
+
+    def finish(self) -> dict[str, float]:
+        """Let the child score its model; wait for it to exit."""
+        out = self.ask("finish")
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise SystemExit(f"the {self.name} process failed (exit status {self.proc.returncode})")
+        return out
 
 
 # --- common evaluation ------------------------------------------------------------------
@@ -320,31 +447,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast-precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--fast-compile", default="on", choices=("auto", "on", "off"))
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--child", choices=METHODS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
     return args
-
-
-class Interleaved:
-    """Runs several methods epoch by epoch in turn, each with its own torch RNG state."""
-
-    def __init__(self, steppers: dict[str, Callable[[], float]]):
-        self.steppers = steppers
-        self.rng = {name: torch.get_rng_state() for name in steppers}
-        self.records: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
-
-    def round(self) -> None:
-        """One epoch of every method: wall seconds, loss and other processes' CPU use."""
-        for name, step in self.steppers.items():
-            gc.collect()
-            torch.set_rng_state(self.rng[name])
-            with _common.measured() as meter:
-                loss = step()
-            self.rng[name] = torch.get_rng_state()
-            self.records[name].append({**meter, "loss": loss})
 
 
 def summarise(records: list[dict[str, float]], n: int) -> dict[str, Any]:
@@ -362,42 +471,12 @@ def summarise(records: list[dict[str, float]], n: int) -> dict[str, Any]:
     }
 
 
-def build_steppers(
-    methods: list[str],
-    args: argparse.Namespace,
-    x_uint8: np.ndarray,
-    x01: torch.Tensor,
-    epochs: int,
-) -> tuple[dict[str, Callable[[], float]], dict[str, Any]]:
-    """One ``step() -> epoch loss`` per method, and handles to the trained models."""
-    steppers: dict[str, Callable[[], float]] = {}
-    handles: dict[str, Any] = {}
-    for name in methods:
-        if name == "plain":
-            gen = plain_epochs(x01, epochs, args.seed, args.device)
-
-            def step(gen=gen) -> float:
-                loss, handles["plain"] = next(gen)
-                return loss
-
-        else:
-            precision, compile_mode = ("fp32", "off")
-            if name == "fast":
-                precision, compile_mode = args.fast_precision, args.fast_compile
-            vae = make_vae(epochs, args.seed, args.device, precision, compile_mode)
-            runner = VaekitEpochs(vae, x_uint8)
-            handles[name] = runner
-
-            def step(runner=runner) -> float:
-                return float(runner.next_epoch()["loss"])
-
-        steppers[name] = step
-    return steppers, handles
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the report and return the results."""
     args = parse_args(argv)
+    if args.child is not None:
+        run_child(args)
+        return {}
     date, command = _common.utc_now(), _common.command_line()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -425,51 +504,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
 
-    # Data loading: not timed.
+    # Data loading: not timed. Each method then runs in its own process (see the docstring).
     _common.ensure_fashion_mnist()
-    ds = load_dataset("fashion-mnist")
-    x_uint8 = ds.x_train
-    x_t = torch.from_numpy(np.ascontiguousarray(x_uint8))
-    x01 = x_t.to(torch.float32).div_(255.0)  # the recipe's float dataset
-
-    # Untimed warm-up: one epoch of every method on N_WARMUP images (compiles "fast").
-    warm, warm_handles = build_steppers(methods, args, x_uint8[:N_WARMUP], x01[:N_WARMUP], 1)
-    Interleaved(warm).round()
-    for name in methods:
-        if name != "plain":
-            warm_handles[name].finish()
-
-    steppers, handles = build_steppers(methods, args, x_uint8, x01, args.epochs)
-    bench = Interleaved(steppers)
+    n_train = len(load_dataset("fashion-mnist").x_train)
+    procs = {m: MethodProcess(m, args) for m in methods}
+    for m in methods:  # every process has loaded its data and run its warm-up
+        procs[m].ask(None)
     for epoch in range(args.epochs):
-        bench.round()
+        for m in methods:
+            procs[m].epoch()
         print(
             f"epoch {epoch + 1}: "
             + "  ".join(
-                f"{m} {len(x_uint8) / bench.records[m][-1]['wall_s']:,.0f} img/s "
-                f"(others {bench.records[m][-1]['other_cpus']:.2f})"
+                f"{m} {n_train / procs[m].records[-1]['wall_s']:,.0f} img/s "
+                f"(others {procs[m].records[-1]['other_cpus']:.2f})"
                 for m in methods
             ),
             flush=True,
         )
-    for name in methods:
-        if name != "plain":
-            handles[name].finish()
+    finals = {m: procs[m].finish() for m in methods}
+    records = {m: procs[m].records for m in methods}
 
-    results = {m: summarise(bench.records[m], len(x_uint8)) for m in methods}
-    plain = handles["plain"]
-    vaes = {m: handles[m].vae for m in methods if m != "plain"}
-    results["plain"]["eval_loss"] = evaluate_plain(plain, x_t, args.seed, args.device)
-    for m, vae in vaes.items():
-        results[m]["eval_loss"] = evaluate_vaekit(vae, x_t, args.seed, args.device)
-    n_plain, n_vaekit = n_parameters(plain), n_parameters(vaes["vaekit"].module_)
+    results = {m: summarise(records[m], n_train) for m in methods}
+    for m in methods:
+        results[m]["eval_loss"] = finals[m]["eval_loss"]
+    n_plain, n_vaekit = finals["plain"]["n_parameters"], finals["vaekit"]["n_parameters"]
     load_end = _common.load_average()
-    threads = torch.get_num_threads()
+    threads = args.threads or torch.get_num_threads()
 
     def ratios(m: str) -> tuple[float, float, list[float]]:
         per_epoch = [
-            p["wall_s"] / r["wall_s"]
-            for p, r in zip(bench.records["plain"], bench.records[m], strict=True)
+            p["wall_s"] / r["wall_s"] for p, r in zip(records["plain"], records[m], strict=True)
         ]
         overall = results[m]["images_per_s"] / results["plain"]["images_per_s"]
         return overall, statistics.median(per_epoch), per_epoch
@@ -553,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "batch_size": BATCH_SIZE,
             "learning_rate": LEARNING_RATE,
             "architecture": f"{N_PIXELS}-{HIDDEN}-{LATENT}",
-            "n_train": len(x_uint8),
+            "n_train": n_train,
             "warmup_images": N_WARMUP,
         },
         "parameters": {"plain": n_plain, "vaekit": n_vaekit},
