@@ -25,6 +25,7 @@ import os
 import time
 
 import numpy as np
+import torch
 
 import _common
 
@@ -46,6 +47,12 @@ def main() -> None:
     parser.add_argument("--manifold-dim", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=30, help="max VAE epochs per seed")
     parser.add_argument("--latent-dim", type=int, default=10)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="VAE training precision (default auto: bf16 only on hardware that has it)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument(
@@ -60,6 +67,7 @@ def main() -> None:
 
     from vaekit import VAEClustering, load_dataset
     from vaekit.metrics import clustering_metrics
+    from vaekit.training.fastpath import resolve_precision
 
     if args.dataset == "fashion-mnist":
         _common.ensure_fashion_mnist()
@@ -70,7 +78,8 @@ def main() -> None:
     y = np.concatenate([ds.y_train, ds.y_test])
     print(
         f"data:    {len(x):,} images, K=10, method={args.method}, "
-        f"manifold={args.manifold}, epochs<={args.epochs}"
+        f"manifold={args.manifold}, epochs<={args.epochs}, precision={args.precision} "
+        f"(-> {resolve_precision(args.precision, torch.device('cpu')) or 'fp32'} on the CPU)"
     )
 
     results: dict[str, list[dict[str, float]]] = {"vaekit": [], "kmeans_pixels": []}
@@ -91,6 +100,7 @@ def main() -> None:
                 manifold_dim=args.manifold_dim,
                 latent_dim=args.latent_dim,
                 max_epochs=args.epochs,
+                precision=args.precision,
                 random_state=seed,
             ).fit(x)
         row = {**clustering_metrics(y, clu.labels_), "seconds": load["wall_s"]}

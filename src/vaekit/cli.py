@@ -96,7 +96,7 @@ def _add_fast_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
-        help="bf16 autocast while training; auto = only with native bf16 hardware",
+        help="bf16 autocast while training; auto = bf16 on a CUDA GPU that supports it, else fp32",
     )
     g.add_argument(
         "--compile",
