@@ -20,9 +20,8 @@ the same number of epochs:
   has exactly the parameters of ``fc21`` and ``fc22``; the script checks that the parameter
   counts match. The learning rate is constant, as in the recipe.
 * **fast** (with ``--fast``) - vaekit with the fast path: ``precision`` and ``compile`` from
-  ``--fast-precision`` (default ``auto``: bf16 only with native bf16 hardware) and
-  ``--fast-compile`` (default ``on``). With ``--fast-compile off`` this is vaekit's own
-  defaults (``precision="auto"``, ``compile="auto"``), what ``VAE()`` runs on the machine.
+  ``--fast-precision`` (default ``auto``: bf16 on a CUDA device that supports it, fp32 on
+  the CPU; ``bf16`` forces it on the CPU too) and ``--fast-compile`` (default ``on``).
 
 Every method runs **in its own Python process, on that process's main thread**, as a user
 would run it, and the methods are **interleaved epoch by epoch** (plain epoch 1, vaekit
