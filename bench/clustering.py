@@ -51,7 +51,7 @@ def main() -> None:
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
-        help="VAE training precision (default auto: bf16 only on hardware that has it)",
+        help="VAE training precision (default auto: fp32 on the CPU, bf16 on a CUDA GPU)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--json", metavar="PATH")
