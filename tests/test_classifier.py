@@ -70,15 +70,14 @@ def few_labels(y, per_class, seed=0):
 #: M2 for 8x8 digits: a two-layer conv trunk, half of every batch labeled.
 #: (The demo trains the same model: vaekit.cli.DEMO_CLASSIFIER.)
 DIGITS_MODEL = dict(**DEMO_CLASSIFIER, random_state=0, device="cpu")
-#: Measured 2026-11-28 with the defaults entropy=1, balance=1 (seed 0, 50 labels = 5 per
-#: class, of which 45 are trained on and 5 hold out the temperature): with the digits' other
-#: 1,392 training images unlabeled, 12 epochs (528 optimiser steps) give test accuracy 0.811;
-#: the same model on the 45 labeled images alone, for the same 528 steps, gives 0.786
-#: (margin 0.025). Before those defaults the semi-supervised model gave 0.836 (margin 0.050):
-#: on these 8x8 digits the two terms cost accuracy, while on Fashion-MNIST they gain (see
-#: BENCHMARKS.md). Pinned: the semi-supervised model must win by >= MARGIN.
+#: Measured 2026-11-29 with the defaults entropy=1, balance=1, propagation=1 (seed 0, 50
+#: labels = 5 per class, of which 45 are trained on and 5 hold out the temperature): with the
+#: digits' other 1,392 training images unlabeled, 12 epochs (528 optimiser steps) give test
+#: accuracy 0.839; the same model on the 45 labeled images alone, for the same 528 steps,
+#: gives 0.786 (margin 0.053). Without the label propagation (before 2026-11-29) the
+#: semi-supervised model gave 0.811 (margin 0.025). Pinned: it must win by >= MARGIN.
 SEMI_EPOCHS = 12
-MARGIN = 0.02
+MARGIN = 0.04
 
 
 def test_unlabeled_images_help_on_digits(digits):

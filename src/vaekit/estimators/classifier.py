@@ -6,6 +6,12 @@ labeled, that is a VAE and a classifier trained together (the ELBO regularises t
 encoder); with unlabeled images (``y == -1``, scikit-learn's convention) the unlabeled ELBO
 sums over the classes weighted by ``q(y|x)``, so unlabeled images shape the classifier too.
 
+With unlabeled images, the known labels can also be spread first (``propagation``): a plain
+VAE (M1) is trained on all the images, the labels are spread over the nearest-neighbour
+graph of its latent means (:func:`vaekit.graph.label_spreading`, Zhou et al. 2004), and
+every unlabeled image's most probable class, weighted by the certainty of the spread
+(``1 - entropy / log K``, Iscen et al. 2019), becomes a soft target of the classifier.
+
 Probabilities are calibrated by temperature scaling (Guo et al. 2017): a share of the
 *labeled training* images (``validation_fraction``) is held out of the classification loss
 (it is still used as unlabeled data, but no term that sharpens ``q(y|x)`` acts on it) and
@@ -77,6 +83,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     balance : float, default=1.0
         Weight, relative to the classification loss, of the divergence of the mean ``q(y|x)``
         over a batch's unlabeled images from uniform (keeps every class in use).
+    propagation : float, default=1.0
+        Weight, relative to the classification loss, of the targets obtained by spreading
+        the labels over a VAE's latent graph (module docstring); 0 turns the step off. Used
+        only when some images are unlabeled.
+    propagation_epochs : int, default=20
+        Most epochs of the plain VAE whose latents carry that graph.
     calibrate : bool, default=True
         Fit a temperature on the held-out labeled images (needs ``validation_fraction > 0``
         and at least one held-out image).
@@ -130,6 +142,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         "cutout": 0.0,
         "pseudo_threshold": 0.0,
         "balance": 0.0,
+        "propagation": 0.0,
+        "propagation_epochs": 20,
     }
 
     def __init__(
@@ -147,6 +161,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         dropout: float = 0.2,
         entropy: float = 1.0,
         balance: float = 1.0,
+        propagation: float = 1.0,
+        propagation_epochs: int = 20,
         calibrate: bool = True,
         latent_dim: int = 16,
         arch: str = "conv",
@@ -178,6 +194,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.dropout = dropout
         self.entropy = entropy
         self.balance = balance
+        self.propagation = propagation
+        self.propagation_epochs = propagation_epochs
         self.calibrate = calibrate
         self.latent_dim = latent_dim
         self.arch = arch
@@ -204,7 +222,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        for name in ("consistency", "dropout", "entropy", "balance"):
+        for name in ("consistency", "dropout", "entropy", "balance", "propagation"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not 0 <= v or (name == "dropout" and v >= 1):
                 raise ConfigError(f"{name} must be a number >= 0 (dropout < 1), got {v!r}")
@@ -212,7 +230,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not 0 <= v < 1:
                 raise ConfigError(f"{name} must be a number in [0, 1), got {v!r}")
-        for name, low in (("max_shift", 0), ("feature_dim", 1)):
+        for name, low in (("max_shift", 0), ("feature_dim", 1), ("propagation_epochs", 1)):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
@@ -254,6 +272,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             cutout=float(self.cutout),
             pseudo_threshold=float(self.pseudo_threshold),
             balance=float(self.balance),
+            propagation=float(self.propagation),
         )
 
     # -- fitting ---------------------------------------------------------------------------
@@ -312,14 +331,49 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.n_calibration_ = len(cal_idx)
         self.n_unlabeled_ = len(unlabeled)
         self.n_rows_per_epoch_ = len(order)
+        data = [x[idx], torch.from_numpy(y_train[order])]
+        if self.propagation > 0 and len(unlabeled) and len(train_idx):
+            targets = self._graph_targets(x, y_idx, train_idx)
+            data.append(torch.from_numpy(targets)[idx])
         self._train_module(
-            [x[idx], torch.from_numpy(y_train[order])],
+            data,
             run_dir=run_dir,
             resume=resume,
             validation_fraction=0.0,
         )
         self._fit_temperature(x, y_idx, cal_idx)
         return self
+
+    def _graph_targets(
+        self, x: torch.Tensor, y_idx: np.ndarray, train_idx: np.ndarray
+    ) -> np.ndarray:
+        """Graph targets ``(N, K)`` float32: spread labels, one-hot times certainty.
+
+        Trains a plain VAE (M1) on all the images, spreads the labels of ``train_idx`` over
+        the nearest-neighbour graph of its latent means and returns, per image, the one-hot
+        most probable class scaled by ``1 - entropy / log K`` of the spread distribution.
+        """
+        from vaekit.estimators.vae import VAE
+        from vaekit.graph import knn_graph, label_spreading
+
+        m1 = VAE(
+            max_epochs=int(self.propagation_epochs),
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            device=self.device,
+            random_state=self.seed_ % (2**32),
+            verbose=self.verbose,
+            precision=self.precision,
+        ).fit(x)
+        z = m1.transform(x)
+        k = len(self.classes_)
+        seeds = np.full(len(y_idx), UNLABELED, dtype=np.int64)
+        seeds[train_idx] = y_idx[train_idx]
+        proba = label_spreading(knn_graph(z), seeds, k)
+        certainty = 1.0 + (proba * np.log(np.maximum(proba, 1e-300))).sum(1) / math.log(k)
+        targets = np.zeros_like(proba, dtype=np.float32)
+        targets[np.arange(len(proba)), proba.argmax(1)] = np.clip(certainty, 0.0, 1.0)
+        return targets
 
     def _encode_labels(self, y: Any) -> np.ndarray:
         """Set ``classes_`` and return class indices ``(N,)`` int64 with -1 for unlabeled."""

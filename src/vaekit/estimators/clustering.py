@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import to_tensor
 from vaekit.estimators.vae import VAE
+from vaekit.graph import knn_graph
 from vaekit.models.vade import VaDEModule
 
 METHODS = ("gmm", "kmeans", "vade")
@@ -118,12 +119,7 @@ def spectral_embedding(z: np.ndarray, dim: int, *, seed: int = 0) -> np.ndarray:
     dim = max(1, min(dim, n - 2))
     if k < 1 or n < 3:
         return np.ones((n, 1))
-    dist, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
-    dist, ind = dist[:, 1:].astype(np.float64), ind[:, 1:]  # drop each point itself
-    scale = dist[:, min(SPECTRAL_SCALE_NEIGHBOR, k) - 1] + 1e-12
-    w = np.exp(-(dist**2) / (scale[:, None] * scale[ind]))
-    graph = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
-    graph = graph.maximum(graph.T)
+    graph = knn_graph(z, SPECTRAL_NEIGHBORS, SPECTRAL_SCALE_NEIGHBOR)
     degree = np.asarray(graph.sum(axis=1)).ravel()
     tau = 0.0
     if connected_components(graph, directed=False)[0] > 1:

@@ -23,6 +23,12 @@ back: the mean entropy of ``q(y|x)`` (``entropy``, Grandvalet & Bengio 2005) and
 divergence of a batch's mean ``q(y|x)`` from uniform (``balance``), which stops the first
 from emptying classes; together they maximise the mutual information between image and
 class (Krause et al. 2010).
+
+Optionally (``propagation > 0``) unlabeled images also carry graph targets: class
+distributions, scaled by their confidence, that the estimator obtains by spreading the known
+labels over a nearest-neighbour graph of a plain VAE's latents (M1 of Kingma et al. 2014,
+label propagation as in Iscen et al. 2019). The classifier is trained towards them with a
+weighted cross-entropy; labeled images keep their own share of every batch.
 """
 
 from __future__ import annotations
@@ -135,6 +141,12 @@ class M2Module(GenerativeModel):
         Weight, relative to the classification loss, of the mean entropy of ``q(y|x)`` on
         unlabeled images (entropy minimisation, Grandvalet & Bengio 2005). M2's bound
         alone rewards uncertain ``q(y|x)`` on unlabeled images; this term pushes back.
+    balance : float
+        Weight, relative to the classification loss, of the divergence of the mean
+        ``q(y|x)`` over a batch's unlabeled images from uniform.
+    propagation : float
+        Weight, relative to the classification loss, of the cross-entropy of ``q(y|x)``
+        against the graph targets passed to :meth:`loss` (unlabeled images only).
     """
 
     def __init__(
@@ -157,6 +169,7 @@ class M2Module(GenerativeModel):
         cutout: float = 0.0,
         pseudo_threshold: float = 0.0,
         balance: float = 0.0,
+        propagation: float = 0.0,
     ):
         super().__init__()
         check_likelihood(likelihood)
@@ -169,6 +182,7 @@ class M2Module(GenerativeModel):
         self.consistency = consistency
         self.entropy = entropy
         self.balance = balance
+        self.propagation = propagation
         image = len(self.input_shape) == 3
         self.max_shift = max_shift if image else 0
         self.cutout_size = round(cutout * min(self.input_shape[1:])) if image else 0
@@ -210,11 +224,20 @@ class M2Module(GenerativeModel):
         logits = self.class_logits(x)
         return -self._unlabeled_bound(x, self.trunk(x), logits, kl_weight=1.0)[0]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:
+    def loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
         """M2's objective for a batch mixing labeled (``y >= 0``) and unlabeled (``-1``) images.
 
         Images labeled ``HELD_OUT`` (-2) count as unlabeled in the bound and the consistency
-        loss but stay out of the entropy, balance and pseudo-label terms.
+        loss but stay out of the entropy, balance, pseudo-label and propagation terms.
+        ``targets`` ``(B, K)``, when given, are the graph targets of the images (rows of
+        zeros for none): weighted class distributions whose cross-entropy with ``q(y|x)``
+        is added for unlabeled images with weight ``propagation``.
 
         ``total`` is the sum of ``L(x, y)`` over labeled and ``U(x)`` over unlabeled images
         divided by the batch size (nats per image), plus the weighted mean cross-entropy of
@@ -250,6 +273,11 @@ class M2Module(GenerativeModel):
             imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
             total = total + self.balance * self.class_weight * imbalance
             extras["imbalance"] = imbalance.detach()
+        if self.propagation > 0 and targets is not None and bool(free.any()):
+            log_q_all = F.log_softmax(logits[free], dim=1)
+            graph_ce = -(targets[free] * log_q_all).sum(1).mean()
+            total = total + self.propagation * self.class_weight * graph_ce
+            extras["propagation"] = graph_ce.detach()
         if self.consistency > 0 and self.training and (self.max_shift or self.cutout_size):
             cons = self._consistency(x, y, logits.detach())
             total = total + self.consistency * self.class_weight * cons

@@ -1,0 +1,59 @@
+"""The latent nearest-neighbour graph and label spreading (vaekit.graph)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.semi_supervised import LabelSpreading
+
+from vaekit.graph import knn_graph, label_spreading
+
+
+def blobs(n_per=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z = np.concatenate([c + rng.standard_normal((n_per, 2)) for c in centres])
+    return z, np.repeat(np.arange(3), n_per)
+
+
+def test_knn_graph_is_symmetric_with_weights_in_unit_interval():
+    z, _ = blobs()
+    w = knn_graph(z, n_neighbors=5, scale_neighbor=3)
+    assert w.shape == (120, 120)
+    assert abs(w - w.T).max() == 0
+    assert w.diagonal().max() == 0
+    assert 0 < w.data.min() and w.data.max() <= 1
+    assert (np.diff(w.indptr) >= 5).all()  # every point keeps at least its own neighbours
+
+
+def test_knn_graph_of_tiny_inputs():
+    assert knn_graph(np.zeros((1, 3))).shape == (1, 1)
+    w = knn_graph(np.array([[0.0], [1.0], [3.0]]))  # fewer points than neighbours
+    assert w.nnz == 6
+
+
+def test_one_label_per_blob_labels_every_blob():
+    z, y_true = blobs()
+    y = np.full(len(z), -1)
+    y[[0, 40, 80]] = [0, 1, 2]
+    proba = label_spreading(knn_graph(z), y, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert (proba.argmax(1) == y_true).all()
+
+
+def test_points_no_label_reaches_stay_uniform():
+    w = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0.0]]))
+    proba = label_spreading(w, np.array([1, -1, -1, -1]), 2)
+    np.testing.assert_allclose(proba[:2], [[0, 1], [0, 1]], atol=1e-12)
+    np.testing.assert_allclose(proba[2:], 0.5)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.9])
+def test_matches_scikit_learn_label_spreading_on_the_same_graph(alpha):
+    z, _ = blobs(n_per=15, seed=1)
+    w = knn_graph(z, n_neighbors=6, scale_neighbor=3)
+    y = np.full(len(z), -1)
+    y[[0, 1, 15, 30, 31]] = [0, 0, 1, 2, 2]
+    ours = label_spreading(w, y, 3, alpha=alpha, max_iter=10_000, tol=1e-12)
+    ref = LabelSpreading(kernel=lambda a, b: w.toarray(), alpha=alpha, max_iter=10_000, tol=1e-12)
+    ref.fit(z, y)
+    np.testing.assert_allclose(ours, ref.label_distributions_, atol=1e-6)
