@@ -138,6 +138,8 @@ def test_string_labels_and_unlabeled_marker():
         ({"decoder_arch": "rnn"}, np.tile([0, 1], 10), "decoder_arch"),
         ({"cutout": 1.0}, np.tile([0, 1], 10), "cutout"),
         ({"pseudo_threshold": -0.5}, np.tile([0, 1], 10), "pseudo_threshold"),
+        ({"propagation": -1.0}, np.tile([0, 1], 10), "propagation"),
+        ({"propagation_epochs": 0}, np.tile([0, 1], 10), "propagation_epochs"),
         ({"x": lambda x: x * 3 - 1}, np.tile([0, 1], 10), r"from -1 to 2.*MinMaxScaler"),
         ({"x": lambda x: x[:19]}, np.tile([0, 1], 10), "19 samples but y has 20"),
     ],
@@ -151,16 +153,47 @@ def test_bad_input(kw, y, match):
 
 
 def test_run_saved_before_new_parameters_loads_as_trained(semi, tmp_path):
-    """A run saved without ``balance``/``cutout``/``pseudo_threshold`` was trained without them."""
+    """A run saved without the later parameters was trained without them."""
     import json
 
     clf, _ = semi
     clf.save(tmp_path / "run")
     config_path = tmp_path / "run" / "config.json"
     config = json.loads(config_path.read_text())
-    for name in ("balance", "cutout", "pseudo_threshold"):
+    for name in ("balance", "cutout", "pseudo_threshold", "propagation", "propagation_epochs"):
         del config["params"][name]
     config_path.write_text(json.dumps(config))
     back = VAEClassifier.load(tmp_path / "run")
     assert (back.balance, back.cutout, back.pseudo_threshold) == (0.0, 0.0, 0.0)
-    assert VAEClassifier().balance == 1.0  # the default of new runs
+    assert (back.propagation, back.propagation_epochs) == (0.0, 20)
+    assert VAEClassifier().balance == VAEClassifier().propagation == 1.0  # new runs' defaults
+
+
+def test_propagation_trains_an_m1_vae_only_with_unlabeled_images(monkeypatch):
+    """The graph targets are built once per fit with unlabeled images, never without."""
+    from vaekit.estimators import classifier as module
+
+    calls = []
+    original = module.VAEClassifier._graph_targets
+
+    def spy(self, x, y_idx, train_idx):
+        targets = original(self, x, y_idx, train_idx)
+        calls.append(targets)
+        return targets
+
+    monkeypatch.setattr(module.VAEClassifier, "_graph_targets", spy)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random((30, 6)) * 0.3, 0.7 + rng.random((30, 6)) * 0.3])
+    y_all = np.repeat([0, 1], 30)
+    tiny(max_epochs=1, propagation_epochs=2).fit(x, y_all)
+    assert calls == []
+    y = np.full(60, -1)
+    y[[0, 1, 2, 30, 31, 32]] = [0, 0, 0, 1, 1, 1]
+    tiny(max_epochs=1, propagation_epochs=2, propagation=0.0).fit(x, y)
+    assert calls == []
+    tiny(max_epochs=1, propagation_epochs=2).fit(x, y)
+    (targets,) = calls
+    assert targets.shape == (60, 2) and targets.dtype == np.float32
+    assert ((targets > 0).sum(1) <= 1).all() and targets.max() <= 1
+    # Two well-separated groups, three labels each: the spread labels are the groups.
+    assert (targets.argmax(1) == y_all).all()
