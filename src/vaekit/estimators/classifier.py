@@ -9,8 +9,8 @@ sums over the classes weighted by ``q(y|x)``, so unlabeled images shape the clas
 With unlabeled images, the known labels can also be spread first (``propagation``): a plain
 VAE (M1) is trained on all the images, the labels are spread over the nearest-neighbour
 graph of its latent means (:func:`vaekit.graph.label_spreading`, Zhou et al. 2004), and
-every unlabeled image's most probable class, weighted by the certainty of the spread
-(``1 - entropy / log K``, Iscen et al. 2019), becomes a soft target of the classifier.
+every unlabeled image's most probable class becomes a target of the classifier, weighted
+by the certainty of the spread (``1 - entropy / log K``, Iscen et al. 2019).
 
 Probabilities are calibrated by temperature scaling (Guo et al. 2017): a share of the
 *labeled training* images (``validation_fraction``) is held out of the classification loss
