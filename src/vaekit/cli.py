@@ -649,10 +649,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     )
     n_labeled = int((y >= 0).sum())
     meta = {**_data_metadata(args.data, ds, args), "labels": args.labels, "n_labeled": n_labeled}
+    spread = " (labels first spread over a VAE's latent graph)" if n_labeled < len(y) else ""
     _say(
         args,
         f"classifying {ds.name}: {n_labeled} labeled and {len(y) - n_labeled} unlabeled "
-        f"training images -> {out}",
+        f"training images{spread} -> {out}",
     )
     start = time.perf_counter()
     clf.fit(ds.x_train, y, run_dir=out, metadata=meta)
