@@ -137,3 +137,18 @@ def test_m2_held_out_images_stay_out_of_the_sharpening_terms():
     torch.testing.assert_close(out.extras["imbalance"], (q * (q * 3).log()).sum())
     only_held_out = model.loss(x, torch.tensor([0, HELD_OUT, HELD_OUT, HELD_OUT]))
     assert "entropy" not in only_held_out.extras and "imbalance" not in only_held_out.extras
+
+
+def test_m2_propagation_is_the_weighted_cross_entropy_on_unlabeled_images_only():
+    torch.manual_seed(0)
+    model = _m2(propagation=1.0)  # entropy and balance off: the term computes its own log q
+    model.consistency = 0.0
+    model.eval()  # no dropout: the logits below are the loss's
+    x = torch.rand(4, 1, 8, 8)
+    y = torch.tensor([0, HELD_OUT, -1, -1])
+    targets = torch.tensor([[1.0, 0, 0], [0, 0.9, 0], [0, 0.5, 0], [0, 0, 0]])
+    out = model.loss(x, y, targets)
+    with torch.no_grad():
+        log_q = torch.log_softmax(model.class_logits(x[2:]), 1)
+    torch.testing.assert_close(out.extras["propagation"], -(0.5 * log_q[0, 1]) / 2)
+    assert "propagation" not in model.loss(x, y).extras  # no targets, no term

@@ -49,7 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import to_tensor
 from vaekit.estimators.vae import VAE
-from vaekit.graph import knn_graph
+from vaekit.graph import N_NEIGHBORS, SCALE_NEIGHBOR, knn_graph
 from vaekit.models.vade import VaDEModule
 
 METHODS = ("gmm", "kmeans", "vade")
@@ -68,9 +68,9 @@ KMEANS_MIN_SCALE = 1e-12
 UMAP_NEIGHBORS = 20
 UMAP_MIN_DIST = 0.0
 #: Spectral step: neighbours in the latent graph, and the neighbour whose distance sets each
-#: point's kernel width (the 7th, as in Zelnik-Manor & Perona 2004).
-SPECTRAL_NEIGHBORS = 10
-SPECTRAL_SCALE_NEIGHBOR = 7
+#: point's kernel width: the graph of :mod:`vaekit.graph` (10 and the 7th).
+SPECTRAL_NEIGHBORS = N_NEIGHBORS
+SPECTRAL_SCALE_NEIGHBOR = SCALE_NEIGHBOR
 #: Spectral step: eigenvectors kept by default, per cluster (K = 10 -> 15 dimensions).
 SPECTRAL_DIM_PER_CLUSTER = 1.5
 #: Spectral step on a graph in several pieces: every pair of points is also joined by a
@@ -104,11 +104,10 @@ def _gmm_log_resp(
 def spectral_embedding(z: np.ndarray, dim: int, *, seed: int = 0) -> np.ndarray:
     """Ng-Jordan-Weiss spectral embedding of points ``(N, D)``, ``(N, dim)`` float64.
 
-    Builds the ``SPECTRAL_NEIGHBORS``-nearest-neighbour graph with locally scaled Gaussian
-    weights ``exp(-d_ij^2 / (s_i s_j))`` (``s_i``: distance to the
-    ``SPECTRAL_SCALE_NEIGHBOR``-th neighbour), symmetrised by the maximum; takes the ``dim``
-    eigenvectors of ``D^-1/2 W D^-1/2`` with the largest eigenvalues and scales each row to
-    unit length. Deterministic for a given ``seed`` (the eigensolver's start vector).
+    Builds the locally scaled nearest-neighbour graph of :func:`vaekit.graph.knn_graph`
+    (``SPECTRAL_NEIGHBORS`` neighbours, width from the ``SPECTRAL_SCALE_NEIGHBOR``-th); takes
+    the ``dim`` eigenvectors of ``D^-1/2 W D^-1/2`` with the largest eigenvalues and scales
+    each row to unit length. Deterministic for a given ``seed`` (the eigensolver's start vector).
 
     A graph in several connected pieces (well-separated groups, duplicate images) gives the
     top eigenvalue 1 once per piece, which a Lanczos solver cannot resolve; there every pair

@@ -24,8 +24,8 @@ divergence of a batch's mean ``q(y|x)`` from uniform (``balance``), which stops 
 from emptying classes; together they maximise the mutual information between image and
 class (Krause et al. 2010).
 
-Optionally (``propagation > 0``) unlabeled images also carry graph targets: class
-distributions, scaled by their confidence, that the estimator obtains by spreading the known
+Optionally (``propagation > 0``) unlabeled images also carry graph targets: one-hot classes
+scaled by their certainty, that the estimator obtains by spreading the known
 labels over a nearest-neighbour graph of a plain VAE's latents (M1 of Kingma et al. 2014,
 label propagation as in Iscen et al. 2019). The classifier is trained towards them with a
 weighted cross-entropy; labeled images keep their own share of every batch.
@@ -262,8 +262,9 @@ class M2Module(GenerativeModel):
         total = bound / n + self.class_weight * ce
         extras = {"classification": ce.detach()}
         free = y == UNLABELED  # held-out rows (HELD_OUT) stay out of the terms below
-        sharpen = (self.entropy > 0 or self.balance > 0) and bool(free.any())
-        log_q = F.log_softmax(logits[free], dim=1) if sharpen else None
+        use_targets = self.propagation > 0 and targets is not None
+        needs_log_q = self.entropy > 0 or self.balance > 0 or use_targets
+        log_q = F.log_softmax(logits[free], dim=1) if needs_log_q and bool(free.any()) else None
         if self.entropy > 0 and log_q is not None:
             ent = -(log_q.exp() * log_q).sum(1).mean()
             total = total + self.entropy * self.class_weight * ent
@@ -273,9 +274,8 @@ class M2Module(GenerativeModel):
             imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
             total = total + self.balance * self.class_weight * imbalance
             extras["imbalance"] = imbalance.detach()
-        if self.propagation > 0 and targets is not None and bool(free.any()):
-            log_q_all = F.log_softmax(logits[free], dim=1)
-            graph_ce = -(targets[free] * log_q_all).sum(1).mean()
+        if use_targets and log_q is not None:
+            graph_ce = -(targets[free] * log_q).sum(1).mean()
             total = total + self.propagation * self.class_weight * graph_ce
             extras["propagation"] = graph_ce.detach()
         if self.consistency > 0 and self.training and (self.max_shift or self.cutout_size):
