@@ -265,17 +265,21 @@ class M2Module(GenerativeModel):
         use_targets = self.propagation > 0 and targets is not None
         needs_log_q = self.entropy > 0 or self.balance > 0 or use_targets
         log_q = F.log_softmax(logits[free], dim=1) if needs_log_q and bool(free.any()) else None
-        if self.entropy > 0 and log_q is not None:
-            ent = -(log_q.exp() * log_q).sum(1).mean()
+        # A batch without unlabeled rows still reports every enabled term (as 0): the
+        # training loop sums the same extras over all the batches of an epoch.
+        if self.entropy > 0:
+            ent = zero if log_q is None else -(log_q.exp() * log_q).sum(1).mean()
             total = total + self.entropy * self.class_weight * ent
             extras["entropy"] = ent.detach()
-        if self.balance > 0 and log_q is not None:
-            log_mean = torch.logsumexp(log_q, 0) - math.log(len(log_q))  # log mean q(y|x), (K,)
-            imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
+        if self.balance > 0:
+            imbalance = zero
+            if log_q is not None:
+                log_mean = torch.logsumexp(log_q, 0) - math.log(len(log_q))  # log mean q(y|x)
+                imbalance = (log_mean.exp() * log_mean).sum() + math.log(self.n_classes)
             total = total + self.balance * self.class_weight * imbalance
             extras["imbalance"] = imbalance.detach()
-        if use_targets and log_q is not None:
-            graph_ce = -(targets[free] * log_q).sum(1).mean()
+        if use_targets:
+            graph_ce = zero if log_q is None else -(targets[free] * log_q).sum(1).mean()
             total = total + self.propagation * self.class_weight * graph_ce
             extras["propagation"] = graph_ce.detach()
         if self.consistency > 0 and self.training and (self.max_shift or self.cutout_size):
