@@ -40,6 +40,8 @@ from vaekit.training.loop import seed_from
 
 #: Search range of the log-temperature of temperature scaling.
 LOG_TEMPERATURE_BOUND = 4.0
+#: Fewest held-out images per class for which a temperature is fitted (fewer: none).
+MIN_CALIBRATION_PER_CLASS = 1
 #: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
 DEFAULT_DECODER_DIMS = (512, 256)
 
@@ -90,8 +92,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     propagation_epochs : int, default=20
         Most epochs of the plain VAE whose latents carry that graph.
     calibrate : bool, default=True
-        Fit a temperature on the held-out labeled images (needs ``validation_fraction > 0``
-        and at least one held-out image).
+        Fit a temperature on the held-out labeled images. Needs ``validation_fraction > 0``
+        and at least as many held-out images as classes; with fewer, every labeled image
+        is used for training and the probabilities are left uncalibrated (temperature 1).
     latent_dim : int, default=16
         Size of ``z`` (the style; the class is ``y``).
     arch : {"mlp", "conv"}, default="conv"
@@ -402,12 +405,14 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         """Labeled indices for training and for temperature scaling (seeded, stratified)."""
         labeled = np.flatnonzero(y_idx != UNLABELED)
         n_cal = round(len(labeled) * float(self.validation_fraction)) if self.calibrate else 0
-        if n_cal < 1 or len(labeled) - n_cal < 1:
+        k = len(self.classes_)
+        if n_cal < max(1, MIN_CALIBRATION_PER_CLASS * k) or len(labeled) - n_cal < 1:
+            # Fewer held-out images than classes cannot fit a temperature (two images of
+            # digits drove it to the search bound, every probability to ~1/K): keep them all.
             return labeled, labeled[:0]
         from sklearn.model_selection import train_test_split
 
         counts = np.bincount(y_idx[labeled])
-        k = len(self.classes_)
         stratify = None
         if counts.min() >= 2 and min(n_cal, len(labeled) - n_cal) >= k:
             stratify = y_idx[labeled]
