@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -80,3 +82,30 @@ def test_loading_never_unpickles(tmp_path):
     (tmp_path / "train_state.safetensors").write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(CheckpointError):
         checkpoint.load_train_state(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize(
+    "umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)], ids=["022", "002", "077"]
+)
+def test_atomic_write_gives_the_mode_of_a_new_file(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_write_text(tmp_path / "f.txt", "x")
+        checkpoint.save_model(tmp_path / "run", {"w": torch.zeros(1)}, {"estimator": "VAE"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == mode
+    for f in (tmp_path / "run").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == mode, f.name
+
+
+def test_save_model_refuses_a_run_of_another_estimator(tmp_path):
+    checkpoint.save_model(tmp_path, {"w": torch.zeros(1)}, {"estimator": "VAEClassifier"})
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    with pytest.raises(CheckpointError, match=r"holds a VAEClassifier run.*another directory"):
+        checkpoint.save_model(tmp_path, {"w": torch.ones(2)}, {"estimator": "VAE"})
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+    # the same kind may be saved over (training checkpoints, re-saves)
+    checkpoint.save_model(tmp_path, {"w": torch.ones(2)}, {"estimator": "VAEClassifier"})
+    assert torch.equal(checkpoint.load_model(tmp_path)[1]["w"], torch.ones(2))

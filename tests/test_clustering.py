@@ -215,3 +215,14 @@ def test_spectral_embedding_separates_groups(n):
 def test_bad_manifold_is_a_config_error():
     with pytest.raises(ConfigError, match="manifold"):
         tiny(manifold="tsne").fit(blobs()[0])
+
+
+def test_umap_without_umap_learn_fails_before_training(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as where umap-learn is not installed
+    clu = tiny(manifold="umap")
+    with pytest.raises(ConfigError, match=r"vaekit\[umap\].*--manifold none or spectral"):
+        clu.fit(blobs()[0], run_dir=tmp_path / "r")
+    assert not hasattr(clu, "module_") and not (tmp_path / "r").exists()
+    tiny(manifold="umap", method="vade", max_epochs=1).fit(blobs()[0])  # VaDE ignores it

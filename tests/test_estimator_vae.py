@@ -1,9 +1,12 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from vaekit import VAE
+from vaekit import VAE, VAEClustering
 from vaekit.errors import CheckpointError, ConfigError, DataError
 
 
@@ -126,3 +129,43 @@ def test_bad_data(fitted):
 def test_load_rejects_other_kinds_and_missing(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         VAE.load(tmp_path / "none")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+def test_saved_files_get_the_mode_of_new_files(fitted, tmp_path):
+    old = os.umask(0o022)
+    try:
+        fitted.save(tmp_path / "run")
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "run").iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644}
+
+
+def test_save_refuses_a_run_of_another_estimator(fitted, digits, tmp_path):
+    run = tmp_path / "run"
+    clu = VAEClustering(n_clusters=2, latent_dim=2, hidden_dims=(8,), max_epochs=1)
+    clu.fit(digits[:40]).save(run)
+    before = {f.name: f.read_bytes() for f in run.iterdir()}
+    with pytest.raises(CheckpointError, match=r"'.*run' holds a VAEClustering run; save the VAE"):
+        fitted.save(run)
+    assert {f.name: f.read_bytes() for f in run.iterdir()} == before
+    fitted.save(tmp_path / "own").save(tmp_path / "own")  # over a run of the same kind: allowed
+
+
+def test_set_params_after_fit_acts_at_the_next_fit(digits, tmp_path):
+    vae = tiny(latent_dim=4, max_epochs=2).fit(digits)
+    vae.set_params(latent_dim=3)
+    vae.save(tmp_path / "run")
+    loaded = VAE.load(tmp_path / "run")
+    assert loaded.latent_dim == 4
+    assert np.array_equal(loaded.transform(digits), vae.transform(digits))
+    loaded.save(tmp_path / "again")  # a loaded estimator saves what it was fitted with
+    assert VAE.load(tmp_path / "again").get_params() == loaded.get_params()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_fails_before_writing_to_run_dir(digits, tmp_path):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        tiny(device="cuda").fit(digits, run_dir=tmp_path / "r")
+    assert not (tmp_path / "r" / "config.json").exists()

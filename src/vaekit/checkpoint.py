@@ -44,12 +44,24 @@ STATE_JSON = "train_state.json"
 HISTORY_FILE = "history.csv"
 
 
+def _new_file_mode() -> int:
+    """Mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0)  # the umask can only be read by setting it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same dir + fsync + rename).
+
+    The file gets the mode of a newly created one (``0o666`` less the umask), not the
+    ``0o600`` of ``tempfile.mkstemp``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -175,10 +187,39 @@ def save_model(
 
     The config is written last, so a crash in between leaves a hash mismatch that
     ``load_model`` reports instead of silently pairing new weights with an old config.
+
+    Raises
+    ------
+    CheckpointError
+        ``run_dir`` holds a run of another estimator (its ``config.json`` names another
+        ``estimator``); nothing is written.
     """
+    try:
+        held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no config.json, or one that cannot be read: no run to mix
+        held = None
+    kind = config.get("estimator")
+    if isinstance(held, dict) and "estimator" in held and held["estimator"] != kind:
+        raise CheckpointError(
+            f"'{run_dir}' holds a {held['estimator']} run; save the {kind} to another directory"
+        )
     data = tensors_to_bytes(state_dict)
     atomic_write_bytes(Path(run_dir) / MODEL_FILE, data)
     write_config(run_dir, {**config, "model_sha256": sha256_bytes(data)})
+
+
+def run_command(config: Mapping[str, Any]) -> str:
+    """Return the ``vaekit`` subcommand that started a run: train, cluster or classify.
+
+    Read from the run's metadata (runs saved before it was recorded: clustering runs are
+    ``cluster``, classifier runs with a ``labels`` entry ``classify``).
+    """
+    meta = config.get("metadata") or {}
+    if isinstance(meta, dict) and meta.get("command") in ("train", "cluster", "classify"):
+        return meta["command"]
+    if config.get("estimator") == "VAEClustering":
+        return "cluster"
+    return "classify" if isinstance(meta, dict) and "labels" in meta else "train"
 
 
 def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -189,7 +230,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, to
     if not path.exists():
         raise CheckpointError(
             f"'{path}' is missing; the run did not finish — resume it with "
-            f"'vaekit train ... --out {run_dir} --resume'"
+            f"'vaekit {run_command(config)} DATA --out {run_dir} --resume'"
         )
     data = path.read_bytes()
     expected = config.get("model_sha256")

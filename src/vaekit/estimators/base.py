@@ -94,6 +94,7 @@ class BaseVAEEstimator(BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        resolve_device(self.device)  # raises now, before any training or file in run_dir
 
     def _train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -111,10 +112,14 @@ class BaseVAEEstimator(BaseEstimator):
             compile=self.compile,
         )
 
-    def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if self.hidden_dims is not None:
-            return tuple(int(h) for h in self.hidden_dims)
-        arch = self.arch if len(input_shape) == 3 else "mlp"
+    def _hidden_dims(
+        self, input_shape: tuple[int, ...], params: dict[str, Any] | None = None
+    ) -> tuple[int, ...]:
+        """Layer sizes for ``input_shape`` under ``params`` (default: the current ones)."""
+        p = self.get_params(deep=False) if params is None else params
+        if p["hidden_dims"] is not None:
+            return tuple(int(h) for h in p["hidden_dims"])
+        arch = p["arch"] if len(input_shape) == 3 else "mlp"
         return default_hidden_dims(arch, input_shape)
 
     @abstractmethod
@@ -155,6 +160,8 @@ class BaseVAEEstimator(BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.seed_ = seed_from(self.random_state)
+        # What the model is trained with: set_params after fit acts at the next fit only.
+        self._fit_params = self.get_params(deep=False)
         self.metadata_ = dict(metadata or {})
         self.fit_seconds_ = 0.0
         self.history_ = []
@@ -232,7 +239,8 @@ class BaseVAEEstimator(BaseEstimator):
 
     # -- persistence -------------------------------------------------------------------------
     def _config(self, status: str) -> dict[str, Any]:
-        params = self.get_params(deep=False)
+        params = dict(getattr(self, "_fit_params", None) or self.get_params(deep=False))
+        hidden_dims = self._hidden_dims(self.input_shape_, params)
         if params.get("hidden_dims") is not None:
             params["hidden_dims"] = list(params["hidden_dims"])
         return {
@@ -242,7 +250,7 @@ class BaseVAEEstimator(BaseEstimator):
             "model": {
                 "class": type(self.module_).__name__,
                 "input_shape": list(self.input_shape_),
-                "hidden_dims": list(self._hidden_dims(self.input_shape_)),
+                "hidden_dims": list(hidden_dims),
             },
             "metadata": self.metadata_,
         }
@@ -299,6 +307,7 @@ class BaseVAEEstimator(BaseEstimator):
             )
         try:
             est = cls(**cls.params_from_config(config["params"]))
+            est._fit_params = est.get_params(deep=False)
             est.input_shape_ = tuple(config["model"]["input_shape"])
             est.n_features_in_ = int(np.prod(est.input_shape_))
             est.metadata_ = config.get("metadata", {})

@@ -87,6 +87,19 @@ MANIFOLD_MAX_SAMPLES = 100_000
 FIT_MAX_SAMPLES = 100_000
 
 
+def _import_umap():
+    """Import ``umap`` (numba-compiled, so only when asked for) or say how to get it."""
+    try:
+        import umap
+    except ImportError:
+        raise ConfigError(
+            "manifold='umap' needs umap-learn: pip install 'vaekit[umap]', or choose another "
+            "manifold (manifold=None or 'spectral'; on the command line --manifold none or "
+            "spectral)"
+        ) from None
+    return umap
+
+
 def _gmm_log_resp(
     z: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray
 ) -> np.ndarray:
@@ -256,6 +269,8 @@ class VAEClustering(ClusterMixin, VAE):
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.manifold not in MANIFOLDS:
             raise ConfigError(f"manifold must be one of {MANIFOLDS}, got {self.manifold!r}")
+        if self.manifold == "umap" and self.method != "vade":  # fail before training
+            _import_umap()
         d = self.manifold_dim
         if d is not None and (not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1):
             raise ConfigError(f"manifold_dim must be a positive integer or None, got {d!r}")
@@ -353,12 +368,7 @@ class VAEClustering(ClusterMixin, VAE):
 
     def _umap(self, z_ref: np.ndarray, dim: int) -> np.ndarray:
         """N2D's UMAP of the reference latents to ``dim`` dimensions, ``(N, dim)`` float64."""
-        try:
-            import umap  # numba-compiled; imported only when asked for
-        except ImportError:  # pragma: no cover - umap-learn is a dependency
-            raise ConfigError(
-                "manifold='umap' needs umap-learn: pip install umap-learn, or pass manifold=None"
-            ) from None
+        umap = _import_umap()
         # UMAP needs more neighbours than points, and a spectral start needs dim < n - 1.
         n_neighbors = min(UMAP_NEIGHBORS, len(z_ref) - 1)
         reducer = umap.UMAP(
