@@ -44,6 +44,8 @@ DEMO_CLASSIFIER = dict(
 )
 DEMO_CLASSIFIER_EPOCHS = 20
 MODELS = ("vae", "m2")
+#: ``vaekit cluster`` settings when not given (a resumed run keeps its own).
+CLUSTER_DEFAULTS = {"n_clusters": 10, "method": "kmeans", "manifold": "spectral"}
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
 CONFIG_FILE = "config.json"
 
@@ -304,46 +306,100 @@ def _load_estimator(run: str):
     return kinds[kind].load(run), config
 
 
+#: Command-line option of each estimator parameter that a run's options may set.
+OPTION_OF_PARAM = {
+    "latent_dim": "--latent-dim",
+    "arch": "--arch",
+    "hidden_dims": "--hidden-dims",
+    "likelihood": "--likelihood",
+    "beta": "--beta",
+    "batch_size": "--batch-size",
+    "max_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "precision": "--precision",
+    "n_clusters": "--n-clusters",
+    "method": "--method",
+    "manifold": "--manifold",
+    "manifold_dim": "--manifold-dim",
+}
+
+
+def _resumed_run(
+    args: argparse.Namespace, command: str, given: dict[str, Any] | None = None
+) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Check that ``--out`` holds a run of ``vaekit COMMAND`` that DATA and the options fit.
+
+    ``given`` holds the estimator parameters set on the command line (default: the model
+    options); a resumed run keeps the settings it was started with, so one that differs is
+    refused rather than ignored. Returns ``(out, config, params, metadata)``.
+    """
+    if args.out is None:
+        raise VaekitError("--resume needs --out DIR naming the run to continue")
+    out = Path(args.out)
+    if not (out / CONFIG_FILE).exists():
+        raise VaekitError(f"cannot resume: '{out}' holds no run; drop --resume to start one")
+    _check_writable(out, "--out", folder=True)
+    from vaekit import checkpoint
+
+    config = checkpoint.read_config(out)
+    try:
+        params = dict(config["params"])
+        meta = dict(config.get("metadata", {}))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"'{out / CONFIG_FILE}' lacks readable parameters; it was modified — start "
+            "a new run without --resume"
+        ) from None
+    started = checkpoint.run_command(config)
+    if started != command:
+        raise VaekitError(
+            f"'{out}' is a run of 'vaekit {started}'; continue it with "
+            f"'vaekit {started} DATA --out {out} --resume'"
+        )
+    if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
+        raise VaekitError(
+            f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
+        )
+    given = _model_params(args) if given is None else given
+    changed = [
+        f"{OPTION_OF_PARAM.get(k, k)} (the run has {params.get(k)!r})"
+        for k, v in given.items()
+        if k != "compile" and (list(v) if isinstance(v, tuple) else v) != params.get(k)
+    ]
+    if changed:
+        raise VaekitError(
+            f"--resume continues '{out}' with the settings it was started with; drop "
+            f"{', '.join(changed)} or start a new run without --resume"
+        )
+    params["verbose"] = _verbose(args)
+    if args.compile is not None and "compile" in params:  # speed only, same results
+        params["compile"] = args.compile
+    if args.image_size is None and meta.get("image_size"):
+        args.image_size = meta["image_size"]
+    return out, config, params, meta
+
+
+def _estimator_from(kind: Any, params: dict[str, Any], out: Path) -> Any:
+    """``kind(**params)`` for a resumed run, refusing parameters this version does not know."""
+    try:
+        return kind(**kind.params_from_config(params))
+    except TypeError as exc:
+        raise CheckpointError(
+            f"'{out / CONFIG_FILE}' holds parameters this vaekit does not know ({exc}); "
+            "start a new run without --resume"
+        ) from None
+
+
 # --- subcommands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model and save a run directory."""
     if args.resume:
-        if args.out is None:
-            raise VaekitError("--resume needs --out DIR naming the run to continue")
-        out = Path(args.out)
-        if not (out / CONFIG_FILE).exists():
-            raise VaekitError(f"cannot resume: '{out}' holds no run; drop --resume to start one")
-        _check_writable(out, "--out", folder=True)
-        from vaekit import checkpoint
-
-        config = checkpoint.read_config(out)
-        try:
-            params = dict(config["params"])
-            meta = dict(config.get("metadata", {}))
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(
-                f"'{out / CONFIG_FILE}' lacks readable parameters; it was modified — start "
-                "a new run without --resume"
-            ) from None
-        params["verbose"] = _verbose(args)
-        if args.compile is not None and "compile" in params:  # speed only, same results
-            params["compile"] = args.compile
-        if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
-            raise VaekitError(
-                f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
-            )
-        seed = params.get("random_state") or 0
-        ds = _load_data(args.data, args, seed)
+        out, config, params, meta = _resumed_run(args, "train")
+        ds = _load_data(args.data, args, params.get("random_state") or 0)
         from vaekit.estimators import VAE, VAEClassifier
 
         kind = VAEClassifier if config.get("estimator") == "VAEClassifier" else VAE
-        try:
-            est = kind(**kind.params_from_config(params))
-        except TypeError as exc:  # a parameter this version does not know
-            raise CheckpointError(
-                f"'{out / CONFIG_FILE}' holds parameters this vaekit does not know ({exc}); "
-                "start a new run without --resume"
-            ) from None
+        est = _estimator_from(kind, params, out)
     else:
         out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
         ds = _load_data(args.data, args, args.seed)
@@ -358,7 +414,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         else:
             est = VAE(**params, device=args.device, random_state=args.seed, verbose=_verbose(args))
-        meta = _data_metadata(args.data, ds, args)
+        meta = {**_data_metadata(args.data, ds, args), "command": "train"}
     _say(
         args,
         f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
@@ -416,6 +472,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "n_test": len(ds.x_test),
     }
     metrics["seconds"] = time.perf_counter() - t0
+    if not args.out and out.exists():
+        # The run's own metrics file keeps what evaluate does not recompute (a clustering's
+        # acc/nmi/ari, a classifier's n_labeled and temperature).
+        try:
+            metrics = {**json.loads(out.read_text()), **metrics}
+        except (ValueError, TypeError):
+            pass  # unreadable: replaced by the fresh metrics
     _write_metrics(out, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -500,30 +563,43 @@ def _n_clusters(text: str) -> int | str:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster all images of DATA (train and test together) without using labels."""
-    out = _fresh_dir(args.out, "")
-    ds = _load_data(args.data, args, args.seed)
+    given = {
+        "n_clusters": args.n_clusters,
+        "method": args.method,
+        "manifold": args.manifold,
+        "manifold_dim": args.manifold_dim,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.get("method") == "vade" and given.get("manifold") not in (None, "none"):
+        raise VaekitError("--manifold applies to --method gmm or kmeans; drop it for vade")
+    if "manifold" in given and given["manifold"] == "none":
+        given["manifold"] = None
     from vaekit.data.prepared import all_images
     from vaekit.estimators import VAEClustering
 
+    if args.resume:
+        out, _, params, meta = _resumed_run(args, "cluster", {**_model_params(args), **given})
+        ds = _load_data(args.data, args, params.get("random_state") or 0)
+        clu = _estimator_from(VAEClustering, params, out)
+    else:
+        out = _fresh_dir(args.out, "")
+        ds = _load_data(args.data, args, args.seed)
+        clu = VAEClustering(
+            **{**CLUSTER_DEFAULTS, **given},
+            **_model_params(args),
+            device=args.device,
+            random_state=args.seed,
+            verbose=_verbose(args),
+        )
+        meta = {**_data_metadata(args.data, ds, args), "command": "cluster"}
     x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
-    params = _model_params(args)
-    clu = VAEClustering(
-        n_clusters=args.n_clusters,
-        method=args.method,
-        manifold=None if args.manifold == "none" else args.manifold,
-        manifold_dim=args.manifold_dim,
-        **params,
-        device=args.device,
-        random_state=args.seed,
-        verbose=_verbose(args),
-    )
-    _say(args, f"clustering {len(x)} images of {ds.name} (method {args.method}) -> {out}")
+    _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
     start = time.perf_counter()
-    clu.fit(x, run_dir=out, metadata=_data_metadata(args.data, ds, args))
+    clu.fit(x, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():
         return 0
-    metrics = _write_cluster_run(clu, ds, x, paths, out, args.seed, start)
+    metrics = _write_cluster_run(clu, ds, x, paths, out, clu.random_state or 0, start)
     _say(args, f"{clu.n_clusters_} clusters; {_format_metrics(metrics)}")
     print(out)
     return 0
@@ -636,19 +712,37 @@ def _classification_scores(clf: Any, ds: Any):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify DATA with N labeled training images (all if omitted); score the test split."""
-    out = _fresh_dir(args.out, "")
-    ds = _load_data(args.data, args, args.seed)
-    y = _training_labels(ds, args.labels, args.seed)
     from vaekit.estimators import VAEClassifier
 
-    clf = VAEClassifier(
-        **_model_params(args),
-        device=args.device,
-        random_state=args.seed,
-        verbose=_verbose(args),
-    )
+    if args.resume:
+        out, _, params, meta = _resumed_run(args, "classify")
+        if args.labels is not None and args.labels != meta.get("labels"):
+            raise VaekitError(
+                f"--resume continues '{out}' with the settings it was started with; drop "
+                f"--labels (the run has {meta.get('labels')!r}) or start a new run without "
+                "--resume"
+            )
+        seed = params.get("random_state") or 0
+        ds = _load_data(args.data, args, seed)
+        y = _training_labels(ds, meta.get("labels"), seed)
+        clf = _estimator_from(VAEClassifier, params, out)
+    else:
+        out = _fresh_dir(args.out, "")
+        ds = _load_data(args.data, args, args.seed)
+        y = _training_labels(ds, args.labels, args.seed)
+        clf = VAEClassifier(
+            **_model_params(args),
+            device=args.device,
+            random_state=args.seed,
+            verbose=_verbose(args),
+        )
+        meta = {
+            **_data_metadata(args.data, ds, args),
+            "command": "classify",
+            "labels": args.labels,
+            "n_labeled": int((y >= 0).sum()),
+        }
     n_labeled = int((y >= 0).sum())
-    meta = {**_data_metadata(args.data, ds, args), "labels": args.labels, "n_labeled": n_labeled}
     spread = " (labels first spread over a VAE's latent graph)" if n_labeled < len(y) else ""
     _say(
         args,
@@ -656,7 +750,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         f"training images{spread} -> {out}",
     )
     start = time.perf_counter()
-    clf.fit(ds.x_train, y, run_dir=out, metadata=meta)
+    clf.fit(ds.x_train, y, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():
         return 0
     metrics = _write_classify_run(clf, ds, n_labeled, out, start)
@@ -923,21 +1017,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--n-clusters",
         type=_n_clusters,
-        default=10,
         metavar="K|auto",
         help="number of clusters, or auto (chosen by BIC; default: 10)",
     )
     p.add_argument(
         "--method",
         choices=("gmm", "kmeans", "vade"),
-        default="kmeans",
         help="gmm or kmeans on the VAE latents (or on their --manifold embedding), or VaDE "
         "(default: kmeans)",
     )
     p.add_argument(
         "--manifold",
         choices=("none", "umap", "spectral"),
-        default="spectral",
         help="embed the latents before gmm/kmeans: spectral (the latents' neighbour graph), "
         "umap as in N2D (needs umap-learn), or none (default: spectral)",
     )
@@ -948,6 +1039,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the --manifold embedding (default: K for umap, 1.5 K for spectral)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
     _add_model_args(p)
     _add_fast_args(p)
     _add_data_args(p)
@@ -966,6 +1060,9 @@ def build_parser() -> argparse.ArgumentParser:
         "all); the rest of the training split is used unlabeled",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
     _add_model_args(p)
     _add_fast_args(p)
     _add_data_args(p)
@@ -1038,13 +1135,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_report)
+    parser.commands = sub.choices  # name -> subcommand parser, for main's error messages
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vaekit`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, which names it and its --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with _warnings_to_stderr():
             return int(args.func(args))

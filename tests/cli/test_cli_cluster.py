@@ -30,11 +30,26 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
 
     png = tmp_path / "c0.png"
     gen = ["generate", out, "--cluster", "0", "--n", "8", "--out", png, "--quiet"]
-    results = fast_cli.many({"ok": gen, "bad": [*gen[:2], "--cluster", str(k), "--out", png]})
+    results = fast_cli.many(
+        {
+            "ok": gen,
+            "bad": [*gen[:2], "--cluster", str(k), "--out", png],
+            "vade": ["cluster", "digits", "--method", "vade", "--manifold", "umap", "--out", png],
+        }
+    )
     assert_ok(results["ok"])
     with Image.open(png) as im:
         im.verify()
     assert "--cluster must be in" in assert_user_error(results["bad"], "--cluster")
+    assert "drop it for vade" in assert_user_error(results["vade"], "--manifold")
+
+    # evaluate adds the ELBO to the run's metrics and keeps the clustering's own.
+    assert_ok(fast_cli("evaluate", out, "--quiet"))
+    after = json.loads((out / "metrics.json").read_text())
+    assert {k: after[k] for k in ("acc", "nmi", "ari", "silhouette")} == {
+        k: metrics[k] for k in ("acc", "nmi", "ari", "silhouette")
+    }
+    assert "elbo" in after
 
 
 def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A real ``kill -9`` during ``vaekit train`` followed by ``--resume``."""
+"""A real ``kill -9`` during ``vaekit train``, ``classify`` or ``cluster``, then ``--resume``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
-from cli_helpers import PYTHON_M, Cli, Preloaded, assert_ok, assert_user_error
+from cli_helpers import (
+    PYTHON_M,
+    Cli,
+    Preloaded,
+    TrainedRun,
+    assert_ok,
+    assert_user_error,
+    copy_run,
+)
 from safetensors.torch import load_file
 
 TRAIN = (
@@ -25,6 +35,51 @@ def _losses(path: Path) -> list[str]:
     return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
 
 
+#: ``vaekit classify`` with few labels (the label spreading runs again on resume) and
+#: ``vaekit cluster``: tiny models, enough epochs to be killed in the middle.
+CLASSIFY = (
+    "classify", "digits", "--labels", "50", "--epochs", "8", "--batch-size", "16",
+    "--hidden-dims", "8,16", "--latent-dim", "3", "--seed", "2", "--quiet",
+)  # fmt: skip
+CLUSTER = (
+    "cluster", "digits", "--epochs", "8", "--batch-size", "16", "--hidden-dims", "64",
+    "--latent-dim", "4", "--seed", "1", "--quiet",
+)  # fmt: skip
+
+
+def _kill_9_after_epoch_2(cli: Cli, args: Sequence[str], run: Path) -> None:
+    """Start ``vaekit ARGS --out RUN`` in its own process and ``kill -9`` it after epoch 2."""
+    proc = subprocess.Popen(
+        [*PYTHON_M, *args, "--out", str(run)],
+        cwd=cli.cwd,
+        env=dict(cli.env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        state = run / "train_state.json"
+        deadline, epoch = time.time() + 120, 0
+        while time.time() < deadline and proc.poll() is None and epoch < 2:
+            try:
+                epoch = json.loads(state.read_text())["epoch"]
+            except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+                epoch = 0
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before it could be killed"
+        assert epoch >= 2, "no checkpoint of epoch 2 within the deadline"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert not (run / "model.safetensors").exists()
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(
     cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path
 ) -> None:
@@ -32,38 +87,55 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The uninterrupted run goes on beside the one that is killed (both cores busy).
         uninterrupted = pool.submit(fast_cli, *TRAIN, "--out", full)
-        proc = subprocess.Popen(
-            [*PYTHON_M, *TRAIN, "--out", str(part)],
-            cwd=cli.cwd,
-            env=dict(cli.env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            state = part / "train_state.json"
-            deadline, epoch = time.time() + 120, 0
-            while time.time() < deadline and proc.poll() is None and epoch < 2:
-                try:
-                    epoch = json.loads(state.read_text())["epoch"]
-                except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
-                    epoch = 0
-                time.sleep(0.02)
-            assert proc.poll() is None, "training finished before it could be killed"
-            assert epoch >= 2, "no checkpoint of epoch 2 within the deadline"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        assert not (part / "model.safetensors").exists()
+        _kill_9_after_epoch_2(cli, TRAIN, part)
         assert_ok(uninterrupted.result())
 
     assert_ok(fast_cli(*TRAIN, "--out", part, "--resume"))
-    a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_weights(full, part)
     assert not list(part.glob(".*.tmp"))
     assert _losses(part / "history.csv") == _losses(full / "history.csv")
+
+
+@pytest.mark.parametrize(
+    ("args", "outputs"),
+    [(CLASSIFY, "predictions.csv"), (CLUSTER, "clusters.csv")],
+    ids=["classify", "cluster"],
+)
+def test_classify_and_cluster_resume_after_kill_9(
+    cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path, args: tuple[str, ...], outputs: str
+) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        uninterrupted = pool.submit(fast_cli, *args, "--out", full)
+        _kill_9_after_epoch_2(cli, args, part)
+        assert_ok(uninterrupted.result())
+
+    # The run's own command continues it; train --resume points there instead of
+    # retraining it as something else.
+    line = assert_user_error(fast_cli("train", "digits", "--out", part, "--resume"), part)
+    assert f"vaekit {args[0]} DATA --out {part} --resume" in line
+    assert not (part / "model.safetensors").exists()
+    assert_ok(fast_cli(*args, "--out", part, "--resume"))
+    assert _same_weights(full, part)
+    assert (part / outputs).read_text() == (full / outputs).read_text()
+    metrics = json.loads((part / "metrics.json").read_text())
+    assert metrics == {
+        **json.loads((full / "metrics.json").read_text()),
+        "seconds": metrics["seconds"],
+    }
+
+
+def test_resume_refuses_options_that_change_the_run(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    run = copy_run(trained_run.path, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    line = assert_user_error(
+        fast_cli("train", "digits", "--out", run, "--resume", "--epochs", "5", "--latent-dim", "9"),
+        run,
+    )
+    assert "--epochs (the run has 1)" in line and "--latent-dim" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_train_into_an_existing_run_is_refused(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
