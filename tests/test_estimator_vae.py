@@ -147,8 +147,10 @@ def test_save_refuses_a_run_of_another_estimator(fitted, digits, tmp_path):
     clu = VAEClustering(n_clusters=2, latent_dim=2, hidden_dims=(8,), max_epochs=1)
     clu.fit(digits[:40]).save(run)
     before = {f.name: f.read_bytes() for f in run.iterdir()}
-    with pytest.raises(CheckpointError, match=r"'.*run' holds a VAEClustering run; save the VAE"):
+    with pytest.raises(CheckpointError, match=r"'.*run' holds a VAEClustering run; write the VAE"):
         fitted.save(run)
+    with pytest.raises(CheckpointError, match="holds a VAEClustering run"):
+        tiny(max_epochs=1).fit(digits[:40], run_dir=run)  # training into it: refused first
     assert {f.name: f.read_bytes() for f in run.iterdir()} == before
     fitted.save(tmp_path / "own").save(tmp_path / "own")  # over a run of the same kind: allowed
 

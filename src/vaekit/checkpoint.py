@@ -180,6 +180,24 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
+    """Refuse to write a ``kind`` run into ``run_dir`` when it holds a run of another estimator.
+
+    Raises
+    ------
+    CheckpointError
+        ``run_dir/config.json`` parses and names an ``estimator`` other than ``kind``.
+    """
+    try:
+        held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no config.json, or one that cannot be read: no run to mix
+        return
+    if isinstance(held, dict) and "estimator" in held and held["estimator"] != kind:
+        raise CheckpointError(
+            f"'{run_dir}' holds a {held['estimator']} run; write the {kind} to another directory"
+        )
+
+
 def save_model(
     run_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> None:
@@ -191,18 +209,10 @@ def save_model(
     Raises
     ------
     CheckpointError
-        ``run_dir`` holds a run of another estimator (its ``config.json`` names another
-        ``estimator``); nothing is written.
+        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`); nothing is
+        written.
     """
-    try:
-        held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no config.json, or one that cannot be read: no run to mix
-        held = None
-    kind = config.get("estimator")
-    if isinstance(held, dict) and "estimator" in held and held["estimator"] != kind:
-        raise CheckpointError(
-            f"'{run_dir}' holds a {held['estimator']} run; save the {kind} to another directory"
-        )
+    check_run_kind(run_dir, config.get("estimator"))
     data = tensors_to_bytes(state_dict)
     atomic_write_bytes(Path(run_dir) / MODEL_FILE, data)
     write_config(run_dir, {**config, "model_sha256": sha256_bytes(data)})

@@ -182,6 +182,7 @@ class BaseVAEEstimator(BaseEstimator):
         Histories of successive calls (e.g. pre-training, then fine-tuning) are appended.
         """
         if run_dir is not None and is_main_process():  # under torchrun only rank 0 writes
+            checkpoint.check_run_kind(run_dir, self._estimator_name)
             checkpoint.write_config(run_dir, self._config(status="training"))
         cfg = replace(self._train_config(self.seed_), **overrides)
         start = time.perf_counter()
