@@ -72,6 +72,18 @@ def test_save_load_and_per_cluster_samples(method, tmp_path):
         back.sample(1, cluster=7)
 
 
+def test_set_params_after_fit_changes_neither_predictions_nor_the_saved_run(tmp_path):
+    x, _ = blobs()
+    clu = tiny(method="gmm", manifold=None, max_epochs=6).fit(x)
+    proba = clu.predict_proba(x)
+    clu.set_params(method="kmeans", manifold="spectral")  # acts at the next fit
+    np.testing.assert_array_equal(clu.predict_proba(x), proba)
+    clu.save(tmp_path / "run")
+    back = VAEClustering.load(tmp_path / "run")
+    assert back.method == "gmm" and back.manifold is None
+    np.testing.assert_allclose(back.predict_proba(x), proba, atol=1e-6)
+
+
 def test_auto_k_reports_the_criterion():
     x, _ = blobs(k=4)
     clu = tiny(n_clusters="auto", max_clusters=8).fit(x)

@@ -96,6 +96,11 @@ class BaseVAEEstimator(BaseEstimator):
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
         resolve_device(self.device)  # raises now, before any training or file in run_dir
 
+    def _fitted(self, name: str) -> Any:
+        """Parameter ``name`` as the model was fitted with (``set_params`` acts at the next fit)."""
+        params = getattr(self, "_fit_params", None)
+        return params[name] if params is not None else getattr(self, name)
+
     def _train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
             batch_size=int(self.batch_size),

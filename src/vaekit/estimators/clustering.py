@@ -287,7 +287,7 @@ class VAEClustering(ClusterMixin, VAE):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
 
     def _build_module(self, input_shape: tuple[int, ...]):
-        if self.method != "vade":
+        if self._fitted("method") != "vade":
             return super()._build_module(input_shape)
         return VaDEModule(
             input_shape,
@@ -328,7 +328,7 @@ class VAEClustering(ClusterMixin, VAE):
             del self.n_clusters_  # refitting: the model is sized from the parameters again
         self._setup_fit(x, metadata)
         self._n_features_out = int(self.latent_dim)
-        if self.method == "vade":
+        if self._fitted("method") == "vade":
             self._fit_vade(x, run_dir=run_dir, resume=resume)
         else:
             self._train_module([x], run_dir=run_dir, resume=resume)
@@ -342,7 +342,7 @@ class VAEClustering(ClusterMixin, VAE):
         return self
 
     def _uses_manifold(self) -> bool:
-        return self.manifold is not None and self.method != "vade"
+        return self._fitted("manifold") is not None and self._fitted("method") != "vade"
 
     def _fit_on_manifold(self, z: np.ndarray) -> None:
         """Embed the latents (UMAP or spectral), cluster there, keep a kNN map for new images."""
@@ -354,7 +354,7 @@ class VAEClustering(ClusterMixin, VAE):
         # K first, by BIC on the latent means as without a manifold: the embedding's size
         # depends on K, so a criterion computed inside it would partly choose itself.
         self.n_clusters_ = k = self._choose_k(z_ref)
-        if self.manifold == "umap":
+        if self._fitted("manifold") == "umap":
             u = self._umap(z_ref, int(self.manifold_dim or k))  # N2D: as many dims as clusters
         else:
             dim = int(self.manifold_dim or round(SPECTRAL_DIM_PER_CLUSTER * k))
@@ -427,7 +427,7 @@ class VAEClustering(ClusterMixin, VAE):
     def _fit_clusterer(self, z: np.ndarray) -> None:
         k = self.n_clusters_
         z = self._fit_sample(z)
-        if self.method == "kmeans":
+        if self._fitted("method") == "kmeans":
             km = KMeans(k, n_init=self._n_init(KMEANS_N_INIT), random_state=self.seed_).fit(z)
             self.cluster_centers_ = km.cluster_centers_.astype(np.float64)
             # Soft assignments use one shared isotropic variance: the mean within-cluster one,
@@ -488,7 +488,7 @@ class VAEClustering(ClusterMixin, VAE):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Cluster membership probabilities, ``(N, n_clusters_)``; rows sum to one."""
         check_is_fitted(self, "n_clusters_")
-        if self.method == "vade":
+        if self._fitted("method") == "vade":
             x = self._check_input(X)
             m = self.module_
             return self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
@@ -505,7 +505,7 @@ class VAEClustering(ClusterMixin, VAE):
 
     def _proba_from_params(self, z: np.ndarray) -> np.ndarray:
         """Probabilities from the fitted k-means centres or mixture, ``(N, K)``."""
-        if self.method == "kmeans":
+        if self._fitted("method") == "kmeans":
             d2 = ((z[:, None, :] - self.cluster_centers_[None]) ** 2).sum(-1)
             logits = -d2 / (2.0 * self.kmeans_scale_)
             log_resp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
@@ -531,7 +531,7 @@ class VAEClustering(ClusterMixin, VAE):
         from vaekit.training.loop import seed_from
 
         seed = self.seed_ if random_state is None else seed_from(random_state)
-        if self.method == "vade":
+        if self._fitted("method") == "vade":
             gen = torch.Generator(device=self._device()).manual_seed(seed)
             with torch.no_grad():
                 z = self.module_.prior_sample(int(n_samples), generator=gen, cluster=cluster)
@@ -543,7 +543,7 @@ class VAEClustering(ClusterMixin, VAE):
             z = rng.multivariate_normal(
                 self.latent_means_[cluster], self.latent_covariances_[cluster], size=int(n_samples)
             )
-        elif self.method == "gmm":
+        elif self._fitted("method") == "gmm":
             z = rng.multivariate_normal(
                 self.means_[cluster], self.covariances_[cluster], size=int(n_samples)
             )
@@ -562,13 +562,13 @@ class VAEClustering(ClusterMixin, VAE):
                 "latent_means": torch.from_numpy(self.latent_means_),
                 "latent_covariances": torch.from_numpy(self.latent_covariances_),
             }
-        if self.method == "gmm":
+        if self._fitted("method") == "gmm":
             return {
                 "weights": torch.from_numpy(self.weights_),
                 "means": torch.from_numpy(self.means_),
                 "covariances": torch.from_numpy(self.covariances_),
             }
-        if self.method == "kmeans":
+        if self._fitted("method") == "kmeans":
             return {"centers": torch.from_numpy(self.cluster_centers_)}
         return {}
 
@@ -593,11 +593,11 @@ class VAEClustering(ClusterMixin, VAE):
             self.latent_means_ = tensors["latent_means"].numpy()
             self.latent_covariances_ = tensors["latent_covariances"].numpy()
             self._knn = None
-        elif self.method == "gmm":
+        elif self._fitted("method") == "gmm":
             self.weights_ = tensors["weights"].numpy()
             self.means_ = tensors["means"].numpy()
             self.covariances_ = tensors["covariances"].numpy()
-        elif self.method == "kmeans":
+        elif self._fitted("method") == "kmeans":
             self.cluster_centers_ = tensors["centers"].numpy()
             self.kmeans_scale_ = float(info["kmeans_scale"])
         else:
