@@ -46,7 +46,14 @@ HISTORY_FILE = "history.csv"
 
 def _new_file_mode() -> int:
     """Mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
-    mask = os.umask(0)  # the umask can only be read by setting it
+    try:  # Linux shows the umask without changing it (setting it is process-wide)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)  # elsewhere the umask can only be read by setting it
     os.umask(mask)
     return 0o666 & ~mask
 
