@@ -164,6 +164,9 @@ def test_set_params_after_fit_acts_at_the_next_fit(digits, tmp_path):
     assert np.array_equal(loaded.transform(digits), vae.transform(digits))
     loaded.save(tmp_path / "again")  # a loaded estimator saves what it was fitted with
     assert VAE.load(tmp_path / "again").get_params() == loaded.get_params()
+    recon = vae.reconstruct(digits[:5])
+    vae.set_params(likelihood="gaussian")  # outputs keep the fitted likelihood
+    np.testing.assert_array_equal(vae.reconstruct(digits[:5]), recon)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -186,7 +186,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
                 f"expected latents of shape (N, {self.module_.latent_dim}), got {tuple(z.shape)}"
             )
         return self._batched(
-            z, lambda zb: mean_from_output(self.likelihood, self.module_.decode(zb))
+            z, lambda zb: mean_from_output(self._fitted("likelihood"), self.module_.decode(zb))
         )
 
     def reconstruct(self, X: Any) -> np.ndarray:
@@ -194,7 +194,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         x = self._check_input(X)
         m = self.module_
         return self._batched(
-            x, lambda xb: mean_from_output(self.likelihood, m.decode(m.encode(xb).mean))
+            x, lambda xb: mean_from_output(self._fitted("likelihood"), m.decode(m.encode(xb).mean))
         )
 
     def sample(self, n_samples: int = 1, *, random_state: Any = None) -> np.ndarray:
