@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.datasets import load_digits
 
 from vaekit.data import Dataset, load_dataset
@@ -125,3 +126,20 @@ def test_dataset_validates_itself() -> None:
         Dataset("d", x, None, x, None, (), paths_test=("a",))
     ok = Dataset("d", x, np.array([0, 1, -1, 1]), x, None, ("a", "b"))
     assert ok.image_shape == (1, 2, 2) and ok.official_split
+
+
+def test_a_folder_spelled_unlike_a_builtin_name_is_read_as_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("Digits", "digits"):
+        for c in ("cat", "dog"):
+            (tmp_path / name / c).mkdir(parents=True, exist_ok=True)
+            for i in range(6):
+                Image.new("L", (4, 4), 40 * i).save(tmp_path / name / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    folder = load_dataset("Digits")  # a relative path that happens to match a name
+    assert folder.classes == ("cat", "dog") and folder.image_shape == (1, 4, 4)
+    with pytest.warns(UserWarning, match=r"'digits' is the built-in dataset.*\./digits"):
+        builtin = load_dataset("digits")  # the exact name: the built-in, with a warning
+    assert len(builtin.x_train) + len(builtin.x_test) == 1797
+    assert len(load_dataset("./digits").x_train) + len(load_dataset("./digits").x_test) == 12

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,7 +364,9 @@ def load_dataset(
         ``"mnist"``, or a path: a folder of IDX files, a single IDX image file, a ``.npy`` or
         ``.npz`` file, or a folder of images (sub-folders are classes, ``unlabeled/`` holds
         images without a class, ``train/`` and ``test/`` give an official split). Built-in
-        names win over a folder of the same name; write ``./mnist`` for the folder.
+        names, spelled exactly so, win over a folder of the same name (with a warning);
+        write ``./mnist`` for the folder. Other spellings of an existing path (``Digits``)
+        are paths.
     image_size : int or (int, int) or None, default=None
         Resize every image to ``(height, width)`` (an int means a square). ``None`` keeps
         the size, which must then be the same for all images.
@@ -408,6 +411,15 @@ def load_dataset(
     }
 
     known = _known_name(spec)
+    if known is not None and Path(os.fspath(spec)).expanduser().exists():
+        if spec != known:  # 'Digits/', 'Fashion_MNIST/': spelled unlike the name, a path
+            known = None
+        else:
+            warnings.warn(
+                f"{spec!r} is the built-in dataset; the {spec!r} on disk is not read "
+                f"(write ./{spec} for it)",
+                stacklevel=2,
+            )
     if known == "digits":
         x, y = _load_digits()
         return _assemble(
