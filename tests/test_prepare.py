@@ -164,3 +164,14 @@ def test_training_on_data_larger_than_the_memory_limit(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert "CONTROL-COPY-SUCCEEDED" not in res.stdout, "the memory limit does not bite"
     assert res.stdout.startswith("OK"), res.stdout
+
+
+def test_prepare_keeps_training_labels_when_the_test_part_has_none(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 6, 6), dtype=np.uint8)
+    y = np.repeat([0, 1, 2], 10)
+    np.savez(tmp_path / "t.npz", x=x, y=y, x_test=x[:5])  # no y_test
+    prepare(tmp_path / "t.npz", tmp_path / "t.npy")
+    ds = load_dataset(tmp_path / "t.npy")
+    np.testing.assert_array_equal(ds.y_train, load_dataset(tmp_path / "t.npz").y_train)
+    assert (ds.y_test == -1).all() and len(ds.y_test) == 5
