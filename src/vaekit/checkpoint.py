@@ -94,8 +94,14 @@ def remove_stale_temps(run_dir: str | os.PathLike) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    r"""Write UTF-8 text atomically.
+
+    A file name that is not valid UTF-8 (which Python decodes with surrogate escapes) is
+    written with its odd bytes as ``\xNN`` escapes, so the file stays valid UTF-8.
+    """
+    atomic_write_bytes(
+        path, text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+    )
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -164,6 +164,14 @@ def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
     )
 
 
+def _data_options_of_run(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Default ``--image-size`` and ``--color`` to what the run was trained with."""
+    if args.image_size is None and meta.get("image_size"):
+        args.image_size = meta["image_size"]
+    if args.color == "auto" and meta.get("color") in ("grayscale", "rgb"):
+        args.color = meta["color"]
+
+
 def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, Any]:
     p = Path(spec)
     return {
@@ -374,8 +382,7 @@ def _resumed_run(
     params["verbose"] = _verbose(args)
     if args.compile is not None and "compile" in params:  # speed only, same results
         params["compile"] = args.compile
-    if args.image_size is None and meta.get("image_size"):
-        args.image_size = meta["image_size"]
+    _data_options_of_run(args, meta)
     return out, config, params, meta
 
 
@@ -457,8 +464,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = args.data or meta.get("data")
     if spec is None:
         raise VaekitError(f"'{args.run}' does not record its data; pass DATA")
-    if args.image_size is None and meta.get("image_size"):
-        args.image_size = meta["image_size"]
+    _data_options_of_run(args, meta)
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
     t0 = time.perf_counter()
@@ -493,8 +499,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from vaekit import checkpoint
 
     meta = config.get("metadata", {})
-    if args.image_size is None and meta.get("image_size"):
-        args.image_size = meta["image_size"]
+    _data_options_of_run(args, meta)
     ds = _load_data(args.data, args, 0)
     _check_image_shape(est, ds, args.run, args.data)
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
@@ -804,10 +809,11 @@ def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> 
         ds = None
         if spec is not None:
             opts = argparse.Namespace(
-                image_size=getattr(args, "image_size", None) or meta.get("image_size"),
+                image_size=getattr(args, "image_size", None),
                 color=getattr(args, "color", "auto"),
                 skip_bad=getattr(args, "skip_bad", False),
             )
+            _data_options_of_run(opts, meta)
             seed = config.get("params", {}).get("random_state") or 0
             key = (spec, opts.image_size, opts.color, opts.skip_bad, seed)
             if key not in datasets:  # a demo's runs share one dataset

@@ -165,6 +165,17 @@ def case_mixed_sizes(d: Path, run: Path) -> Case:
 
 
 @case
+def case_too_few_images(d: Path, run: Path) -> Case:
+    folder = d / "few"
+    folder.mkdir()
+    for i in range(4):  # 3 training images: no validation image is left
+        Image.new("L", (8, 8), 50 * i).save(folder / f"{i}.png")
+    c = _train(folder, d)
+    c.names = ("validation_fraction", "at least 6 images")
+    return c
+
+
+@case
 def case_nan_in_npy(d: Path, run: Path) -> Case:
     x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
     x[3, 2, 1] = np.nan

@@ -116,7 +116,10 @@ def _list_split(folder: str, rel_folder: str, shown: str) -> ImageListing:
         )
     listing = ImageListing([], [], [])
     for name, pairs in class_dirs.items():
-        label = None if name.lower() == UNLABELED_DIR else name
+        # A folder name that is not valid UTF-8 (a zip from another system) keeps its
+        # bytes as escapes, so the class name can be printed, plotted and written.
+        shown_name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        label = None if name.lower() == UNLABELED_DIR else shown_name
         listing.files += [f for f, _ in pairs]
         listing.rels += [r for _, r in pairs]
         listing.names += [label] * len(pairs)

@@ -23,7 +23,7 @@ from vaekit.models.base import GenerativeModel, check_likelihood
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, resolve_device, train
 from vaekit.training.distributed import is_main_process
-from vaekit.training.loop import seed_from
+from vaekit.training.loop import check_split, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
@@ -186,10 +186,11 @@ class BaseVAEEstimator(BaseEstimator):
 
         Histories of successive calls (e.g. pre-training, then fine-tuning) are appended.
         """
+        cfg = replace(self._train_config(self.seed_), **overrides)
+        check_split(len(data[0]), cfg.validation_fraction)  # before anything is written
         if run_dir is not None and is_main_process():  # under torchrun only rank 0 writes
             checkpoint.check_run_kind(run_dir, self._estimator_name)
             checkpoint.write_config(run_dir, self._config(status="training"))
-        cfg = replace(self._train_config(self.seed_), **overrides)
         start = time.perf_counter()
         result = train(self.module_, data, cfg, run_dir=run_dir, resume=resume)
         self.history_ = [*self.history_, *result.history]

@@ -178,15 +178,24 @@ def _kl_weight_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return min(1.0, (epoch + step / steps_per_epoch) / cfg.kl_warmup_epochs)
 
 
+def check_split(n: int, validation_fraction: float) -> int:
+    """Return the validation size for ``n`` images; raise if a split would be empty."""
+    n_val = round(n * validation_fraction)
+    if validation_fraction > 0 and (n_val < 1 or n - n_val < 1):
+        need = max(2, int(0.5 / validation_fraction))  # the smallest n that splits
+        while not 1 <= round(need * validation_fraction) < need:
+            need += 1
+        raise ConfigError(
+            f"validation_fraction={validation_fraction} leaves an empty split of {n} "
+            f"images; use at least {need} images (or validation_fraction=0 from Python)"
+        )
+    return n_val
+
+
 def _split(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train/validation index split."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.random_state))
-    n_val = round(n * cfg.validation_fraction)
-    if cfg.validation_fraction > 0 and (n_val < 1 or n - n_val < 1):
-        raise ConfigError(
-            f"validation_fraction={cfg.validation_fraction} leaves an empty split of {n} "
-            "images; use more data or validation_fraction=0"
-        )
+    n_val = check_split(n, cfg.validation_fraction)
     return perm[n_val:], perm[:n_val]
 
 

@@ -1,0 +1,49 @@
+"""Users' own image folders end to end: odd folder names, converted colours."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import TINY, Cli, Preloaded, assert_ok, write_image_folder
+from PIL import Image
+
+#: A class folder named in Latin-1, as in a zip made on another system: not valid UTF-8.
+ODD_NAME = b"caf\xe9"
+
+
+def test_folder_names_that_are_not_utf8(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "odd", classes=("plain",), n=12)
+    odd = os.path.join(os.fsencode(root), ODD_NAME)
+    os.mkdir(odd)
+    for i in range(12):
+        Image.new("L", (8, 8), 20 * i).save(os.fsdecode(os.path.join(odd, b"%d.png" % i)))
+    runs = {name: tmp_path / name for name in ("clu", "cls")}
+    results = fast_cli.many(
+        {
+            "clu": ["cluster", root, *TINY, "--n-clusters", "2", "--out", runs["clu"], "-q"],
+            "cls": ["classify", root, *TINY, "--out", runs["cls"], "-q"],
+        }
+    )
+    for res in results.values():
+        assert_ok(res)
+    # The CSVs stay UTF-8: the odd byte is written as an escape, in paths and classes.
+    assert "/caf\\xe9/" in (runs["clu"] / "clusters.csv").read_text(encoding="utf-8")
+    metrics = json.loads((runs["cls"] / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"caf\\xe9", "plain"}
+    assert_ok(fast_cli("report", runs["cls"], "-q"))
+
+
+def test_evaluate_and_report_reuse_the_colour_of_the_run(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    root = write_image_folder(tmp_path / "rgb", n=8, mode="RGB")
+    run = tmp_path / "gray"
+    assert_ok(fast_cli("train", root, *TINY, "--color", "grayscale", "--out", run, "-q"))
+    assert json.loads((run / "config.json").read_text())["model"]["input_shape"] == [1, 8, 8]
+    results = fast_cli.many({"eval": ["evaluate", run, "-q"], "report": ["report", run, "-q"]})
+    for res in results.values():
+        assert_ok(res)
+    assert np.isfinite(json.loads((run / "metrics.json").read_text())["elbo"])
