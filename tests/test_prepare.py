@@ -175,3 +175,21 @@ def test_prepare_keeps_training_labels_when_the_test_part_has_none(tmp_path: Pat
     ds = load_dataset(tmp_path / "t.npy")
     np.testing.assert_array_equal(ds.y_train, load_dataset(tmp_path / "t.npz").y_train)
     assert (ds.y_test == -1).all() and len(ds.y_test) == 5
+
+
+def test_prepare_auto_colour_over_blocks_matches_load_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colour image after the first block of gray ones: three channels for all."""
+    from vaekit.data import prepared
+
+    monkeypatch.setattr(prepared, "PREPARE_BLOCK", 4)
+    src = tmp_path / "flat"
+    src.mkdir()
+    for i in range(10):
+        mode = "RGB" if i == 8 else "L"
+        Image.new(mode, (3, 3), (i, 2 * i, 3 * i) if mode == "RGB" else i).save(src / f"{i}.png")
+    prepare(src, tmp_path / "p.npy")
+    direct, prep = load_dataset(src), load_dataset(tmp_path / "p.npy")
+    assert prep.image_shape == direct.image_shape == (3, 3, 3)
+    np.testing.assert_array_equal(prep.x_train, direct.x_train)

@@ -288,6 +288,15 @@ def prepare_image_folder(
                 shape = (len(order), *x.shape[1:])
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             elif x.shape[1:] != mm.shape[1:]:
+                if color == "auto" and x.shape[2:] == mm.shape[2:]:
+                    # Gray blocks first, a colour image later: "auto" means three channels
+                    # for the whole folder, as load_dataset gives. Start again in RGB.
+                    del mm
+                    return prepare_image_folder(
+                        root, shown, out, image_size=image_size, color="rgb",
+                        skip_bad=skip_bad, test_fraction=test_fraction,
+                        random_state=random_state,
+                    )  # fmt: skip
                 raise DataError(
                     f"images of {shown!r} are {'x'.join(map(str, mm.shape[1:]))} (CxHxW) in "
                     f"the first block but {'x'.join(map(str, x.shape[1:]))} later; pass "
