@@ -53,8 +53,12 @@ def test_npy_pickled_objects_refused(tmp_path: Path) -> None:
 
 def test_npz_object_array_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(DataError, match=r"pickled"):
+    with pytest.raises(DataError, match=r"'x' in file .*objects.*x\.astype\('uint8'\)"):
         load_dataset(tmp_path / "obj.npz")
+    x = np.zeros((4, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "lab.npz", x=x, y=np.array(["cat"] * 4, dtype=object))
+    with pytest.raises(DataError, match=r"'y' in file .*objects.*y\.astype\(str\)"):
+        load_dataset(tmp_path / "lab.npz")
 
 
 def test_npy_nan_and_inf_counted(tmp_path: Path) -> None:

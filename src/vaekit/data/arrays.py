@@ -450,7 +450,20 @@ def load_npz(
                 )
             if "y_test" in keys and "x_test" not in keys:
                 raise DataError(f"file {shown!r} has 'y_test' but no 'x_test'; add the test images")
-            raw = {k: z[k] for k in (x_key, y_key, "x_test", "y_test") if k in keys}
+            raw = {}
+            for k in (x_key, y_key, "x_test", "y_test"):
+                if k not in keys:
+                    continue
+                try:
+                    raw[k] = z[k]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    fix = "y.astype(str)" if k in (y_key, "y_test") else "x.astype('uint8')"
+                    raise DataError(
+                        f"array {k!r} in file {shown!r} holds Python objects, which vaekit "
+                        f"refuses to unpickle for safety; save it as numbers or text (e.g. {fix})"
+                    ) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DataError):
             raise
