@@ -217,3 +217,16 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     for name in ("a.jpg", "b.jpg"):
         Image.new("RGB", (6, 4), "red").save(tmp_path / name, exif=exif)
     assert load_dataset(tmp_path).image_shape == (3, 6, 4)
+
+
+def test_float_tiff_is_read_in_0_1(tmp_path: Path) -> None:
+    """Float images follow the array convention: [0, 1] -> 0..255; outside is refused."""
+    (tmp_path / "f").mkdir()
+    ramp = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    Image.fromarray(ramp).save(tmp_path / "f" / "ramp.tif")
+    Image.fromarray(ramp).save(tmp_path / "f" / "ramp2.tif")
+    ds = load_dataset(tmp_path / "f", test_fraction=0.5)
+    np.testing.assert_array_equal(ds.x_train[0, 0], np.rint(ramp * 255).astype(np.uint8))
+    Image.fromarray(ramp * 300).save(tmp_path / "f" / "big.tif")
+    with pytest.raises(DataError, match=r"big\.tif.*\[0, 1\]"):
+        load_dataset(tmp_path / "f")

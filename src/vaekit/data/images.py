@@ -191,6 +191,13 @@ def _to_mode(im: Image.Image, color: Color) -> Image.Image:
         # Pillow's convert("L") clips 16-bit values at 255; scale 0..65535 to 0..255 instead.
         wide = np.clip(np.asarray(im, dtype=np.int64), 0, WIDE_INT_MAX)
         im = Image.fromarray(((wide * 255 + WIDE_INT_MAX // 2) // WIDE_INT_MAX).astype(np.uint8))
+    if im.mode == "F":
+        # Float images follow vaekit's array convention, [0, 1]; Pillow's convert("L") would
+        # clip them to 0 and 1 out of 255.
+        a = np.asarray(im, dtype=np.float64)
+        if not (np.isfinite(a).all() and 0.0 <= a.min() and a.max() <= 1.0):
+            raise ValueError("float pixels must lie in [0, 1]; save it as 8-bit or scale it")
+        im = Image.fromarray(np.rint(a * 255).astype(np.uint8))
     if color == "auto":
         target = "L" if im.mode in GRAY_MODES else "RGB"
     else:
