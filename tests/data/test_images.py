@@ -230,3 +230,18 @@ def test_float_tiff_is_read_in_0_1(tmp_path: Path) -> None:
     Image.fromarray(ramp * 300).save(tmp_path / "f" / "big.tif")
     with pytest.raises(DataError, match=r"big\.tif.*\[0, 1\]"):
         load_dataset(tmp_path / "f")
+
+
+def test_linked_sub_folders_are_followed_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for i in range(3):
+        Image.new("L", (4, 4), 10 * i).save(outside / f"{i}.png")
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (4, 4), 100 + i).save(tmp_path / "data" / "a" / f"{i}.png")
+    (tmp_path / "data" / "a" / "more").symlink_to(outside)
+    (tmp_path / "data" / "a" / "again").symlink_to(outside)  # the same folder twice
+    (tmp_path / "data" / "a" / "loop").symlink_to(tmp_path / "data" / "a")  # a cycle
+    ds = load_dataset(tmp_path / "data", test_fraction=0.5)
+    assert len(ds.x_train) + len(ds.x_test) == 6

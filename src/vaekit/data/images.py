@@ -60,10 +60,21 @@ def _join_rel(rel_folder: str, name: str) -> str:
 
 
 def _images_below(folder: str, rel_folder: str) -> list[tuple[str, str]]:
-    """``(path, relative path)`` of every image under ``folder``, hidden folders pruned."""
+    """``(path, relative path)`` of every image under ``folder``, hidden folders pruned.
+
+    Linked folders are followed, as the top-level class folders are; one already listed
+    (a link back up, a second link to the same folder) is not listed again.
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        kept = []
+        for d in sorted(dirnames):  # sorted: which link to a folder is kept never varies
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         sub = os.path.relpath(dirpath, folder).replace(os.sep, "/")
         rel_dir = rel_folder if sub == "." else _join_rel(rel_folder, sub)
         found += [
