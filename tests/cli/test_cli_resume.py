@@ -15,6 +15,7 @@ import pytest
 import torch
 from cli_helpers import (
     PYTHON_M,
+    TIMEOUT,
     Cli,
     Preloaded,
     TrainedRun,
@@ -58,7 +59,7 @@ def _kill_9_after_epoch_2(cli: Cli, args: Sequence[str], run: Path) -> None:
     )
     try:
         state = run / "train_state.json"
-        deadline, epoch = time.time() + 120, 0
+        deadline, epoch = time.time() + TIMEOUT, 0
         while time.time() < deadline and proc.poll() is None and epoch < 2:
             try:
                 epoch = json.loads(state.read_text())["epoch"]
