@@ -174,3 +174,12 @@ def test_unavailable_device_fails_before_writing_to_run_dir(digits, tmp_path):
     with pytest.raises(ConfigError, match="CUDA is not available"):
         tiny(device="cuda").fit(digits, run_dir=tmp_path / "r")
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_channels_last_uint8_images_are_read_as_channels_first(digits):
+    rgb = np.repeat(digits[:40, None], 3, axis=1)  # (N, 3, 8, 8)
+    last = np.ascontiguousarray(rgb.transpose(0, 2, 3, 1))  # (N, 8, 8, 3)
+    a = tiny(arch="conv", hidden_dims=(4,), max_epochs=1).fit(rgb)
+    b = tiny(arch="conv", hidden_dims=(4,), max_epochs=1).fit(last)
+    assert a.input_shape_ == b.input_shape_ == (3, 8, 8)
+    np.testing.assert_array_equal(a.transform(rgb), b.transform(last))

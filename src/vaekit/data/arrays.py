@@ -92,7 +92,7 @@ def _check_values(x: np.ndarray, what: str) -> None:
             )
 
 
-def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
+def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     """Return a ``(N, C, H, W)`` view of a 3-D or 4-D image array."""
     if x.ndim == 3:  # (N, H, W) -> (N, 1, H, W)
         return x[:, None]
@@ -132,7 +132,7 @@ def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
         If the dtype, shape or values are not those of an image array.
     """
     _check_numeric(x, what)
-    x = _to_nchw(x, what)
+    x = to_nchw(x, what)
     _check_not_empty(x, what)
     _check_values(x, what)
     if x.dtype.kind == "f":
@@ -190,7 +190,7 @@ def as_image_array(x: object, *, name: str = "x") -> np.ndarray:
             ) from None
     _check_numeric(arr, name)
     if arr.ndim != 2:
-        arr = _to_nchw(arr, name)
+        arr = to_nchw(arr, name)
     _check_not_empty(arr, name)
     _check_values(arr, name)
     if arr.dtype.kind in "iu":

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from vaekit import checkpoint
 from vaekit.data import as_image_array
+from vaekit.data.arrays import to_nchw
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.models.base import GenerativeModel, check_likelihood
 from vaekit.nn import default_hidden_dims
@@ -45,8 +46,8 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
         as_image_array(X, name=name)  # raises: sparse input is not supported
     arr = np.asarray(X)
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
-        if arr.ndim == 3:
-            arr = arr[:, None]
+        if arr.ndim > 2:  # (N, H, W) and channels-last (N, H, W, C) -> (N, C, H, W)
+            arr = to_nchw(arr, name)
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:
             # Read-only memory map: torch warns that the tensor must not be written to;
