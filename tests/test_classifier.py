@@ -144,6 +144,10 @@ def test_string_labels_and_unlabeled_marker():
     y_int = np.tile([0, 1, -1], 20)
     clf = tiny(max_epochs=1).fit(x, y_int)
     assert list(clf.classes_) == [0, 1] and clf.n_unlabeled_ == 20
+    y_mixed = y.copy()
+    y_mixed[::3] = -1  # string classes, the integer -1 for unlabeled images
+    clf = tiny(max_epochs=1).fit(x, y_mixed)
+    assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
 
 
 @pytest.mark.parametrize(

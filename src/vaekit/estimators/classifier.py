@@ -386,11 +386,17 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 "(use -1 for unlabeled images)"
             )
         y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
         if y.dtype.kind in "iuf":
             unl = y == UNLABELED
+        elif y.dtype == object:  # string labels with the integer -1 for unlabeled images
+            unl = np.array(
+                [isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
+                 for v in y],
+                dtype=bool,
+            )  # fmt: skip
         else:
             unl = np.zeros(len(y), dtype=bool)
+        check_classification_targets(y[~unl] if unl.any() else y)
         self.classes_ = np.unique(y[~unl])
         if len(self.classes_) < 2:
             raise DataError(
