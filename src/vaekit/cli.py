@@ -480,10 +480,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics["seconds"] = time.perf_counter() - t0
     if not args.out and out.exists():
         # The run's own metrics file keeps what evaluate does not recompute (a clustering's
-        # acc/nmi/ari, a classifier's n_labeled and temperature).
+        # acc/nmi/ari, a classifier's n_labeled and temperature) and what describes the run
+        # itself (its image counts and wall time); evaluate's time is added beside them.
         try:
-            metrics = {**json.loads(out.read_text()), **metrics}
-        except (ValueError, TypeError):
+            run = json.loads(out.read_text())
+            kept = {k: run[k] for k in ("n_train", "n_test", "seconds") if k in run}
+            metrics = {**run, **metrics, **kept, "evaluate_seconds": metrics["seconds"]}
+        except (ValueError, TypeError, AttributeError):
             pass  # unreadable: replaced by the fresh metrics
     _write_metrics(out, metrics)
     print(json.dumps(metrics, indent=2))

@@ -49,7 +49,10 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
     assert {k: after[k] for k in ("acc", "nmi", "ari", "silhouette")} == {
         k: metrics[k] for k in ("acc", "nmi", "ari", "silhouette")
     }
-    assert "elbo" in after
+    assert "elbo" in after and "evaluate_seconds" in after
+    assert {k: after[k] for k in ("n_train", "n_test", "seconds")} == {
+        k: metrics[k] for k in ("n_train", "n_test", "seconds")
+    }
 
 
 def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
