@@ -957,7 +957,8 @@ def _demo_classify(out: Path, ds: Any, meta: dict[str, Any], args: argparse.Name
         random_state=args.seed,
         verbose=_verbose(args),
     )
-    clf.fit(ds.x_train, y, run_dir=run, metadata={**meta, "labels": DEMO_LABELS})
+    meta = {**meta, "command": "classify", "labels": DEMO_LABELS, "n_labeled": n_labeled}
+    clf.fit(ds.x_train, y, run_dir=run, metadata=meta)
     m = _write_classify_run(clf, ds, n_labeled, run, start)
     print(
         f"classification: {n_labeled} labeled + {len(y) - n_labeled} unlabeled training "

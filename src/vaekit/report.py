@@ -91,7 +91,8 @@ METRIC_DESCRIPTIONS = {
     "ece": "expected calibration error: confidence minus accuracy, binned (lower is better)",
     "n_labeled": "labeled training images used",
     "n_scored": "labeled test images scored",
-    "temperature": "softmax temperature fitted to calibrate the probabilities",
+    "temperature": "softmax temperature fitted on held-out training labels to calibrate the "
+    "probabilities (1: too few labels were held out to fit one)",
     "n_train": "training images",
     "n_test": "test images",
     "seconds": "wall-clock seconds of the run",
@@ -302,11 +303,14 @@ def build_figures(
     if est is not None and ds is not None and hasattr(est, "reconstruct"):
         x = ds.x_test if len(ds.x_test) else ds.x_train
         x = x[:N_RECONSTRUCTIONS]
+        # A clustering trains on every image, the test part included.
+        held_out = len(ds.x_test) > 0 and run.kind != "clustering"
+        inputs = "held-out images" if held_out else "images the model was trained on"
         items.append(
             FigureItem(
                 "reconstructions",
                 "Inputs and reconstructions",
-                "Odd columns: held-out images; even columns: the model's reconstruction "
+                f"Odd columns: {inputs}; even columns: the model's reconstruction "
                 "from the latent mean; what is blurred or wrong is what the latent code "
                 "leaves out.",
                 plots.plot_reconstructions(x, est.reconstruct(x)),
@@ -654,9 +658,12 @@ def _data_html(run: RunData) -> str:
     sizes = {"n_train": meta.get("n_train"), "n_test": meta.get("n_test")}
     if ds is not None:
         sizes = {"n_train": len(ds.x_train), "n_test": len(ds.x_test)}
-    for key, name in (("n_train", "training images"), ("n_test", "test images")):
-        if sizes[key] is not None:
-            rows.append((name, sizes[key]))
+    if run.kind == "clustering" and None not in sizes.values():
+        rows.append(("images clustered (train and test parts)", sum(sizes.values())))
+    else:
+        for key, name in (("n_train", "training images"), ("n_test", "test images")):
+            if sizes[key] is not None:
+                rows.append((name, sizes[key]))
     classes = run.classes
     if classes:
         shown = ", ".join(classes[:MAX_LISTED_CLASSES])
@@ -667,7 +674,11 @@ def _data_html(run: RunData) -> str:
     if ds is not None and ds.y_train is not None:
         y = np.concatenate([ds.y_train, ds.y_test])
         counts = np.bincount(y[y >= 0], minlength=len(classes))
-        rows.append(("labeled images", f"{int((y >= 0).sum())} of {len(y)}"))
+        rows.append(("images with a label in the data", f"{int((y >= 0).sum())} of {len(y)}"))
+        if meta.get("n_labeled") is not None:  # a classify run keeps only some labels
+            rows.append(
+                ("labels used in training", f"{meta['n_labeled']} of {len(ds.x_train)} images")
+            )
         per = ", ".join(
             f"{n}: {c}" for n, c in zip(_names_for(classes, len(counts)), counts, strict=True)
         )
@@ -723,14 +734,15 @@ def _per_class_table(per_class: Any, classes: Sequence[str]) -> str:
     return _table(rows, ["class", *(cols or ["value"])])
 
 
-def _figures_html(items: Sequence[FigureItem], pngs: Mapping[str, bytes]) -> str:
+def _figures_html(items: Sequence[FigureItem], pngs: Mapping[str, bytes], anchor: str) -> str:
     if not items:
         return '<p class="muted">No figure applies to this run.</p>'
     out = []
     for item in items:
         data = base64.b64encode(pngs[item.name]).decode("ascii")
-        out.append(
-            f'<figure id="{_esc(item.name)}"><img src="data:image/png;base64,{data}" '
+        out.append(  # ids unique on a page of several runs: the run's anchor first
+            f'<figure id="{_esc(anchor)}-{_esc(item.name)}">'
+            f'<img src="data:image/png;base64,{data}" '
             f'alt="{_esc(item.title)}">'
             f"<figcaption><b>{_esc(item.title)}.</b> {_esc(item.caption)}</figcaption></figure>"
         )
@@ -756,7 +768,7 @@ def render_html(
             f'<div class="card"><h3>Configuration</h3>{_config_html(run)}</div>'
             f'<div class="card"><h3>Data</h3>{_data_html(run)}</div></div>'
             f"<h3>Metrics</h3>{_metrics_html(run)}"
-            f'<h3>Figures</h3><div class="figures">{_figures_html(items, pngs)}</div>'
+            f'<h3>Figures</h3><div class="figures">{_figures_html(items, pngs, anchor)}</div>'
             "</section>"
         )
     return (

@@ -9,6 +9,7 @@ script) processes. Each test then checks one command's result.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -212,3 +213,8 @@ def test_demo_writes_everything_and_prints_test_metrics(demo_run: TrainedRun) ->
     history = (demo / "vae" / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header + two epochs
     assert not any(mark in res.stderr for mark in BAR_MARKS), res.stderr
+    # One page for the three runs: every id unique, and the classify run's own labels shown.
+    page = (demo / "report.html").read_text(encoding="utf-8")
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids)) > 3
+    assert "labels used in training" in page and "100 of 1437 images" in page
