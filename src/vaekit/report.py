@@ -295,8 +295,10 @@ def build_figures(
                 "training-curves",
                 "Training curves",
                 "Loss per epoch in nats per image (lower is better): the total is the "
-                "reconstruction plus the KL (plus any other term of the model); a validation "
-                "curve that turns up while training keeps falling means over-fitting.",
+                "reconstruction plus the KL times its warm-up weight, plus the model's other "
+                "terms (for a classifier mostly the weighted classification loss); a "
+                "validation curve that turns up while training keeps falling means "
+                "over-fitting.",
                 plots.plot_training_curves(run.history),
             )
         )

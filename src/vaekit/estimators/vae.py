@@ -28,7 +28,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
     latent_dim : int, default=10
         Size of the latent code ``z``.
     arch : {"mlp", "conv"}, default="mlp"
-        Encoder/decoder family; "conv" needs image input ``(N, C, H, W)``.
+        Encoder/decoder family; "conv" needs image input ``(N, C, H, W)`` and falls back
+        to "mlp" for flat ``(N, F)`` input.
     hidden_dims : tuple of int, optional
         Layer widths (MLP) or channels per stride-2 conv (conv), input side first.
         Default: (512, 256) for MLP, (32, 64, 128) (fewer for tiny images) for conv.
