@@ -118,14 +118,12 @@ class BaseVAEEstimator(BaseEstimator):
             compile=self.compile,
         )
 
-    def _hidden_dims(
-        self, input_shape: tuple[int, ...], params: dict[str, Any] | None = None
-    ) -> tuple[int, ...]:
-        """Layer sizes for ``input_shape`` under ``params`` (default: the current ones)."""
-        p = self.get_params(deep=False) if params is None else params
-        if p["hidden_dims"] is not None:
-            return tuple(int(h) for h in p["hidden_dims"])
-        arch = p["arch"] if len(input_shape) == 3 else "mlp"
+    def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Layer sizes for ``input_shape`` under the fit-time parameters."""
+        hidden = self._fitted("hidden_dims")
+        if hidden is not None:
+            return tuple(int(h) for h in hidden)
+        arch = self._fitted("arch") if len(input_shape) == 3 else "mlp"
         return default_hidden_dims(arch, input_shape)
 
     @abstractmethod
@@ -248,7 +246,6 @@ class BaseVAEEstimator(BaseEstimator):
     # -- persistence -------------------------------------------------------------------------
     def _config(self, status: str) -> dict[str, Any]:
         params = dict(getattr(self, "_fit_params", None) or self.get_params(deep=False))
-        hidden_dims = self._hidden_dims(self.input_shape_, params)
         if params.get("hidden_dims") is not None:
             params["hidden_dims"] = list(params["hidden_dims"])
         return {
@@ -258,7 +255,7 @@ class BaseVAEEstimator(BaseEstimator):
             "model": {
                 "class": type(self.module_).__name__,
                 "input_shape": list(self.input_shape_),
-                "hidden_dims": list(hidden_dims),
+                "hidden_dims": list(self._hidden_dims(self.input_shape_)),
             },
             "metadata": self.metadata_,
         }
