@@ -76,9 +76,10 @@ _KIND_ORDER = {"VAE": 0, "VAEClustering": 1, "VAEClassifier": 2}
 
 #: What each metric means, shown beside its value.
 METRIC_DESCRIPTIONS = {
-    "elbo": "evidence lower bound per test image, nats (higher is better)",
-    "reconstruction_mse": "squared error per test image, summed over pixels (lower is better)",
-    "reconstruction_bce": "binary cross-entropy per test image, nats (lower is better)",
+    "elbo": "evidence lower bound per image scored (the test split; for a clustering every "
+    "image), nats (higher is better)",
+    "reconstruction_mse": "squared error per image scored, summed over pixels (lower is better)",
+    "reconstruction_bce": "binary cross-entropy per image scored, nats (lower is better)",
     "acc": "clustering accuracy: best one-to-one map of clusters to classes (higher is better)",
     "nmi": "normalised mutual information of clusters and classes, 0-1 (higher is better)",
     "ari": "adjusted Rand index, 0 = chance, 1 = the classes exactly (higher is better)",

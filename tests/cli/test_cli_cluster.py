@@ -50,6 +50,7 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
         k: metrics[k] for k in ("acc", "nmi", "ari", "silhouette")
     }
     assert "elbo" in after and "evaluate_seconds" in after
+    assert after["scored_on"] == "all images (trained on)"  # a clustering holds none out
     assert {k: after[k] for k in ("n_train", "n_test", "seconds")} == {
         k: metrics[k] for k in ("n_train", "n_test", "seconds")
     }
