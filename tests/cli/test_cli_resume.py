@@ -76,6 +76,19 @@ def _kill_9_after_epoch_2(cli: Cli, args: Sequence[str], run: Path) -> None:
     assert not (run / "model.safetensors").exists()
 
 
+def _uninterrupted_and_killed(
+    cli: Cli, fast_cli: Cli | Preloaded, args: Sequence[str], tmp_path: Path
+) -> tuple[Path, Path]:
+    """Run ``vaekit ARGS`` to the end in ``full`` and, beside it, killed at epoch 2 in ``part``."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The uninterrupted run goes on beside the one that is killed (both cores busy).
+        uninterrupted = pool.submit(fast_cli, *args, "--out", full)
+        _kill_9_after_epoch_2(cli, args, part)
+        assert_ok(uninterrupted.result())
+    return full, part
+
+
 def _same_weights(a: Path, b: Path) -> bool:
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -84,13 +97,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(
     cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path
 ) -> None:
-    full, part = tmp_path / "full", tmp_path / "part"
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The uninterrupted run goes on beside the one that is killed (both cores busy).
-        uninterrupted = pool.submit(fast_cli, *TRAIN, "--out", full)
-        _kill_9_after_epoch_2(cli, TRAIN, part)
-        assert_ok(uninterrupted.result())
-
+    full, part = _uninterrupted_and_killed(cli, fast_cli, TRAIN, tmp_path)
     assert_ok(fast_cli(*TRAIN, "--out", part, "--resume"))
     assert _same_weights(full, part)
     assert not list(part.glob(".*.tmp"))
@@ -105,12 +112,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(
 def test_classify_and_cluster_resume_after_kill_9(
     cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path, args: tuple[str, ...], outputs: str
 ) -> None:
-    full, part = tmp_path / "full", tmp_path / "part"
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        uninterrupted = pool.submit(fast_cli, *args, "--out", full)
-        _kill_9_after_epoch_2(cli, args, part)
-        assert_ok(uninterrupted.result())
-
+    full, part = _uninterrupted_and_killed(cli, fast_cli, args, tmp_path)
     # The run's own command continues it; train --resume points there instead of
     # retraining it as something else.
     line = assert_user_error(fast_cli("train", "digits", "--out", part, "--resume"), part)
