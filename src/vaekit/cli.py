@@ -369,21 +369,28 @@ def _resumed_run(
             f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
         )
     given = _model_params(args) if given is None else given
-    changed = [
-        f"{OPTION_OF_PARAM.get(k, k)} (the run has {params.get(k)!r})"
-        for k, v in given.items()
-        if k != "compile" and (list(v) if isinstance(v, tuple) else v) != params.get(k)
-    ]
-    if changed:
-        raise VaekitError(
-            f"--resume continues '{out}' with the settings it was started with; drop "
-            f"{', '.join(changed)} or start a new run without --resume"
-        )
+    _refuse_changes(
+        out,
+        [
+            f"{OPTION_OF_PARAM.get(k, k)} (the run has {params.get(k)!r})"
+            for k, v in given.items()
+            if k != "compile" and (list(v) if isinstance(v, tuple) else v) != params.get(k)
+        ],
+    )
     params["verbose"] = _verbose(args)
     if args.compile is not None and "compile" in params:  # speed only, same results
         params["compile"] = args.compile
     _data_options_of_run(args, meta)
     return out, config, params, meta
+
+
+def _refuse_changes(out: Path, changed: list[str]) -> None:
+    """Refuse options (``changed``: each with the run's value) that would alter a resumed run."""
+    if changed:
+        raise VaekitError(
+            f"--resume continues '{out}' with the settings it was started with; drop "
+            f"{', '.join(changed)} or start a new run without --resume"
+        )
 
 
 def _estimator_from(kind: Any, params: dict[str, Any], out: Path) -> Any:
@@ -730,11 +737,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.resume:
         out, _, params, meta = _resumed_run(args, "classify")
         if args.labels is not None and args.labels != meta.get("labels"):
-            raise VaekitError(
-                f"--resume continues '{out}' with the settings it was started with; drop "
-                f"--labels (the run has {meta.get('labels')!r}) or start a new run without "
-                "--resume"
-            )
+            _refuse_changes(out, [f"--labels (the run has {meta.get('labels')!r})"])
         seed = params.get("random_state") or 0
         ds = _load_data(args.data, args, seed)
         y = _training_labels(ds, meta.get("labels"), seed)

@@ -412,7 +412,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         labeled = np.flatnonzero(y_idx != UNLABELED)
         n_cal = round(len(labeled) * float(self.validation_fraction)) if self.calibrate else 0
         k = len(self.classes_)
-        if n_cal < max(1, MIN_CALIBRATION_PER_CLASS * k) or len(labeled) - n_cal < 1:
+        if n_cal < MIN_CALIBRATION_PER_CLASS * k or len(labeled) - n_cal < 1:
             # Fewer held-out images than classes cannot fit a temperature (two images of
             # digits drove it to the search bound, every probability to ~1/K): keep them all.
             return labeled, labeled[:0]
