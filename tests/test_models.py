@@ -5,7 +5,8 @@ import torch
 
 from vaekit.models import LossOutput, M2Module, Posterior, VAEModule
 from vaekit.models.base import negative_log_likelihood
-from vaekit.models.m2 import HELD_OUT, cutout
+from vaekit.models.m2 import HELD_OUT
+from vaekit.nn.augment import cutout, translations
 
 
 def test_kl_of_standard_normal_posterior_is_zero():
@@ -156,3 +157,16 @@ def test_m2_propagation_is_the_weighted_cross_entropy_on_unlabeled_images_only()
         log_q = torch.log_softmax(model.class_logits(x[2:]), 1)
     torch.testing.assert_close(out.extras["propagation"], -(0.5 * log_q[0, 1]) / 2)
     assert "propagation" not in model.loss(x, y).extras  # no targets, no term
+
+
+def test_translations_yield_the_three_by_three_grid_with_replicated_edges():
+    x = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(2, 1, 5, 6)
+    views = list(translations(x, 1))
+    assert len(views) == 9 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[4], x)  # the unshifted batch in the middle
+    # views[0] has offset (-1, -1): pixel (i, j) is x[i - 1, j - 1], edges replicated
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    assert torch.equal(views[0], padded[..., :5, :6])
+    assert torch.equal(views[8][..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(views[8][..., -1, :-1], x[..., -1, 1:])  # bottom row repeated
+    assert [v for v in translations(x, 0)] == [x]

@@ -49,48 +49,12 @@ from vaekit.models.base import (
     negative_log_likelihood,
 )
 from vaekit.nn import build_decoder, build_encoder
+from vaekit.nn.augment import cutout, random_shift
 
 #: Label of an unlabeled image that no term sharpening ``q(y|x)`` may touch (entropy, balance,
 #: pseudo-labels): the estimator's images held out to fit the temperature, whose predictions
 #: must stay as the rest of the data would see them.
 HELD_OUT = -2
-
-
-def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate each image of ``(B, C, H, W)`` by its own random ``(dy, dx)``.
-
-    Offsets are drawn uniformly from ``-max_shift..max_shift`` with the global torch RNG
-    (which the training loop seeds); the border is filled by replicating edge pixels.
-    """
-    if max_shift <= 0:
-        return x
-    b, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, mode="replicate")  # (B, C, H + 2s, W + 2s)
-    dy = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    bidx = torch.arange(b, device=x.device)[:, None, None, None]
-    cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[bidx, cidx, rows, cols]
-
-
-def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Set a ``size x size`` square of each image of ``(B, C, H, W)`` to 0 (DeVries & Taylor 2017).
-
-    Each square's centre is drawn uniformly over the image with the global torch RNG; squares
-    are clipped at the border.
-    """
-    if size <= 0:
-        return x
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b, 1, 1), device=x.device)
-    cx = torch.randint(0, w, (b, 1, 1), device=x.device)
-    top, left = cy - size // 2, cx - size // 2
-    rows = torch.arange(h, device=x.device)[None, :, None]  # (1, H, 1)
-    cols = torch.arange(w, device=x.device)[None, None, :]  # (1, 1, W)
-    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return x.masked_fill(inside[:, None], 0.0)  # (B, 1, H, W) broadcast over channels
 
 
 class M2Module(GenerativeModel):
