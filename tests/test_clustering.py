@@ -1,3 +1,4 @@
+import json
 import warnings
 
 import numpy as np
@@ -110,6 +111,49 @@ def test_digits_beats_pinned_threshold(kw, pinned):
     assert cluster_accuracy(d.target, clu.labels_) >= pinned
 
 
+def large_blobs(n_per=20, k=3, seed=0):
+    """Blobs of 28x28 pixels (7x7 prototypes upscaled 4x), where one-pixel shifts apply."""
+    y = np.repeat(np.arange(k), n_per)
+    small = np.random.default_rng(seed).random((k, 7, 7)) > 0.5
+    big = np.kron(np.where(small, 0.9, 0.1), np.ones((4, 4)))
+    noise = np.random.default_rng(seed + 1).normal(0, 0.03, (len(y), 28, 28))
+    return np.clip(big[y] + noise, 0, 1).astype(np.float32), y
+
+
+def test_shift_average_clusters_means_over_one_pixel_shifts(tmp_path):
+    x, y = large_blobs()
+    clu = tiny(max_epochs=4).fit(x)  # shift_average=0.04: 1 pixel on 28 x 28
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    shifted = [padded[:, dy : dy + 28, dx : dx + 28] for dy in range(3) for dx in range(3)]
+    expected = np.mean([clu.transform(s) for s in shifted], axis=0)
+    np.testing.assert_allclose(clu._features(x), expected, atol=1e-5)
+    np.testing.assert_allclose(clu.ref_latents_, expected, atol=1e-5)  # what was clustered
+    assert np.array_equal(clu.labels_, clu.predict(x))
+    assert cluster_accuracy(y, clu.labels_) == 1.0
+    clu.save(tmp_path / "run")
+    back = VAEClustering.load(tmp_path / "run")
+    np.testing.assert_allclose(back.predict_proba(x), clu.predict_proba(x), atol=1e-6)
+    # Off, or too small an image for a whole pixel: the plain posterior means.
+    plain = tiny(max_epochs=4, shift_average=0).fit(x)
+    np.testing.assert_array_equal(plain._features(x), plain.transform(x))
+    x6, _ = blobs()
+    small = tiny(max_epochs=2).fit(x6)  # round(0.04 * 6) = 0
+    np.testing.assert_array_equal(small._features(x6), small.transform(x6))
+
+
+def test_runs_saved_before_shift_average_keep_clustering_plain_means(tmp_path):
+    x, _ = large_blobs()
+    clu = tiny(max_epochs=2, shift_average=0).fit(x)
+    clu.save(tmp_path / "run")
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["params"]["shift_average"]  # as written before the parameter existed
+    config_path.write_text(json.dumps(config))
+    back = VAEClustering.load(tmp_path / "run")
+    assert back.shift_average == 0.0
+    np.testing.assert_array_equal(back.predict(x), clu.labels_)
+
+
 def test_spectral_step_on_a_reference_sample(monkeypatch):
     # Above MANIFOLD_MAX_SAMPLES images the embedding is fitted on a seeded sample and the
     # rest are placed by their nearest reference latents: the default's path for big data.
@@ -137,7 +181,16 @@ def test_coinciding_points_get_finite_probabilities(method):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"method": "dbscan"}, {"n_clusters": 0}, {"n_clusters": "many"}, {"n_init": 0}]
+    "kw",
+    [
+        {"method": "dbscan"},
+        {"n_clusters": 0},
+        {"n_clusters": "many"},
+        {"n_init": 0},
+        {"shift_average": -0.1},
+        {"shift_average": 0.5},
+        {"shift_average": True},
+    ],
 )
 def test_bad_params(kw):
     x, _ = blobs()

@@ -329,6 +329,7 @@ OPTION_OF_PARAM = {
     "method": "--method",
     "manifold": "--manifold",
     "manifold_dim": "--manifold-dim",
+    "shift_average": "--shift-average",
 }
 
 
@@ -575,6 +576,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shift_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {text!r}")
+    return value
+
+
 def _n_clusters(text: str) -> int | str:
     if text == "auto":
         return text
@@ -588,6 +599,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         "method": args.method,
         "manifold": args.manifold,
         "manifold_dim": args.manifold_dim,
+        "shift_average": args.shift_average,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if given.get("method") == "vade" and given.get("manifold") not in (None, "none"):
@@ -1055,6 +1067,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="D",
         help="size of the --manifold embedding (default: K for umap, 1.5 K for spectral)",
+    )
+    p.add_argument(
+        "--shift-average",
+        type=_shift_share,
+        metavar="F",
+        help="cluster latents averaged over shifts of each image by 0 and +-F x its side "
+        "(rounded to pixels: 1 on 28x28, none below 13x13); 0 turns it off (default: 0.04)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(

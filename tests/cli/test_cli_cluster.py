@@ -64,15 +64,18 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
     ]  # fmt: skip
     results = fast_cli.many(
         {
-            "ok": [*args, "--manifold-dim", "12", "--out", out, "--quiet"],
+            "ok": [*args, "--manifold-dim", "12", "--shift-average", "0", "--out", out, "--quiet"],
             "bad": [*args, "--manifold-dim", "0", "--out", tmp_path / "bad", "--quiet"],
+            "bad_shift": [*args, "--shift-average", "0.5", "--out", tmp_path / "bad", "--quiet"],
         }
     )
     assert_ok(results["ok"])
     params = json.loads((out / "config.json").read_text())["params"]
     assert params["manifold"] == "spectral" and params["manifold_dim"] == 12
+    assert params["shift_average"] == 0.0
     metrics = json.loads((out / "metrics.json").read_text())
     # A 3-epoch VAE: far from good, but far above chance (about 0.11 for 10 classes).
     assert metrics["n_clusters"] == 10 and metrics["acc"] > 0.2
     assert_user_error(results["bad"], "--manifold-dim")
+    assert_user_error(results["bad_shift"], "--shift-average")
     assert not (tmp_path / "bad").exists()
