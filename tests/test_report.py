@@ -144,6 +144,8 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     path, clu, _ = cluster_run
     run = load_run(path, VAEClustering, digits)
     assert run.kind == "clustering"
+    config = report._config_html(run)
+    assert all(f"<td>{name}</td>" in config for name in ("method", "manifold", "shift_average"))
     items = {i.name: i for i in report.build_figures(run)}
     assert list(items) == [
         "reconstructions",

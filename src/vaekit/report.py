@@ -61,6 +61,8 @@ MAX_LISTED_CLASSES = 20
 #: Parameters shown in the configuration table; config.json, all of it, is one click away.
 KEY_PARAMS = (
     "method",
+    "manifold",
+    "shift_average",
     "n_clusters",
     "latent_dim",
     "arch",
