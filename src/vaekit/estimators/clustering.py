@@ -350,11 +350,10 @@ class VAEClustering(ClusterMixin, VAE):
         self._n_features_out = int(self.latent_dim)
         if self._fitted("method") == "vade":
             self._fit_vade(x, run_dir=run_dir, resume=resume)
+            self.labels_ = self.predict(x)
         else:
             self._train_module([x], run_dir=run_dir, resume=resume)
             self.labels_ = self._cluster(self._features(x))
-            return self
-        self.labels_ = self.predict(x)
         return self
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:
@@ -367,12 +366,7 @@ class VAEClustering(ClusterMixin, VAE):
         return np.argmax(self._proba_of_features(z), axis=1).astype(np.int64)
 
     def _features(self, X: Any) -> np.ndarray:
-        """Return what ``"gmm"``/``"kmeans"`` cluster, ``(N, latent_dim)``.
-
-        The posterior means, each averaged over its image's 3 x 3 translations by 0 and +-s
-        pixels (edges replicated), ``s = round(shift_average * min(H, W))``; where ``s`` is
-        0 (flat input, small images, ``shift_average=0``) the plain posterior means.
-        """
+        """Return the posterior means, shift-averaged as ``shift_average`` says, ``(N, D)``."""
         x = self._check_input(X)
         encode = self.module_.encode
         step = 0
