@@ -232,6 +232,19 @@ def test_float_tiff_is_read_in_0_1(tmp_path: Path) -> None:
         load_dataset(tmp_path / "f")
 
 
+def test_32_bit_integer_tiff_beyond_16_bits_is_refused(tmp_path: Path) -> None:
+    """Mode "I" holds 32-bit values; 0..65535 scale like 16-bit images, the rest is refused."""
+    (tmp_path / "i").mkdir()
+    ramp = np.linspace(0, 65535, 16).astype(np.int32).reshape(4, 4)
+    for name in ("ramp.tif", "ramp2.tif"):
+        Image.fromarray(ramp, mode="I").save(tmp_path / "i" / name)
+    ds = load_dataset(tmp_path / "i", test_fraction=0.5)
+    assert ds.x_train[0, 0].min() == 0 and ds.x_train[0, 0].max() == 255
+    Image.fromarray(ramp * 4, mode="I").save(tmp_path / "i" / "big.tif")
+    with pytest.raises(DataError, match=r"big\.tif.*0\.\.65535"):
+        load_dataset(tmp_path / "i")
+
+
 def test_linked_sub_folders_are_followed_once(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -200,7 +200,13 @@ def _to_mode(im: Image.Image, color: Color) -> Image.Image:
     """Convert a decoded image to mode ``L`` or ``RGB``."""
     if im.mode in WIDE_INT_MODES:
         # Pillow's convert("L") clips 16-bit values at 255; scale 0..65535 to 0..255 instead.
-        wide = np.clip(np.asarray(im, dtype=np.int64), 0, WIDE_INT_MAX)
+        # 32-bit integer images (mode "I") can hold more: refused, not silently clipped.
+        wide = np.asarray(im, dtype=np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > WIDE_INT_MAX):
+            raise ValueError(
+                "integer pixels must lie in 0..65535 (8 or 16 bits); rescale it and save it "
+                "as 8 or 16 bits"
+            )
         im = Image.fromarray(((wide * 255 + WIDE_INT_MAX // 2) // WIDE_INT_MAX).astype(np.uint8))
     if im.mode == "F":
         # Float images follow vaekit's array convention, [0, 1]; Pillow's convert("L") would
