@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 
@@ -183,3 +184,21 @@ def test_channels_last_uint8_images_are_read_as_channels_first(digits):
     b = tiny(arch="conv", hidden_dims=(4,), max_epochs=1).fit(last)
     assert a.input_shape_ == b.input_shape_ == (3, 8, 8)
     np.testing.assert_array_equal(a.transform(rgb), b.transform(last))
+
+
+def test_numpy_scalar_params_and_a_random_state_object_are_saved(tmp_path):
+    """config.json holds plain numbers; a RandomState is saved as the seed it gave."""
+    x = np.random.default_rng(0).random((60, 6, 6)).astype(np.float32)
+    vae = VAE(
+        hidden_dims=(np.int64(8),),
+        latent_dim=np.int64(2),
+        beta=np.float32(0.5),
+        max_epochs=1,
+        random_state=np.random.RandomState(0),
+    ).fit(x, run_dir=tmp_path / "ckpt")  # writes config.json before training
+    vae.save(tmp_path / "run")
+    params = json.loads((tmp_path / "run" / "config.json").read_text())["params"]
+    assert params["hidden_dims"] == [8] and params["beta"] == 0.5
+    assert params["random_state"] == vae.seed_
+    back = VAE.load(tmp_path / "run")
+    np.testing.assert_allclose(back.transform(x), vae.transform(x), atol=1e-6)

@@ -59,6 +59,15 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     return torch.from_numpy(as_image_array(arr, name=name))
 
 
+def _json_param(value: Any) -> Any:
+    """Return a parameter as config.json stores it: NumPy scalars as numbers, tuples as lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_json_param(v) for v in value]
+    return value
+
+
 class BaseVAEEstimator(BaseEstimator):
     """Common parameters and methods; subclasses define the model and its extras."""
 
@@ -246,8 +255,9 @@ class BaseVAEEstimator(BaseEstimator):
     # -- persistence -------------------------------------------------------------------------
     def _config(self, status: str) -> dict[str, Any]:
         params = dict(getattr(self, "_fit_params", None) or self.get_params(deep=False))
-        if params.get("hidden_dims") is not None:
-            params["hidden_dims"] = list(params["hidden_dims"])
+        params = {k: _json_param(v) for k, v in params.items()}
+        if not (params.get("random_state") is None or isinstance(params["random_state"], int)):
+            params["random_state"] = self.seed_  # a RandomState or Generator: the seed it gave
         return {
             "status": status,
             "estimator": self._estimator_name,
