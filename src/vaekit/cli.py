@@ -348,11 +348,13 @@ def _resumed_run(
     if not (out / CONFIG_FILE).exists():
         raise VaekitError(f"cannot resume: '{out}' holds no run; drop --resume to start one")
     _check_writable(out, "--out", folder=True)
-    from vaekit import checkpoint
+    from vaekit import checkpoint, estimators
 
     config = checkpoint.read_config(out)
     try:
-        params = dict(config["params"])
+        # Parameters added since the run was saved take the values it was trained with.
+        kind = getattr(estimators, str(config.get("estimator")), None)
+        params = {**getattr(kind, "_params_added", {}), **config["params"]}
         meta = dict(config.get("metadata", {}))
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(
@@ -602,8 +604,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         "shift_average": args.shift_average,
     }
     given = {k: v for k, v in given.items() if v is not None}
-    if given.get("method") == "vade" and given.get("manifold") not in (None, "none"):
-        raise VaekitError("--manifold applies to --method gmm or kmeans; drop it for vade")
+    if given.get("method") == "vade":
+        for option, name in (("--manifold", "manifold"), ("--shift-average", "shift_average")):
+            if given.get(name) not in (None, "none"):
+                raise VaekitError(f"{option} applies to --method gmm or kmeans; drop it for vade")
     if "manifold" in given and given["manifold"] == "none":
         given["manifold"] = None
     from vaekit.data.prepared import all_images
@@ -1072,8 +1076,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shift-average",
         type=_shift_share,
         metavar="F",
-        help="cluster latents averaged over shifts of each image by 0 and +-F x its side "
-        "(rounded to pixels: 1 on 28x28, none below 13x13); 0 turns it off (default: 0.04)",
+        help="for gmm/kmeans, average each image's latent mean over its 9 shifts by 0 and "
+        "+-s pixels, s = F x its shorter side rounded (default 0.04: 1 pixel from 13 to 37 "
+        "pixels, none below); 0 turns it off",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(

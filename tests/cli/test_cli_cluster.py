@@ -35,6 +35,9 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
             "ok": gen,
             "bad": [*gen[:2], "--cluster", str(k), "--out", png],
             "vade": ["cluster", "digits", "--method", "vade", "--manifold", "umap", "--out", png],
+            "vade_shift": [
+                *("cluster", "digits", "--method", "vade", "--shift-average", "0.1", "--out", png)
+            ],
         }
     )
     assert_ok(results["ok"])
@@ -42,6 +45,7 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
         im.verify()
     assert "--cluster must be in" in assert_user_error(results["bad"], "--cluster")
     assert "drop it for vade" in assert_user_error(results["vade"], "--manifold")
+    assert "drop it for vade" in assert_user_error(results["vade_shift"], "--shift-average")
 
     # evaluate adds the ELBO to the run's metrics and keeps the clustering's own.
     assert_ok(fast_cli("evaluate", out, "--quiet"))
@@ -79,3 +83,15 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
     assert_user_error(results["bad"], "--manifold-dim")
     assert_user_error(results["bad_shift"], "--shift-average")
     assert not (tmp_path / "bad").exists()
+
+    # A run saved before --shift-average existed clustered the plain means: resuming it
+    # with --shift-average 0 is no change, any other value is one.
+    config = json.loads((out / "config.json").read_text())
+    del config["params"]["shift_average"]
+    (out / "config.json").write_text(json.dumps(config))
+    again = [*args, "--manifold-dim", "12", "--out", out, "--resume", "--quiet"]
+    results = fast_cli.many(
+        {"same": [*again, "--shift-average", "0"], "other": [*again, "--shift-average", "0.04"]}
+    )
+    assert_ok(results["same"])
+    assert "(the run has 0.0)" in assert_user_error(results["other"], "--shift-average")

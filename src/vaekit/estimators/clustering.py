@@ -11,11 +11,12 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
 
-Before either is fitted, each image's posterior mean is averaged over its 3 x 3 grid of
-translations by 0 and +-s pixels, ``s = round(shift_average * shorter image side)`` (image
-input only): the VAE's latents move with a small shift far more than an image's class does.
-On Fashion-MNIST (s = 1 pixel on 28 x 28) the average raised the clustering accuracy
-(BENCHMARKS.md); below 13 pixels a side s is 0 and the plain posterior means are clustered.
+Before ``"gmm"`` or ``"kmeans"`` is fitted, each image's posterior mean is averaged over its
+3 x 3 grid of translations by 0 and +-s pixels, ``s = round(shift_average * shorter image
+side)`` (image input only): the VAE's latents move with a small shift far more than an
+image's class does. On Fashion-MNIST (s = 1 pixel on 28 x 28) the average raised the
+clustering accuracy (BENCHMARKS.md); with the default 0.04, s is 0 below 13 pixels a side
+and the plain posterior means are clustered. VaDE clusters its own latents unchanged.
 
 The optional manifold step (``manifold=``, for ``"gmm"`` and ``"kmeans"``) maps the
 posterior means to a ``manifold_dim``-dimensional space that keeps local neighbourhoods, and
