@@ -165,7 +165,7 @@ def recluster(clu, x: np.ndarray, **params) -> np.ndarray:
     other = copy.copy(clu)
     other.set_params(**params)
     other._fit_params = other.get_params(deep=False)  # the copy acts on its own settings
-    return other._cluster(other._features(x))
+    return other._cluster(other._features(x)).argmax(axis=1)
 
 
 def _fmt(name: str, row: dict[str, float]) -> str:

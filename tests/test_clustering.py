@@ -129,6 +129,7 @@ def test_shift_average_clusters_means_over_one_pixel_shifts(tmp_path):
     np.testing.assert_allclose(clu._features(x), expected, atol=1e-5)
     np.testing.assert_allclose(clu.ref_latents_, expected, atol=1e-5)  # what was clustered
     assert np.array_equal(clu.labels_, clu.predict(x))
+    np.testing.assert_allclose(clu._train_proba, clu.predict_proba(x))  # kept for the CLI
     assert cluster_accuracy(y, clu.labels_) == 1.0
     clu.save(tmp_path / "run")
     back = VAEClustering.load(tmp_path / "run")

@@ -652,7 +652,7 @@ def _write_cluster_run(
     from vaekit.plots import cluster_montage
 
     clu.save(out)
-    proba = clu.predict_proba(x)
+    proba = clu._train_proba  # predict_proba(x): the clustering was just fitted on x
     labels, conf = proba.argmax(1), proba.max(1)
     rows = ["index,path,cluster,probability"]
     rows += [

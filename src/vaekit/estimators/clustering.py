@@ -351,20 +351,24 @@ class VAEClustering(ClusterMixin, VAE):
         self._n_features_out = int(self.latent_dim)
         if self._fitted("method") == "vade":
             self._fit_vade(x, run_dir=run_dir, resume=resume)
-            self.labels_ = self.predict(x)
+            proba = self.predict_proba(x)
         else:
             self._train_module([x], run_dir=run_dir, resume=resume)
-            self.labels_ = self._cluster(self._features(x))
+            proba = self._cluster(self._features(x))
+        # predict_proba(X) of the training images, kept so that callers writing them out
+        # (the CLI's clusters.csv) need not encode every image nine times again.
+        self._train_proba = proba
+        self.labels_ = np.argmax(proba, axis=1).astype(np.int64)
         return self
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:
-        """Fit ``"gmm"``/``"kmeans"`` (and the manifold step) to features ``z``; their labels."""
+        """Fit ``"gmm"``/``"kmeans"`` (and any manifold step) to ``z``; return its probabilities."""
         if self._uses_manifold():
             self._fit_on_manifold(z)
         else:
             self.n_clusters_ = self._choose_k(z)
             self._fit_clusterer(z)
-        return np.argmax(self._proba_of_features(z), axis=1).astype(np.int64)
+        return self._proba_of_features(z)
 
     def _features(self, X: Any) -> np.ndarray:
         """Return the posterior means, shift-averaged as ``shift_average`` says, ``(N, D)``."""
