@@ -50,24 +50,29 @@ CLUSTER = (
 
 def _kill_9_after_epoch_2(cli: Cli, args: Sequence[str], run: Path) -> None:
     """Start ``vaekit ARGS --out RUN`` in its own process and ``kill -9`` it after epoch 2."""
-    proc = subprocess.Popen(
-        [*PYTHON_M, *args, "--out", str(run)],
-        cwd=cli.cwd,
-        env=dict(cli.env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = run.with_name(f"{run.name}.stderr")
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*PYTHON_M, *args, "--out", str(run)],
+            cwd=cli.cwd,
+            env=dict(cli.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         state = run / "train_state.json"
-        deadline, epoch = time.time() + TIMEOUT, 0
-        while time.time() < deadline and proc.poll() is None and epoch < 2:
+        start = time.time()
+        epoch = 0
+        while time.time() < start + TIMEOUT and proc.poll() is None and epoch < 2:
             try:
                 epoch = json.loads(state.read_text())["epoch"]
             except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
                 epoch = 0
             time.sleep(0.02)
-        assert proc.poll() is None, "training finished before it could be killed"
-        assert epoch >= 2, "no checkpoint of epoch 2 within the deadline"
+        waited = f"after {time.time() - start:.0f} s, stderr:\n{log.read_text()[-2000:]}"
+        assert proc.poll() is None, f"training finished before it could be killed {waited}"
+        assert epoch >= 2, f"no checkpoint of epoch 2 (last saw epoch {epoch}) {waited}"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
