@@ -479,6 +479,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_image_shape(est, ds, args.run, spec)
     t0 = time.perf_counter()
     if config.get("estimator") == "VAEClassifier":
+        ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
         scores = _classification_scores(est, ds)[0]
     elif config.get("estimator") == "VAEClustering":
         # A clustering trains on every image: there is no held-out part to score.
@@ -716,6 +717,39 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
             )
         out[rng.choice(idx, want, replace=False)] = c
     return out
+
+
+def _labels_by_run_classes(ds: Any, run_classes: Sequence[str] | None, spec: str, run: str):
+    """``ds`` with its labels numbered as the run's classes, matched by name.
+
+    A classifier predicts the class indices of the data it was trained on; another dataset
+    (a folder with other sub-folders, say) numbers its classes in its own order. A test
+    class the run never saw is refused, since every image of it would count as an error.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    if not run_classes or not ds.classes or tuple(ds.classes) == tuple(run_classes):
+        return ds
+    index = {name: i for i, name in enumerate(run_classes)}
+    lut = np.array([index.get(name, -1) for name in ds.classes], dtype=np.int64)
+    tested = np.unique(ds.y_test[ds.y_test >= 0]) if ds.y_test is not None else []
+    unknown = [ds.classes[c] for c in tested if lut[c] < 0]
+    if unknown:
+        raise DataError(
+            f"test images of {spec!r} belong to classes that run '{run}' was not trained on "
+            f"({', '.join(map(repr, unknown[:5]))}); its classes are "
+            f"{', '.join(map(repr, run_classes[:10]))}{', ...' if len(run_classes) > 10 else ''}"
+            " — pass data labeled with those"
+        )
+
+    def renumber(y: Any) -> Any:
+        return None if y is None else np.where(y >= 0, lut[np.maximum(y, 0)], -1)
+
+    return dataclasses.replace(
+        ds, y_train=renumber(ds.y_train), y_test=renumber(ds.y_test), classes=tuple(run_classes)
+    )
 
 
 def _classification_scores(clf: Any, ds: Any):

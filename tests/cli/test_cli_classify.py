@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,24 @@ def results(cli: Cli, fast_cli: Cli | Preloaded, tmp_path_factory: pytest.TempPa
     res = fast_cli.many(jobs)
     # The image folder through a freshly started interpreter, as a user runs it.
     res["folder"] = cli("classify", pets, *TINY, "--out", root / "pets-run", "--quiet")
-    res["evaluate"] = fast_cli("evaluate", root / "digits", "--out", root / "eval.json")
+    # Other folders for the folder's run: its dogs alone (class 0 there, 1 in the run), and
+    # dogs beside a class the run never saw.
+    shutil.copytree(pets / "dogs", root / "dogs-only" / "dogs")
+    shutil.copytree(pets / "dogs", root / "with-foxes" / "dogs")
+    write_image_folder(root / "with-foxes", classes=("foxes",), n=10, seed=3)
+    res.update(
+        fast_cli.many(
+            {
+                "evaluate": ["evaluate", root / "digits", "--out", root / "eval.json"],
+                "evaluate dogs": [
+                    "evaluate", root / "pets-run", root / "dogs-only", "--out", root / "dogs.json"
+                ],
+                "evaluate foxes": [
+                    "evaluate", root / "pets-run", root / "with-foxes", "--out", root / "f.json"
+                ],
+            }
+        )
+    )  # fmt: skip
     return root, res
 
 
@@ -91,6 +109,18 @@ def test_evaluate_on_a_classifier_run_reports_the_same_metrics(results):
     for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "ece"):
         assert evaluated[key] == pytest.approx(written[key], abs=1e-9), key
     assert evaluated["confusion_matrix"] == written["confusion_matrix"]
+
+
+def test_evaluate_matches_other_data_to_the_run_classes_by_name(results):
+    root, res = results
+    assert_ok(res["evaluate dogs"])
+    evaluated = json.loads((root / "dogs.json").read_text())
+    # Every test image is a dog: the cats row is empty, whatever the model predicts.
+    assert set(evaluated["per_class"]) == {"cats", "dogs"}
+    cats_row, dogs_row = evaluated["confusion_matrix"]
+    assert sum(cats_row) == 0 and sum(dogs_row) == evaluated["n_scored"] > 0
+    assert_user_error(res["evaluate foxes"], "with-foxes", "'foxes'", "pets-run")
+    assert not (root / "f.json").exists()
 
 
 def test_image_folder_with_unlabeled_part(results):
