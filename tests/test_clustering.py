@@ -258,6 +258,20 @@ def test_spectral_manifold_step(method, tmp_path):
     assert back.sample(2, cluster=0).shape == (2, 1, 6, 6)
 
 
+def test_spectral_step_on_a_handful_of_images_keeps_each_fitted_assignment():
+    # Eight images, two groups: every image is among every other's ten nearest latents, so
+    # averaging neighbours' probabilities gave every image the same row (one cluster).
+    x, y = blobs(n_per=4, k=2)
+    clu = tiny(n_clusters=2, manifold="spectral", max_epochs=30, validation_fraction=0.0)
+    clu.fit(x)
+    assert np.array_equal(clu.labels_, clu.ref_proba_.argmax(1))
+    assert cluster_accuracy(y, clu.labels_) == 1.0
+    assert np.array_equal(clu.predict(x), clu.labels_)
+    # An image that is not a reference one still averages its nearest references.
+    proba = clu.predict_proba(x[:1] * 0.98)
+    np.testing.assert_allclose(proba, clu.ref_proba_.mean(0, keepdims=True), atol=1e-6)
+
+
 @pytest.mark.parametrize("n", [300, 2_500])  # the dense solver, then the sparse one
 def test_spectral_embedding_separates_groups(n):
     from sklearn.cluster import KMeans

@@ -30,9 +30,10 @@ the mixture or k-means is fitted there:
   affinity matrix, each row scaled to unit length. It needs only SciPy.
 
 Neither has a closed-form map for new images, so the fitted state keeps the reference
-latents and their cluster probabilities; a new image gets the mean probabilities of its
-``KNN_NEIGHBORS`` nearest reference latents (training images included, so ``labels_`` and
-``predict`` agree).
+latents and their cluster probabilities. An image whose features are those of a reference
+image (a training image, say) gets that image's fitted probabilities, so ``labels_`` and
+``predict`` agree; any other image gets the mean probabilities of its ``KNN_NEIGHBORS``
+nearest reference latents.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ SPECTRAL_DIM_PER_CLUSTER = 1.5
 SPECTRAL_REGULARIZATION = 0.01
 #: Reference latents whose probabilities are averaged to place a new image.
 KNN_NEIGHBORS = 10
+#: Features this close (Euclidean) to a reference latent are that reference image's.
+SAME_POINT_DISTANCE = 1e-6
 #: Above this many images, UMAP is fitted on a seeded subsample; the rest go through kNN.
 MANIFOLD_MAX_SAMPLES = 100_000
 #: Above this many latents, the mixture / k-means (and BIC for K) is fitted on a seeded
@@ -548,8 +551,12 @@ class VAEClustering(ClusterMixin, VAE):
                 n_ref = len(self.ref_latents_)
                 self._knn = NearestNeighbors(n_neighbors=min(KNN_NEIGHBORS, n_ref))
                 self._knn.fit(self.ref_latents_)
-            idx = self._knn.kneighbors(z.astype(np.float32), return_distance=False)  # (N, k)
+            dist, idx = self._knn.kneighbors(z.astype(np.float32))  # (N, k) each
             proba = self.ref_proba_[idx].mean(axis=1).astype(np.float64)
+            # A reference image keeps its own assignment: averaged with its neighbours', a
+            # small set (every image among every other's k nearest) got one row for all.
+            own = dist[:, 0] <= SAME_POINT_DISTANCE
+            proba[own] = self.ref_proba_[idx[own, 0]]
             return proba / proba.sum(axis=1, keepdims=True)
         return self._proba_from_params(z.astype(np.float64))
 
