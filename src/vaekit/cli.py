@@ -245,6 +245,17 @@ def _fresh_dir(out: str | None, default: str) -> Path:
                 f"'{path}' already holds a run; pass --resume to continue it or choose "
                 "another --out"
             )
+        # A run's files would replace files of the same name (metrics.json, say) in a folder
+        # of the user's, or land among a dataset's images. Left-over temporary files of an
+        # interrupted start (.NAME.tmp) are vaekit's own.
+        if path.is_dir() and _is_main_process():
+            theirs = sorted(p.name for p in path.iterdir() if not _is_temporary(p.name))
+            if theirs:
+                raise VaekitError(
+                    f"--out '{path}' is a folder that already holds files ({theirs[0]!r}"
+                    f"{', ...' if len(theirs) > 1 else ''}) and no run; give a new or empty "
+                    "folder"
+                )
         return path
     path, i = Path(default), 1
     while path.exists():
@@ -252,6 +263,11 @@ def _fresh_dir(out: str | None, default: str) -> Path:
         path = Path(f"{default}-{i}")
     _check_writable(path, "--out", folder=True)
     return path
+
+
+def _is_temporary(name: str) -> bool:
+    """Say whether ``name`` is one of vaekit's temporary files (``.NAME.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _model_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -910,10 +926,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the main job on the embedded digits data: train, evaluate, sample."""
-    out = _fresh_dir(args.out, "runs/demo") if args.out is None else Path(args.out)
-    _check_writable(out, "--out", folder=True)
-    if (out / "vae" / CONFIG_FILE).exists():
-        raise VaekitError(f"'{out / 'vae'}' already holds a run; choose another --out")
+    if args.out is not None and (Path(args.out) / "vae" / CONFIG_FILE).exists():
+        raise VaekitError(f"'{Path(args.out) / 'vae'}' already holds a run; choose another --out")
+    out = _fresh_dir(args.out, "runs/demo")
     import numpy as np
 
     from vaekit.data import load_dataset

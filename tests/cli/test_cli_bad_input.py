@@ -340,6 +340,32 @@ def case_demo_into_existing_run(d: Path, run: Path) -> Case:
     return Case(["demo", "--out", d / "demo", "--epochs", "1"], (d / "demo" / "vae",), [d / "demo"])
 
 
+@case
+def case_cluster_into_a_folder_of_files(d: Path, run: Path) -> Case:
+    mine = d / "mine"
+    mine.mkdir()
+    _existing(mine / "metrics.json")
+    _existing(mine / "clusters.csv")
+    return Case(
+        ["cluster", "digits", *TINY, "--out", mine], ("--out", mine, "new or empty"), [mine]
+    )
+
+
+@case
+def case_classify_into_an_image_folder(d: Path, run: Path) -> Case:
+    pets = write_image_folder(d / "pets")
+    out = pets / "cats"  # a run written here would join the images
+    return Case(["classify", pets, *TINY, "--out", out], ("--out", out), [pets])
+
+
+@case
+def case_demo_into_a_folder_of_files(d: Path, run: Path) -> Case:
+    mine = d / "mine"
+    mine.mkdir()
+    _existing(mine / "samples.png")
+    return Case(["demo", "--out", mine, "--epochs", "1"], ("--out", mine), [mine])
+
+
 # --- outputs --------------------------------------------------------------------------------
 @case
 def case_generate_jpg(d: Path, run: Path) -> Case:
