@@ -89,7 +89,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta", type=_positive_float, help="KL weight (1 = ELBO)")
     g.add_argument("--batch-size", type=_positive_int, metavar="B")
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    # None until main() sets 0: a resumed run refuses a --seed given other than its own.
+    g.add_argument("--seed", type=int, help="random seed (default: 0)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
 
@@ -152,6 +153,12 @@ def _image_size(text: str | None) -> int | tuple[int, int] | None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _size_hw(text: str | None) -> tuple[int, int] | None:
+    """``--image-size`` as ``(H, W)``: ``"28"`` and ``"28x28"`` are the same size."""
+    size = _image_size(text)
+    return (size, size) if isinstance(size, int) else size
+
+
 def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
     from vaekit.data import load_dataset
 
@@ -388,14 +395,19 @@ def _resumed_run(
             f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
         )
     given = _model_params(args) if given is None else given
-    _refuse_changes(
-        out,
-        [
-            f"{OPTION_OF_PARAM.get(k, k)} (the run has {params.get(k)!r})"
-            for k, v in given.items()
-            if k != "compile" and (list(v) if isinstance(v, tuple) else v) != params.get(k)
-        ],
-    )
+    changed = [
+        f"{OPTION_OF_PARAM.get(k, k)} (the run has {params.get(k)!r})"
+        for k, v in given.items()
+        if k != "compile" and (list(v) if isinstance(v, tuple) else v) != params.get(k)
+    ]
+    if args.seed_given and args.seed != params.get("random_state"):
+        changed.append(f"--seed (the run has {params.get('random_state')!r})")
+    run_size = meta.get("image_size")
+    if args.image_size is not None and _size_hw(args.image_size) != _size_hw(run_size):
+        changed.append(f"--image-size (the run has {run_size!r})")
+    if args.color != "auto" and args.color != meta.get("color", "auto"):
+        changed.append(f"--color (the run has {meta.get('color', 'auto')!r})")
+    _refuse_changes(out, changed)
     params["verbose"] = _verbose(args)
     if args.compile is not None and "compile" in params:  # speed only, same results
         params["compile"] = args.compile
@@ -1236,6 +1248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the subcommand's parser, which names it and its --help
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    args.seed_given = getattr(args, "seed", None) is not None
+    if hasattr(args, "seed") and args.seed is None:
+        args.seed = 0
     try:
         with _warnings_to_stderr():
             return int(args.func(args))

@@ -143,6 +143,12 @@ def test_resume_refuses_options_that_change_the_run(
         run,
     )
     assert "--epochs (the run has 1)" in line and "--latent-dim" in line
+    # The seed and the data options would change the run as much (before: silently ignored,
+    # or blamed on the checkpoint).
+    other_data = ("--seed", "7", "--image-size", "16", "--color", "rgb")
+    line = assert_user_error(fast_cli("train", "digits", "--out", run, "--resume", *other_data))
+    for option in ("--seed (the run has 0)", "--image-size (the run has None)", "--color"):
+        assert option in line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
