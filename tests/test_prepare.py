@@ -35,7 +35,7 @@ def _folder(root: Path, n_per_class: int = 6) -> Path:
 
 
 def test_prepare_digits_round_trip(tmp_path: Path) -> None:
-    out = tmp_path / "digits.npy"
+    out = tmp_path / "new" / "folder" / "digits.npy"  # created, as for every --out FILE
     meta = prepare("digits", out)
     assert meta["format"] == FORMAT and manifest_path(out).is_file()
     ref, ds = load_dataset("digits"), load_dataset(out)
@@ -55,10 +55,10 @@ def test_prepare_digits_round_trip(tmp_path: Path) -> None:
 def test_prepare_image_folder_keeps_paths_labels_and_split(tmp_path: Path) -> None:
     src = _folder(tmp_path / "imgs")
     (src / "dog" / "bad.png").write_bytes(b"not a png")
-    out = tmp_path / "p.npy"
+    out = tmp_path / "prepared" / "p.npy"
     with pytest.raises(DataError, match=r"bad\.png"):
         prepare(src, out)
-    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+    assert not out.exists() and not list(tmp_path.rglob(".*tmp*"))
     with pytest.warns(UserWarning, match="skipped 1"):
         meta = prepare(src, out, skip_bad=True, test_fraction=0.25)
     # 13 listed, 4 of them (ceil(0.25 * 13)) drawn for the test part, 1 unreadable

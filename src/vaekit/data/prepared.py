@@ -210,6 +210,7 @@ def write_prepared(ds: Dataset, out: Path, source: str) -> dict[str, Any]:
     shape = (len(ds.x_train) + len(ds.x_test), *ds.image_shape)
     tmp = _tmp_for(out)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as every other --out FILE
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         mm[: len(ds.x_train)] = ds.x_train
         mm[len(ds.x_train) :] = ds.x_test
@@ -286,6 +287,7 @@ def prepare_image_folder(
             )
             if mm is None:
                 shape = (len(order), *x.shape[1:])
+                out.parent.mkdir(parents=True, exist_ok=True)
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             elif x.shape[1:] != mm.shape[1:]:
                 if color == "auto" and x.shape[2:] == mm.shape[2:]:
