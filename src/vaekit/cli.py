@@ -635,7 +635,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     given = {k: v for k, v in given.items() if v is not None}
     if given.get("method") == "vade":
         for option, name in (("--manifold", "manifold"), ("--shift-average", "shift_average")):
-            if given.get(name) not in (None, "none"):
+            if given.get(name) not in (None, "none", 0.0):  # "none" and 0 mean off
                 raise VaekitError(f"{option} applies to --method gmm or kmeans; drop it for vade")
     if "manifold" in given and given["manifold"] == "none":
         given["manifold"] = None
