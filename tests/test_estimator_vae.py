@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from vaekit import VAE, VAEClustering
+from vaekit import VAE, VAEClassifier, VAEClustering
 from vaekit.errors import CheckpointError, ConfigError, DataError
 
 
@@ -202,3 +202,17 @@ def test_numpy_scalar_params_and_a_random_state_object_are_saved(tmp_path):
     assert params["random_state"] == vae.seed_
     back = VAE.load(tmp_path / "run")
     np.testing.assert_allclose(back.transform(x), vae.transform(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [VAE, VAEClustering, VAEClassifier])
+def test_a_model_too_large_for_the_memory_is_refused_before_it_is_allocated(kind, monkeypatch):
+    import vaekit.estimators.base as base
+
+    # Pretend the machine has 1 MB: a 784-512-256 MLP (about 1 million weights) needs 16 MB.
+    monkeypatch.setattr(base, "_training_memory", lambda device: ("this machine's memory", 2**20))
+    x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    y = np.array([0, 1, 0, 1])
+    est = kind(max_epochs=1, n_clusters=2) if kind is VAEClustering else kind(max_epochs=1)
+    with pytest.raises(ConfigError, match=r"1x28x28 has [\d,]+ weights.*--image-size"):
+        est.fit(x, y) if kind is VAEClassifier else est.fit(x)
+    assert not hasattr(est, "module_")

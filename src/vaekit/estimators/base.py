@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 import time
 import warnings
 from abc import abstractmethod
@@ -28,6 +29,8 @@ from vaekit.training.loop import check_split, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
+#: Bytes per weight while training in fp32: the weight, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_WEIGHT = 16
 #: ... capped so that one float32 input batch stays under this many bytes (large images).
 INFERENCE_BYTES = 16 * 2**20
 
@@ -179,8 +182,27 @@ class BaseVAEEstimator(BaseEstimator):
         self.fit_seconds_ = 0.0
         self.history_ = []
         with torch.random.fork_rng(devices=[]):
+            self._check_model_fits(self.input_shape_)
             torch.manual_seed(self.seed_)  # initial weights depend on the seed only
             self.module_ = self._build_module(self.input_shape_)
+
+    def _check_model_fits(self, input_shape: tuple[int, ...]) -> None:
+        """Refuse a model too large to train here, before any memory is allocated for it.
+
+        An MLP on large images grows with the pixels (3 x 5000 x 5000 inputs: 38 billion
+        weights in the first layer); allocating it would have the process killed.
+        """
+        with torch.device("meta"):  # sizes only, no memory
+            n_weights = sum(p.numel() for p in self._build_module(input_shape).parameters())
+        need = TRAIN_BYTES_PER_WEIGHT * n_weights
+        where, have = _training_memory(resolve_device(self.device))
+        if have is not None and need > have:
+            raise ConfigError(
+                f"the model for inputs of shape {'x'.join(map(str, input_shape))} has "
+                f"{n_weights:,} weights, about {need / 2**30:,.0f} GiB to train, more than the "
+                f"{have / 2**30:,.0f} GiB of {where}; use smaller images (image_size, "
+                "--image-size), smaller hidden_dims or arch='conv'"
+            )
 
     def _train_module(
         self,
@@ -354,3 +376,13 @@ class BaseVAEEstimator(BaseEstimator):
             with open(hist, newline="") as f:
                 est.history_ = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
         return est
+
+
+def _training_memory(device: torch.device) -> tuple[str, int | None]:
+    """Where a model on ``device`` trains, and its total memory in bytes (None: unknown)."""
+    if device.type == "cuda":
+        return str(device), torch.cuda.get_device_properties(device).total_memory
+    try:
+        return "this machine's memory", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
+        return "this machine's memory", None
