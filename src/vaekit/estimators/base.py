@@ -29,10 +29,10 @@ from vaekit.training.loop import check_split, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
-#: Bytes per weight while training in fp32: the weight, its gradient and Adam's two moments.
-TRAIN_BYTES_PER_WEIGHT = 16
 #: ... capped so that one float32 input batch stays under this many bytes (large images).
 INFERENCE_BYTES = 16 * 2**20
+#: Bytes per weight while training in fp32: the weight, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_WEIGHT = 16
 
 
 def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
