@@ -216,3 +216,34 @@ def test_a_model_too_large_for_the_memory_is_refused_before_it_is_allocated(kind
     with pytest.raises(ConfigError, match=r"1x28x28 has [\d,]+ weights.*--image-size"):
         est.fit(x, y) if kind is VAEClassifier else est.fit(x)
     assert not hasattr(est, "module_")
+
+
+@pytest.mark.parametrize("kind", [VAE, VAEClustering, VAEClassifier])
+def test_a_fit_that_fails_leaves_the_estimator_as_it_was(kind, digits):
+    from sklearn.exceptions import NotFittedError
+
+    x, y = digits, load_digits().target[:400]
+    params = dict(hidden_dims=(16,), latent_dim=2, max_epochs=1, random_state=0)
+    if kind is VAEClustering:
+        params["n_clusters"] = 3
+    if kind is VAEClassifier:
+        params.update(feature_dim=8, decoder_dims=(16,), propagation_epochs=1)
+    fit_args = (y,) if kind is VAEClassifier else ()
+    # Five images cannot be split for validation: the refit fails after it has begun. The
+    # classifier first takes the new labels' classes, then finds too few of them.
+    bad = (x, np.array(["a", "b", "c"])[y[:100] % 3]) if kind is VAEClassifier else (x[:5],)
+    error = DataError if kind is VAEClassifier else ConfigError
+    est = kind(**params).fit(x, *fit_args)
+    before = est.transform(x[:20]), dict(est.__dict__)
+    with pytest.raises(error):
+        est.fit(*bad)
+    assert est.__dict__.keys() == before[1].keys()
+    assert all(est.__dict__[k] is v for k, v in before[1].items())
+    np.testing.assert_array_equal(est.transform(x[:20]), before[0])
+    if kind is VAEClassifier:
+        assert est.predict(x[:5]).dtype == y.dtype
+    fresh = kind(**params)
+    with pytest.raises(error):
+        fresh.fit(*bad)
+    with pytest.raises(NotFittedError):
+        fresh.transform(x[:20])

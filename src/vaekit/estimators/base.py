@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import time
@@ -376,6 +377,26 @@ class BaseVAEEstimator(BaseEstimator):
             with open(hist, newline="") as f:
                 est.history_ = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
         return est
+
+
+def keeps_state_on_failure(fit: Any) -> Any:
+    """Decorate a ``fit``: if it raises (or is interrupted), the estimator is as it was.
+
+    A refit that fails on bad input must not leave a fitted estimator answering from new,
+    untrained weights, nor a first fit that fails leave one that looks fitted.
+    """
+
+    @functools.wraps(fit)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return wrapper
 
 
 def _training_memory(device: torch.device) -> tuple[str, int | None]:

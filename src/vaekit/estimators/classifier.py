@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from vaekit.errors import ConfigError, DataError
-from vaekit.estimators.base import BaseVAEEstimator, to_tensor
+from vaekit.estimators.base import BaseVAEEstimator, keeps_state_on_failure, to_tensor
 from vaekit.models import M2Module
 from vaekit.models.base import mean_from_output
 from vaekit.models.m2 import HELD_OUT, UNLABELED
@@ -279,6 +279,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         )
 
     # -- fitting ---------------------------------------------------------------------------
+    @keeps_state_on_failure
     def fit(
         self,
         X: Any,

@@ -55,7 +55,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit.errors import ConfigError, DataError
-from vaekit.estimators.base import to_tensor
+from vaekit.estimators.base import keeps_state_on_failure, to_tensor
 from vaekit.estimators.vae import VAE
 from vaekit.graph import N_NEIGHBORS, SCALE_NEIGHBOR, knn_graph
 from vaekit.models.vade import VaDEModule
@@ -325,6 +325,7 @@ class VAEClustering(ClusterMixin, VAE):
         )
 
     # -- fitting ---------------------------------------------------------------------------
+    @keeps_state_on_failure
     def fit(
         self,
         X: Any,

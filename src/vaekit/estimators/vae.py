@@ -10,7 +10,7 @@ import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from vaekit.estimators.base import BaseVAEEstimator, to_tensor
+from vaekit.estimators.base import BaseVAEEstimator, keeps_state_on_failure, to_tensor
 from vaekit.models import VAEModule
 from vaekit.models.base import mean_from_output, negative_log_likelihood
 from vaekit.training.loop import seed_from
@@ -137,6 +137,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
             beta=float(self.beta),
         )
 
+    @keeps_state_on_failure
     def fit(
         self,
         X: Any,
