@@ -148,6 +148,9 @@ def test_string_labels_and_unlabeled_marker():
     y_mixed[::3] = -1  # string classes, the integer -1 for unlabeled images
     clf = tiny(max_epochs=1).fit(x, y_mixed)
     assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
+    # A plain list of strings and -1 becomes a string array: "-1" still marks unlabeled.
+    clf = tiny(max_epochs=1).fit(x, list(y_mixed))
+    assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
 
 
 @pytest.mark.parametrize(

@@ -297,7 +297,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             ``(N, H, W)`` or ``(N, C, H, W)`` images (uint8 0-255 or float 0-1), or
             ``(N, F)`` features in [0, 1].
         y : array-like of shape (N,)
-            Class labels (ints or strings); -1 for an unlabeled image.
+            Class labels (ints or strings); -1 (or "-1" among strings) for an unlabeled image.
         run_dir : path, optional
             Checkpoint every epoch to this run directory so training can be resumed.
         resume : bool, default=False
@@ -395,6 +395,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                  for v in y],
                 dtype=bool,
             )  # fmt: skip
+        elif y.dtype.kind in "US":  # NumPy turns ["cat", -1] into strings: "-1" is -1
+            unl = y == str(UNLABELED)
         else:
             unl = np.zeros(len(y), dtype=bool)
         check_classification_targets(y[~unl] if unl.any() else y)
