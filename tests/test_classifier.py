@@ -38,14 +38,6 @@ def _expected_failures(estimator):
             "-1 marks an unlabeled sample (scikit-learn's semi-supervised convention), so "
             "the binary labels {-1, 1} this check uses leave a single class"
         ),
-        "check_methods_sample_order_invariance": (
-            "score_samples is the ELBO with one seeded posterior sample per call; the noise "
-            "follows the row order"
-        ),
-        "check_methods_subset_invariance": (
-            "score_samples is the ELBO with one seeded posterior sample per call; the noise "
-            "follows the row order"
-        ),
     }
 
 

@@ -43,6 +43,12 @@ def test_shapes_of_every_method(fitted, digits):
     assert list(fitted.get_feature_names_out()) == ["vae0", "vae1", "vae2"]
 
 
+def test_an_image_scores_the_same_whatever_is_scored_with_it(fitted, digits):
+    full = fitted.score_samples(digits)
+    np.testing.assert_allclose(fitted.score_samples(digits[5:8]), full[5:8], rtol=1e-5)
+    np.testing.assert_allclose(fitted.score_samples(digits[::-1]), full[::-1], rtol=1e-5)
+
+
 def test_transform_is_deterministic(fitted, digits):
     assert np.array_equal(fitted.transform(digits), fitted.transform(digits))
     assert np.array_equal(fitted.score_samples(digits), fitted.score_samples(digits))

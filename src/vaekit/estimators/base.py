@@ -22,7 +22,7 @@ from vaekit import checkpoint
 from vaekit.data import as_image_array
 from vaekit.data.arrays import to_nchw
 from vaekit.errors import CheckpointError, ConfigError, DataError
-from vaekit.models.base import GenerativeModel, check_likelihood
+from vaekit.models.base import GenerativeModel, check_likelihood, shared_posterior_noise
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, resolve_device, train
 from vaekit.training.distributed import is_main_process
@@ -247,9 +247,17 @@ class BaseVAEEstimator(BaseEstimator):
             )
         return x
 
+    def _elbo_per_image(self, x: torch.Tensor) -> np.ndarray:
+        """One-sample ELBO of each image, all with the same seeded noise (common random numbers)."""
+        gen = torch.Generator().manual_seed(self.seed_)
+        with shared_posterior_noise(torch.randn(self.module_.latent_dim, generator=gen)):
+            return self._batched(x, self.module_.elbo)
+
     @torch.no_grad()
     def _batched(self, x: torch.Tensor, fn) -> np.ndarray:
         """Apply ``fn`` to float batches of ``x`` on the model's device; concatenate."""
+        if len(x) == 0:
+            raise DataError("found 0 samples; pass at least one")
         self.module_.eval()
         dev = self._device()
         n = len(x)

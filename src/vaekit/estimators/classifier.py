@@ -518,11 +518,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         return out.cpu().numpy()
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """ELBO of each image as unlabeled data, in nats (one seeded posterior sample)."""
+        """ELBO of each image as unlabeled data, in nats (one seeded posterior sample).
+
+        Every image uses the same seeded noise vector (see :meth:`vaekit.VAE.score_samples`).
+        """
         x = self._check_input(X)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed_)
-            return self._batched(x, self.module_.elbo)
+        return self._elbo_per_image(x)
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_json(self) -> dict[str, Any]:

@@ -212,11 +212,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         return self.inverse_transform(z.cpu().numpy())
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """ELBO of each image in nats (higher is better), one seeded posterior sample."""
+        """ELBO of each image in nats (higher is better), one seeded posterior sample.
+
+        Every image uses the same seeded noise vector, so an image's score does not depend on
+        the other images scored with it.
+        """
         x = self._check_input(X)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed_)
-            return self._batched(x, self.module_.elbo)
+        return self._elbo_per_image(x)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean ELBO per image in nats (higher is better)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +44,24 @@ class LossOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+#: Noise ``(latent_dim,)`` that every posterior sample uses while set (see below).
+_SHARED_NOISE: ContextVar[torch.Tensor | None] = ContextVar("vaekit_shared_noise", default=None)
+
+
+@contextlib.contextmanager
+def shared_posterior_noise(eps: torch.Tensor) -> Iterator[None]:
+    """Within the block, every image's posterior sample is ``mean + std * eps``.
+
+    Common random numbers: an image's one-sample ELBO then depends on that image only, not
+    on its position in a batch or on the other images scored with it.
+    """
+    token = _SHARED_NOISE.set(eps)
+    try:
+        yield
+    finally:
+        _SHARED_NOISE.reset(token)
+
+
 @dataclass
 class Posterior:
     """Diagonal Gaussian ``q(z|x) = N(mean, exp(logvar))``, both ``(B, latent_dim)``."""
@@ -49,8 +70,14 @@ class Posterior:
     logvar: torch.Tensor
 
     def rsample(self) -> torch.Tensor:
-        """Reparameterised sample ``mean + std * eps`` (Kingma & Welling 2014, eq. 10)."""
-        return self.mean + torch.exp(0.5 * self.logvar) * torch.randn_like(self.mean)
+        """Reparameterised sample ``mean + std * eps`` (Kingma & Welling 2014, eq. 10).
+
+        ``eps`` is fresh standard-normal noise, or the one vector that
+        :func:`shared_posterior_noise` set for every image.
+        """
+        eps = _SHARED_NOISE.get()
+        eps = torch.randn_like(self.mean) if eps is None else eps.to(self.mean).expand_as(self.mean)
+        return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def kl_standard_normal(self) -> torch.Tensor:
         """``KL(q || N(0, I))`` per image, ``(B,)`` (Kingma & Welling 2014, App. B)."""
