@@ -191,6 +191,9 @@ def test_coinciding_points_get_finite_probabilities(method):
         {"shift_average": -0.1},
         {"shift_average": 0.5},
         {"shift_average": True},
+        {"n_clusters": "auto", "max_clusters": 1},
+        {"method": "vade", "pretrain_epochs": -3},
+        {"method": "vade", "pretrain_epochs": 0},
     ],
 )
 def test_bad_params(kw):

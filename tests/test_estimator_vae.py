@@ -253,3 +253,24 @@ def test_a_fit_that_fails_leaves_the_estimator_as_it_was(kind, digits):
         fresh.fit(*bad)
     with pytest.raises(NotFittedError):
         fresh.transform(x[:20])
+
+
+@pytest.mark.parametrize("random_state", [1.5, "a", -1, 2**32, True])
+def test_bad_random_state_is_a_config_error(random_state, digits):
+    with pytest.raises(ConfigError, match="random_state must be"):
+        tiny(random_state=random_state).fit(digits[:50])
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, "3"])
+def test_sample_needs_a_positive_integer(fitted, n):
+    with pytest.raises(ConfigError, match="n_samples must be an integer >= 1"):
+        fitted.sample(n)
+
+
+@pytest.mark.parametrize("cluster", [1.7, "a", 3, -1, True])
+def test_sample_of_a_cluster_needs_its_index(cluster, digits):
+    clu = VAEClustering(n_clusters=3, hidden_dims=(16,), latent_dim=2, max_epochs=1)
+    clu.fit(digits[:100])
+    with pytest.raises(ConfigError, match=r"cluster must be an integer in 0\.\.2"):
+        clu.sample(2, cluster=cluster)
+    assert clu.sample(2, cluster=np.int64(2)).shape == (2, 1, 8, 8)

@@ -90,7 +90,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_positive_int, metavar="B")
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
     # None until main() sets 0: a resumed run refuses a --seed given other than its own.
-    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--seed", type=_seed, help="random seed (default: 0)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
 
@@ -115,6 +115,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**32 - 1}, got {text!r}")
     return v
 
 
@@ -1085,7 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_EPOCHS,
         help=f"maximum epochs; early stopping usually ends sooner ({DEMO_EPOCHS})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -1204,7 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA")
     p.add_argument("--out", metavar="FILE.npy", required=True)
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the train/test split (0)")
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_prepare)
@@ -1213,7 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--n", type=_positive_int, default=64, help="number of samples (64)")
     p.add_argument("--cluster", type=int, metavar="C", help="sample from one cluster")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", metavar="FILE.png", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_generate)

@@ -387,6 +387,13 @@ class BaseVAEEstimator(BaseEstimator):
         return est
 
 
+def check_n_samples(n_samples: Any) -> int:
+    """``n_samples`` of ``sample()`` as an int; a ConfigError unless it is an integer >= 1."""
+    if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
+        raise ConfigError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    return int(n_samples)
+
+
 def keeps_state_on_failure(fit: Any) -> Any:
     """Decorate a ``fit``: if it raises (or is interrupted), the estimator is as it was.
 

@@ -32,7 +32,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from vaekit.errors import ConfigError, DataError
-from vaekit.estimators.base import BaseVAEEstimator, keeps_state_on_failure, to_tensor
+from vaekit.estimators.base import (
+    BaseVAEEstimator,
+    check_n_samples,
+    keeps_state_on_failure,
+    to_tensor,
+)
 from vaekit.models import M2Module
 from vaekit.models.base import mean_from_output
 from vaekit.models.m2 import HELD_OUT, UNLABELED
@@ -501,18 +506,19 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     ) -> np.ndarray:
         """Generate images (pixel means), of class ``label`` or of random classes."""
         check_is_fitted(self, "temperature_")
+        n_samples = check_n_samples(n_samples)
         seed = self.seed_ if random_state is None else seed_from(random_state)
         gen = torch.Generator(device=self._device()).manual_seed(seed)
         k = len(self.classes_)
         if label is None:
-            cls = torch.randint(0, k, (int(n_samples),), generator=gen, device=self._device())
+            cls = torch.randint(0, k, (n_samples,), generator=gen, device=self._device())
         else:
             where = np.flatnonzero(self.classes_ == label)
             if len(where) == 0:
-                raise ConfigError(f"label must be one of {list(self.classes_)}, got {label!r}")
-            cls = torch.full((int(n_samples),), int(where[0]), device=self._device())
+                raise ConfigError(f"label must be one of {self.classes_.tolist()}, got {label!r}")
+            cls = torch.full((n_samples,), int(where[0]), device=self._device())
         with torch.no_grad():
-            z = self.module_.prior_sample(int(n_samples), generator=gen)
+            z = self.module_.prior_sample(n_samples, generator=gen)
             onehot = torch.nn.functional.one_hot(cls.long(), k).float()
             out = mean_from_output(self._fitted("likelihood"), self.module_.decode(z, onehot))
         return out.cpu().numpy()

@@ -55,7 +55,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit.errors import ConfigError, DataError
-from vaekit.estimators.base import keeps_state_on_failure, to_tensor
+from vaekit.estimators.base import check_n_samples, keeps_state_on_failure, to_tensor
 from vaekit.estimators.vae import VAE
 from vaekit.graph import N_NEIGHBORS, SCALE_NEIGHBOR, knn_graph
 from vaekit.models.vade import VaDEModule
@@ -306,6 +306,14 @@ class VAEClustering(ClusterMixin, VAE):
                 continue
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if k == "auto" and self.max_clusters < 2:
+            raise ConfigError(
+                f"n_clusters='auto' tries K = 2..max_clusters; max_clusters must be at least 2, "
+                f"got {self.max_clusters!r}"
+            )
+        v = self.pretrain_epochs
+        if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"pretrain_epochs must be a positive integer or None, got {v!r}")
         v = self.shift_average
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < 0.5:
             raise ConfigError(f"shift_average must be a number in [0, 0.5), got {v!r}")
@@ -584,29 +592,36 @@ class VAEClustering(ClusterMixin, VAE):
         in latent space (GMM) or perturb its centre (k-means) and decode.
         """
         check_is_fitted(self, "n_clusters_")
-        if cluster is not None and not 0 <= int(cluster) < self.n_clusters_:
-            raise ConfigError(f"cluster must be in 0..{self.n_clusters_ - 1}, got {cluster!r}")
+        n_samples = check_n_samples(n_samples)
+        if cluster is not None and (
+            not isinstance(cluster, numbers.Integral)
+            or isinstance(cluster, bool)
+            or not 0 <= cluster < self.n_clusters_
+        ):
+            raise ConfigError(
+                f"cluster must be an integer in 0..{self.n_clusters_ - 1}, got {cluster!r}"
+            )
         from vaekit.training.loop import seed_from
 
         seed = self.seed_ if random_state is None else seed_from(random_state)
         if self._fitted("method") == "vade":
             gen = torch.Generator(device=self._device()).manual_seed(seed)
             with torch.no_grad():
-                z = self.module_.prior_sample(int(n_samples), generator=gen, cluster=cluster)
+                z = self.module_.prior_sample(n_samples, generator=gen, cluster=cluster)
             return self.inverse_transform(z.cpu().numpy())
         if cluster is None:
             return super().sample(n_samples, random_state=random_state)
         rng = np.random.default_rng(seed)
         if self._uses_manifold():
             z = rng.multivariate_normal(
-                self.latent_means_[cluster], self.latent_covariances_[cluster], size=int(n_samples)
+                self.latent_means_[cluster], self.latent_covariances_[cluster], size=n_samples
             )
         elif self._fitted("method") == "gmm":
             z = rng.multivariate_normal(
-                self.means_[cluster], self.covariances_[cluster], size=int(n_samples)
+                self.means_[cluster], self.covariances_[cluster], size=n_samples
             )
         else:
-            size = (int(n_samples), self.cluster_centers_.shape[1])
+            size = (n_samples, self.cluster_centers_.shape[1])
             z = self.cluster_centers_[cluster] + rng.normal(0, np.sqrt(self.kmeans_scale_), size)
         return self.inverse_transform(z.astype(np.float32))
 

@@ -10,7 +10,12 @@ import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from vaekit.estimators.base import BaseVAEEstimator, keeps_state_on_failure, to_tensor
+from vaekit.estimators.base import (
+    BaseVAEEstimator,
+    check_n_samples,
+    keeps_state_on_failure,
+    to_tensor,
+)
 from vaekit.models import VAEModule
 from vaekit.models.base import mean_from_output, negative_log_likelihood
 from vaekit.training.loop import seed_from
@@ -205,10 +210,11 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         ``random_state`` (default: the estimator's seed) makes the draw repeatable.
         """
         check_is_fitted(self, "module_")
+        n_samples = check_n_samples(n_samples)
         seed = self.seed_ if random_state is None else seed_from(random_state)
         gen = torch.Generator(device=self._device()).manual_seed(seed)
         with torch.no_grad():
-            z = self.module_.prior_sample(int(n_samples), generator=gen)
+            z = self.module_.prior_sample(n_samples, generator=gen)
         return self.inverse_transform(z.cpu().numpy())
 
     def score_samples(self, X: Any) -> np.ndarray:

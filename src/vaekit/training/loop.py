@@ -619,11 +619,24 @@ def _rng_devices() -> list[int]:
 
 
 def seed_from(random_state: int | np.random.Generator | None) -> int:
-    """Return an integer seed from an sklearn-style ``random_state`` (None draws a fresh one)."""
-    if isinstance(random_state, (int, np.integer)):
-        return int(random_state)
-    if random_state is None:
+    """Return an integer seed from an sklearn-style ``random_state`` (None draws a fresh one).
+
+    Raises
+    ------
+    ConfigError
+        If ``random_state`` is not None, an integer in ``0 .. 2**32 - 1``, a
+        ``numpy.random.RandomState`` or a ``numpy.random.Generator``.
+    """
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if 0 <= random_state < 2**32:
+            return int(random_state)
+    elif random_state is None:
         return int(np.random.SeedSequence().entropy % (2**31))
-    if isinstance(random_state, np.random.RandomState):
+    elif isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(2**31 - 1))
-    return int(random_state.integers(2**31 - 1))
+    elif isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    raise ConfigError(
+        "random_state must be None, an integer in 0..2**32-1, a numpy RandomState or a "
+        f"numpy Generator; got {random_state!r}"
+    )
