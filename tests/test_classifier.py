@@ -214,3 +214,11 @@ def test_propagation_trains_an_m1_vae_only_with_unlabeled_images(monkeypatch):
     assert ((targets > 0).sum(1) <= 1).all() and targets.max() <= 1
     # Two well-separated groups, three labels each: the spread labels are the groups.
     assert (targets.argmax(1) == y_all).all()
+
+
+def test_validation_fraction_zero_fits_a_handful_of_images():
+    # The label-spreading VAE held out 10 % for early stopping whatever validation_fraction
+    # said, so four images failed with advice (validation_fraction=0) that did not help.
+    x = np.random.default_rng(0).random((4, 6)).astype(np.float32)
+    clf = tiny(max_epochs=1, validation_fraction=0.0).fit(x, [0, 1, -1, -1])
+    assert clf.n_unlabeled_ == 2 and clf.predict(x).shape == (4,)

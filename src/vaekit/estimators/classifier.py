@@ -105,7 +105,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     arch : {"mlp", "conv"}, default="conv"
         Encoder family; "conv" needs image input and falls back to "mlp" for ``(N, F)``.
     validation_fraction : float, default=0.1
-        Share of the labeled images held out for temperature scaling.
+        Share of the labeled images held out for temperature scaling, and of all images
+        for the early stopping of the ``propagation`` VAE.
     **common
         ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``max_epochs``,
         ``learning_rate``, ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``,
@@ -369,6 +370,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             max_epochs=int(self.propagation_epochs),
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
+            validation_fraction=self.validation_fraction,  # 0 lets tiny sets fit, as for M2
             device=self.device,
             random_state=self.seed_ % (2**32),
             verbose=self.verbose,
