@@ -146,7 +146,7 @@ def test_saved_files_get_the_mode_of_new_files(fitted, tmp_path):
     finally:
         os.umask(old)
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "run").iterdir()}
-    assert modes == {"config.json": 0o644, "model.safetensors": 0o644}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "history.csv": 0o644}
 
 
 def test_save_refuses_a_run_of_another_estimator(fitted, digits, tmp_path):
@@ -274,3 +274,23 @@ def test_sample_of_a_cluster_needs_its_index(cluster, digits):
     with pytest.raises(ConfigError, match=r"cluster must be an integer in 0\.\.2"):
         clu.sample(2, cluster=cluster)
     assert clu.sample(2, cluster=np.int64(2)).shape == (2, 1, 8, 8)
+
+
+def test_fit_into_a_run_dir_leaves_a_run_that_loads(digits, tmp_path):
+    est = tiny().fit(digits, run_dir=tmp_path / "run")
+    back = VAE.load(tmp_path / "run")
+    np.testing.assert_array_equal(back.transform(digits), est.transform(digits))
+    assert back.history_ == est.history_ and len(back.history_) == back.n_epochs_ == 3
+
+
+def test_save_writes_this_models_history_over_another(digits, tmp_path):
+    tiny(max_epochs=3).fit(digits, run_dir=tmp_path / "run")  # a 3-epoch history.csv there
+    one = tiny(max_epochs=1).fit(digits).save(tmp_path / "run")
+    back = VAE.load(tmp_path / "run")
+    assert back.n_epochs_ == 1 and back.history_ == one.history_
+
+
+def test_a_clustering_loads_with_its_labels(digits, tmp_path):
+    clu = VAEClustering(n_clusters=3, hidden_dims=(16,), latent_dim=2, max_epochs=1)
+    clu.fit(digits[:100]).save(tmp_path / "c")
+    np.testing.assert_array_equal(VAEClustering.load(tmp_path / "c").labels_, clu.labels_)

@@ -148,6 +148,7 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     assert all(f"<td>{name}</td>" in config for name in ("method", "manifold", "shift_average"))
     items = {i.name: i for i in report.build_figures(run)}
     assert list(items) == [
+        "training-curves",  # save() writes history.csv
         "reconstructions",
         "samples",
         "cluster-sizes",
@@ -155,7 +156,7 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
         "latent-map",
         "classes-vs-clusters",
         "k-selection",
-    ]  # no history.csv: fitted without a run_dir
+    ]
     k = clu.n_clusters_
     rows = [t.get_text() for t in items["samples"].figure.axes[0].get_yticklabels()]
     assert rows == [f"cluster {c}" for c in range(k)]

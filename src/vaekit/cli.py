@@ -479,7 +479,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     est.fit(ds.x_train, *labels, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():
         return 0
-    est.save(out)
     from vaekit.metrics import generative_metrics
 
     t0 = time.perf_counter()
@@ -683,14 +682,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def _write_cluster_run(
     clu: Any, ds: Any, x: Any, paths: list[str], out: Path, seed: int, start: float
 ) -> dict[str, Any]:
-    """Save a fitted clustering with clusters.csv, metrics.json and montage.png."""
+    """Write clusters.csv, metrics.json and montage.png beside a clustering fit saved in ``out``."""
     import numpy as np
 
     from vaekit import checkpoint
     from vaekit.metrics import clustering_metrics, silhouette
     from vaekit.plots import cluster_montage
 
-    clu.save(out)
     proba = clu._train_proba  # predict_proba(x): the clustering was just fitted on x
     labels, conf = proba.argmax(1), proba.max(1)
     rows = ["index,path,cluster,probability"]
@@ -866,10 +864,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def _write_classify_run(
     clf: Any, ds: Any, n_labeled: int, out: Path, start: float
 ) -> dict[str, Any]:
-    """Save a fitted classifier with predictions.csv and metrics.json (test split)."""
+    """Write predictions.csv and metrics.json (test split) beside a classifier saved in ``out``."""
     from vaekit import checkpoint
 
-    clf.save(out)
     metrics, pred, proba = _classification_scores(clf, ds)
     names = list(ds.classes) or [str(c) for c in clf.classes_]
     paths = ds.paths_test or [""] * len(pred)
@@ -985,7 +982,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "image_size": None,
         "color": "auto",
     }
-    vae.fit(ds.x_train, run_dir=vae_dir, metadata=meta).save(vae_dir)
+    vae.fit(ds.x_train, run_dir=vae_dir, metadata=meta)  # saved there by fit
     metrics = {
         **generative_metrics(vae, ds.x_test),
         "n_train": len(ds.x_train),

@@ -26,7 +26,7 @@ from vaekit.models.base import GenerativeModel, check_likelihood, shared_posteri
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, resolve_device, train
 from vaekit.training.distributed import is_main_process
-from vaekit.training.loop import check_split, seed_from
+from vaekit.training.loop import check_split, history_csv, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
@@ -205,6 +205,14 @@ class BaseVAEEstimator(BaseEstimator):
                 "--image-size), smaller hidden_dims or arch='conv'"
             )
 
+    def _save_finished_run(self, run_dir: str | Path | None) -> None:
+        """Save the fitted model into the run it was checkpointed to (rank 0 under torchrun).
+
+        ``fit(X, run_dir=DIR)`` then leaves a run that ``load(DIR)`` opens, as ``save`` does.
+        """
+        if run_dir is not None and is_main_process():
+            self.save(run_dir)
+
     def _train_module(
         self,
         data: list[torch.Tensor],
@@ -304,8 +312,10 @@ class BaseVAEEstimator(BaseEstimator):
     def save(self, path: str | Path) -> Self:
         """Write the fitted estimator to the run directory ``path``.
 
-        Files: ``config.json`` (parameters, shapes, metadata, checksum) and
-        ``model.safetensors`` (weights and fitted state). Nothing is pickled.
+        Files: ``config.json`` (parameters, shapes, metadata, checksum),
+        ``model.safetensors`` (weights and fitted state) and ``history.csv`` (the training
+        curves, when there are any). Nothing is pickled. ``fit(X, run_dir=path)`` ends
+        with a ``save(path)``.
         """
         check_is_fitted(self, "module_")
         state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
@@ -320,6 +330,10 @@ class BaseVAEEstimator(BaseEstimator):
             **self._extra_json(),
         }
         checkpoint.save_model(path, state, config)
+        if self.history_:  # the curves of this model, not of another run saved there before
+            checkpoint.atomic_write_text(
+                Path(path) / checkpoint.HISTORY_FILE, history_csv(self.history_)
+            )
         return self
 
     @classmethod
@@ -383,7 +397,9 @@ class BaseVAEEstimator(BaseEstimator):
             import csv
 
             with open(hist, newline="") as f:
-                est.history_ = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            if len(rows) == est.n_epochs_:  # else a history of something else saved there
+                est.history_ = rows
         return est
 
 

@@ -352,6 +352,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             validation_fraction=0.0,
         )
         self._fit_temperature(x, y_idx, cal_idx)
+        self._save_finished_run(run_dir)
         return self
 
     def _graph_targets(

@@ -371,6 +371,7 @@ class VAEClustering(ClusterMixin, VAE):
         # (the CLI's clusters.csv) need not encode every image nine times again.
         self._train_proba = proba
         self.labels_ = np.argmax(proba, axis=1).astype(np.int64)
+        self._save_finished_run(run_dir)
         return self
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:
@@ -627,6 +628,13 @@ class VAEClustering(ClusterMixin, VAE):
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        # labels_ (int64, one per training image) comes back with load(); runs saved
+        # before it did (or an estimator whose labels_ was deleted) load without it.
+        labels = getattr(self, "labels_", None)
+        saved = {} if labels is None else {"labels": torch.from_numpy(np.asarray(labels))}
+        return {**saved, **self._clusterer_tensors()}
+
+    def _clusterer_tensors(self) -> dict[str, torch.Tensor]:
         if self._uses_manifold():
             return {
                 "ref_latents": torch.from_numpy(self.ref_latents_),
@@ -659,6 +667,8 @@ class VAEClustering(ClusterMixin, VAE):
         super()._restore_extras(tensors, info)
         self.n_clusters_ = int(info["n_clusters"])
         self.k_selection_ = info.get("k_selection")
+        if "labels" in tensors:
+            self.labels_ = tensors["labels"].numpy()
         if self._uses_manifold():
             self.ref_latents_ = tensors["ref_latents"].numpy()
             self.ref_proba_ = tensors["ref_proba"].numpy()

@@ -177,6 +177,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         x = to_tensor(X)
         self._fit_module([x], run_dir=run_dir, resume=resume, metadata=metadata)
         self._n_features_out = int(self.latent_dim)
+        self._save_finished_run(run_dir)
         return self
 
     def transform(self, X: Any) -> np.ndarray:

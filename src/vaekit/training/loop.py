@@ -199,7 +199,8 @@ def _split(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[n_val:], perm[:n_val]
 
 
-def _history_csv(history: Sequence[dict[str, float]]) -> str:
+def history_csv(history: Sequence[dict[str, float]]) -> str:
+    """``history.csv``'s text: one row per epoch, a header of the logged names."""
     buf = io.StringIO()
     if history:
         writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
@@ -361,7 +362,7 @@ class _Loop:
         }
         checkpoint.save_train_state(self.run_dir, tensors, info)
         checkpoint.atomic_write_text(
-            self.run_dir / checkpoint.HISTORY_FILE, _history_csv(self.history)
+            self.run_dir / checkpoint.HISTORY_FILE, history_csv(self.history)
         )
 
     def restore(self) -> bool:
