@@ -145,6 +145,16 @@ def test_string_labels_and_unlabeled_marker():
     assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
 
 
+@pytest.mark.parametrize("dtype", [object, str])
+def test_string_classes_keep_their_dtype_through_save_and_load(dtype, tmp_path):
+    x = np.random.default_rng(0).random((60, 6)).astype(np.float32)
+    clf = tiny(max_epochs=1).fit(x, np.array(["cat", "dog"] * 30, dtype=dtype))
+    clf.save(tmp_path / "run")
+    back = VAEClassifier.load(tmp_path / "run")
+    assert back.classes_.dtype == clf.classes_.dtype
+    assert back.predict(x).dtype == clf.predict(x).dtype
+
+
 @pytest.mark.parametrize(
     ("kw", "y", "match"),
     [

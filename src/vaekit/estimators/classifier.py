@@ -538,6 +538,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     def _extra_json(self) -> dict[str, Any]:
         return {
             "classes": self.classes_.tolist(),
+            "classes_dtype": "object" if self.classes_.dtype == object else None,
             "temperature": self.temperature_,
             "calibration_ece": self.calibration_ece_,
             "n_labeled": self.n_labeled_,
@@ -546,7 +547,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         }
 
     def _before_build(self, fitted: dict[str, Any]) -> None:
-        self.classes_ = np.asarray(fitted["classes"])
+        # Labels given as an object array come back as one, so predict's dtype is the same.
+        self.classes_ = np.asarray(fitted["classes"], dtype=fitted.get("classes_dtype"))
 
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.temperature_ = float(info["temperature"])
