@@ -290,3 +290,17 @@ def test_unreadable_run_files_are_clear_errors(tmp_path: Path) -> None:
     (path / "predictions.csv").write_text("index,path,label,probability\n1,,0,high\n")
     with pytest.raises(CheckpointError, match=r"predictions\.csv"):
         report.read_run(path, config)
+
+
+def test_per_class_table_keeps_class_names_that_are_numbers() -> None:
+    # metrics.json keys per_class by class name; names "1", "2", "3" are not indices.
+    per_class = {
+        c: {"precision": p, "recall": 1.0} for c, p in (("1", 0.1), ("2", 0.2), ("3", 0.3))
+    }
+    html = report._per_class_table(per_class, ("1", "2", "3"))
+    cells = [line for line in html.split("<tr>") if "<td>" in line]
+    assert [c.split("<td>")[1].split("</td>")[0] for c in cells] == ["1", "2", "3"]
+    assert "0.1" in cells[0] and "0.3" in cells[2]
+    # A list is one row per class index.
+    html = report._per_class_table([{"recall": 0.5}, {"recall": 0.7}], ("cat", "dog"))
+    assert "<td>cat</td>" in html and "<td>dog</td>" in html

@@ -718,10 +718,12 @@ def _metrics_html(run: RunData) -> str:
 
 def _per_class_table(per_class: Any, classes: Sequence[str]) -> str:
     """Tabulate ``{class: {metric: value}}`` or ``[{metric: value}, ...]`` per class."""
-    if isinstance(per_class, Mapping):
+    if isinstance(per_class, Mapping):  # keyed by class name already (metrics.json)
         items = list(per_class.items())
-    elif isinstance(per_class, Sequence):
-        items = [(str(i), row) for i, row in enumerate(per_class)]
+    elif isinstance(per_class, Sequence):  # one row per class index
+        items = [
+            (classes[i] if i < len(classes) else str(i), row) for i, row in enumerate(per_class)
+        ]
     else:
         return f"<p>{_esc(per_class)}</p>"
     cols: list[str] = []
@@ -732,8 +734,6 @@ def _per_class_table(per_class: Any, classes: Sequence[str]) -> str:
     rows = []
     for key, row in items:
         name = row.get("class", row.get("name", key)) if isinstance(row, Mapping) else key
-        if str(name).isdigit() and int(name) < len(classes):
-            name = classes[int(name)]
         values = [row.get(c, "") for c in cols] if isinstance(row, Mapping) else [row]
         rows.append([name, *values])
     return _table(rows, ["class", *(cols or ["value"])])
