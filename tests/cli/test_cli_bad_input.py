@@ -9,8 +9,10 @@ console script answers like the preloaded runner.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -143,6 +145,47 @@ def case_pickled_npy(d: Path, run: Path) -> Case:
     np.save(f, np.array([{"pixels": 1}] * 4, dtype=object), allow_pickle=True)
     c = _train(f, d)
     c.names = (f, "pickled")
+    return c
+
+
+def _huge_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy header declaring ``shape`` of uint8, followed by only 64 bytes of data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue() + bytes(64)
+
+
+@case
+def case_npy_declaring_a_terabyte(d: Path, run: Path) -> Case:
+    f = d / "huge.npy"
+    f.write_bytes(_huge_header((10**6, 1000, 1000)))
+    c = _train(f, d)
+    c.names = (f, "truncated or damaged")
+    return c
+
+
+@case
+def case_npz_declaring_a_terabyte(d: Path, run: Path) -> Case:
+    f = d / "huge.npz"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("x.npy", _huge_header((10**6, 1000, 1000)))
+    c = _train(f, d)
+    c.names = (f, "'x'", "truncated or damaged")
+    return c
+
+
+@case
+def case_corrupt_compressed_npz(d: Path, run: Path) -> Case:
+    f = d / "bad.npz"
+    np.savez_compressed(f, x=np.zeros((40, 8, 8), np.uint8))
+    data = bytearray(f.read_bytes())
+    for i in range(60, 120):  # inside the compressed stream of x.npy
+        data[i] ^= 0x55
+    f.write_bytes(bytes(data))
+    c = _train(f, d)
+    c.names = (f, "cannot be read")
     return c
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -360,6 +362,13 @@ def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _too_large(shown: str) -> DataError:
+    return DataError(
+        f"file {shown!r} holds more data than fits in memory; split it, or keep its images in a "
+        "folder and convert it once with 'vaekit prepare'"
+    )
+
+
 def _refuse_pickle(exc: Exception, shown: str) -> DataError:
     if "allow_pickle" in str(exc):
         return DataError(
@@ -367,6 +376,31 @@ def _refuse_pickle(exc: Exception, shown: str) -> DataError:
             f"safety; save a numeric array instead (e.g. x.astype('uint8'))"
         )
     return DataError(f"file {shown!r} cannot be read ({exc}); re-create it with numpy.save/savez")
+
+
+def _check_declared_size(f: Any, size: int, what: str) -> None:
+    """Refuse an array whose header declares more data than its ``size`` bytes can hold.
+
+    Reads only the header of the ``.npy`` stream ``f``, so a damaged header declaring
+    terabytes is refused instead of making NumPy try to allocate them.
+    """
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+            version, np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError):
+        return  # np.load reports a bad header itself, with the file's name
+    if dtype.hasobject:
+        return  # refused as pickled data when loaded
+    declared = math.prod(shape) * dtype.itemsize
+    held = size - f.tell()
+    if declared > held:
+        raise DataError(
+            f"{what} declares {declared:,} bytes of data ({dtype} {tuple(shape)}) but holds "
+            f"{held:,}; it is truncated or damaged — re-create it"
+        )
 
 
 def load_npy(path: Path, shown: str) -> np.ndarray:
@@ -393,8 +427,12 @@ def load_npy(path: Path, shown: str) -> np.ndarray:
         magic = f.read(len(NPY_MAGIC))
     if magic != NPY_MAGIC:
         raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
+    with open(path, "rb") as f:
+        _check_declared_size(f, os.fstat(f.fileno()).st_size, f"file {shown!r}")
     try:
         x = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise _too_large(shown) from None
     except (ValueError, OSError, EOFError) as exc:
         raise _refuse_pickle(exc, shown) from exc
     return to_uint8_images(x, f"file {shown!r}")
@@ -454,6 +492,9 @@ def load_npz(
             for k in (x_key, y_key, "x_test", "y_test"):
                 if k not in keys:
                     continue
+                member = z.zip.getinfo(f"{k}.npy")
+                with z.zip.open(member) as f:
+                    _check_declared_size(f, member.file_size, f"array {k!r} in file {shown!r}")
                 try:
                     raw[k] = z[k]
                 except ValueError as exc:
@@ -464,7 +505,9 @@ def load_npz(
                         f"array {k!r} in file {shown!r} holds Python objects, which vaekit "
                         f"refuses to unpickle for safety; save it as numbers or text (e.g. {fix})"
                     ) from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except MemoryError:
+        raise _too_large(shown) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, DataError):
             raise
         raise _refuse_pickle(exc, shown) from exc
