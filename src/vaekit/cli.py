@@ -190,9 +190,14 @@ def _data_options_of_run(args: argparse.Namespace, meta: dict[str, Any]) -> None
 
 
 def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.data.registry import _known_name
+
     p = Path(spec)
+    # A built-in name is what was loaded even beside a folder of that name (load_dataset
+    # warns about it): evaluate and report must load the same again.
+    on_disk = p.exists() and _known_name(spec) is None
     return {
-        "data": str(p.resolve()) if p.exists() else spec,
+        "data": str(p.resolve()) if on_disk else spec,
         "dataset": ds.name,
         "classes": list(ds.classes),
         "image_size": getattr(args, "image_size", None),

@@ -218,3 +218,18 @@ def test_demo_writes_everything_and_prints_test_metrics(demo_run: TrainedRun) ->
     ids = re.findall(r' id="([^"]+)"', page)
     assert len(ids) == len(set(ids)) > 3
     assert "labels used in training" in page and "100 of 1437 images" in page
+
+
+def test_a_built_in_name_is_recorded_as_such_beside_a_folder_of_that_name(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # load_dataset("digits") takes the built-in set even where ./digits exists; the run must
+    # record the name, or evaluate and report would score the folder's images instead.
+    here = Cli(cwd=tmp_path, env=cli.env)
+    write_image_folder(tmp_path / "digits", classes=("a", "b"), n=6)
+    assert_ok(here("train", "digits", *TINY, "--out", tmp_path / "run", "--quiet"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["metadata"]["data"] == "digits"
+    res = here("evaluate", tmp_path / "run")
+    assert_ok(res)
+    assert json.loads(res.stdout)["n_test"] == DIGITS_TEST  # the built-in test split
