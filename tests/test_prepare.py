@@ -102,6 +102,17 @@ def test_cli_prepare(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "1437 training + 360 test" in res.stdout
     assert load_dataset(out).x_test.shape == (360, 1, 8, 8)
+    # Never over an existing file: the source itself, or a .json of the user's.
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "settings"}')
+    for args in (
+        ("prepare", out, "--out", out),
+        ("prepare", "digits", "--out", tmp_path / "mine.npy"),
+    ):
+        before = {p: p.read_bytes() for p in (out, mine)}
+        res = _vaekit(*args)
+        assert res.returncode == 2 and "already exists" in res.stderr, res.stderr
+        assert {p: p.read_bytes() for p in (out, mine)} == before
 
 
 CHILD = """

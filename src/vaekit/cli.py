@@ -601,6 +601,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     out = _output_file(args.out, ".npy")
     from vaekit.data.prepared import manifest_path, prepare
 
+    for path in (out, manifest_path(out)):  # the source itself, or files of the user's
+        if path.exists():
+            raise VaekitError(
+                f"'{path}' already exists; prepare writes new files only — choose another "
+                "--out or remove it"
+            )
+
     start = time.perf_counter()
     meta = prepare(
         args.data,
