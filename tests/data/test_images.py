@@ -1,4 +1,5 @@
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,16 @@ def test_linked_sub_folders_are_followed_once(tmp_path: Path) -> None:
     (tmp_path / "data" / "a" / "loop").symlink_to(tmp_path / "data" / "a")  # a cycle
     ds = load_dataset(tmp_path / "data", test_fraction=0.5)
     assert len(ds.x_train) + len(ds.x_test) == 6
+
+
+def test_links_up_the_tree_or_to_another_class_are_not_followed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for c, shade in (("a", 0), ("b", 100)):
+        (data / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (4, 4), shade + i).save(data / c / f"{i}.png")
+    (data / "a" / "up").symlink_to(data)  # the dataset root: every class again under "a"
+    (data / "a" / "top").symlink_to(tmp_path)  # above the root
+    (data / "a" / "b-too").symlink_to(data / "b")  # a sibling class
+    listing = images.list_image_folder(data, str(data))[0]
+    assert Counter(listing.names) == {"a": 4, "b": 4}

@@ -59,21 +59,26 @@ def _join_rel(rel_folder: str, name: str) -> str:
 # per-object cost is seconds.
 
 
-def _images_below(folder: str, rel_folder: str) -> list[tuple[str, str]]:
+def _images_below(
+    folder: str, rel_folder: str, others: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """``(path, relative path)`` of every image under ``folder``, hidden folders pruned.
 
     Linked folders are followed, as the top-level class folders are; one already listed
-    (a link back up, a second link to the same folder) is not listed again.
+    (a second link to the same folder), one that holds ``folder`` (a link back up) and the
+    ``others`` (real paths of the sibling class folders) are not entered.
     """
     found = []
-    seen = {os.path.realpath(folder)}
+    top = os.path.realpath(folder)
+    seen = {top, *others}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         kept = []
         for d in sorted(dirnames):  # sorted: which link to a folder is kept never varies
             real = os.path.realpath(os.path.join(dirpath, d))
-            if not d.startswith(".") and real not in seen:
-                seen.add(real)
-                kept.append(d)
+            if d.startswith(".") or real in seen or os.path.commonpath([real, top]) == real:
+                continue
+            seen.add(real)
+            kept.append(d)
         dirnames[:] = kept
         sub = os.path.relpath(dirpath, folder).replace(os.sep, "/")
         rel_dir = rel_folder if sub == "." else _join_rel(rel_folder, sub)
@@ -106,10 +111,13 @@ class ImageListing:
 
 def _list_split(folder: str, rel_folder: str, shown: str) -> ImageListing:
     """Read one folder as class sub-folders or, without sub-folders, as flat unlabeled."""
+    names = _visible_dirs(folder)
+    # A link inside one class folder to another class folder would label its images twice.
+    reals = frozenset(os.path.realpath(os.path.join(folder, d)) for d in names)
     class_dirs = {
         d: pairs
-        for d in _visible_dirs(folder)
-        if (pairs := _images_below(os.path.join(folder, d), _join_rel(rel_folder, d)))
+        for d in names
+        if (pairs := _images_below(os.path.join(folder, d), _join_rel(rel_folder, d), reals))
     }
     loose = _loose_images(folder)
     if class_dirs and loose:
