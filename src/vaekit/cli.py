@@ -925,8 +925,21 @@ def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> 
             seed = config.get("params", {}).get("random_state") or 0
             key = (spec, opts.image_size, opts.color, opts.skip_bad, seed)
             if key not in datasets:  # a demo's runs share one dataset
-                datasets[key] = _load_data(spec, opts, seed)
+                try:
+                    datasets[key] = _load_data(spec, opts, seed)
+                except DataError as exc:
+                    if getattr(args, "data", None):
+                        raise  # the user's own DATA: its error says what is wrong
+                    # The data recorded in the run moved or was deleted: report without it.
+                    print(
+                        f"vaekit report: warning: run '{path}' was trained on {spec!r}, which "
+                        f"cannot be loaded now ({exc}); the figures that need its images are "
+                        "left out — pass DATA to include them",
+                        file=sys.stderr,
+                    )
+                    datasets[key] = None
             ds = datasets[key]
+        if ds is not None:
             _check_image_shape(est, ds, str(path), spec)
         loaded.append(report.read_run(path, config, estimator=est, dataset=ds))
     return report.write_report(
@@ -941,6 +954,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write RUN/report.html (one self-contained page) and its figures as PNGs."""
     from vaekit import report
 
+    if args.data is not None and (Path(args.data) / CONFIG_FILE).exists():
+        raise VaekitError(
+            f"DATA '{args.data}' is a run; report one RUN, or a folder holding several runs "
+            "(as a demo folder does)"
+        )
     runs = report.find_runs(args.run)
     out = _output_file(args.out, ".html") if args.out else Path(args.run) / report.REPORT_FILE
     _check_writable(out, "report")

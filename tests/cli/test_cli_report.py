@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,19 @@ def reports(
         "empty": ["report", root / "empty"],
         "bad out": ["report", vae, "--out", root / "report.txt"],
         "other shape": ["report", vae, root / "pets", "--out", root / "pets.html"],
+        "train on a folder": ["train", root / "pets", *TINY, "--out", root / "pets-run", "-q"],
     }
     if not HAS_UMAP:
         jobs["umap"] = ["report", vae, "--latent-map", "umap", "--out", root / "u" / "r.html"]
     results = fast_cli.many(jobs)
+    assert_ok(results["train on a folder"])
+    shutil.rmtree(root / "pets")  # the run's recorded data is gone
     results |= fast_cli.many(
-        {"report clu": ["report", root / "clu", "--out", root / "out" / "clu.html", "-q"]}
+        {
+            "report clu": ["report", root / "clu", "--out", root / "out" / "clu.html", "-q"],
+            "data gone": ["report", root / "pets-run"],
+            "two runs": ["report", vae, root / "clu", "--out", root / "two.html"],
+        }
     )
     return Reports(root, results)
 
@@ -106,6 +114,19 @@ def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> No
     assert_user_error(reports["other shape"], "pets", "3x8x8")
     assert not (root / "pets.html").exists() and not (root / "report.txt").exists()
     assert snapshot([root / "empty"]) == {}
+    assert_user_error(reports["two runs"], root / "clu", "is a run")
+    assert not (root / "two.html").exists()
+
+
+def test_report_of_a_run_whose_data_is_gone_warns_and_leaves_out_its_figures(
+    reports: Reports,
+) -> None:
+    res = reports["data gone"]
+    assert_ok(res)
+    (line,) = [x for x in res.stderr.splitlines() if "warning" in x]
+    assert "pets" in line and "pass DATA" in line
+    html = (reports.root / "pets-run" / "report.html").read_text()
+    assert "training-curves" in html and "latent-map" not in html
 
 
 @pytest.mark.skipif(HAS_UMAP, reason="umap-learn is installed, so the UMAP map works")
