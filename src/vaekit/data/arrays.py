@@ -424,10 +424,9 @@ def load_npy(path: Path, shown: str) -> np.ndarray:
         If the file is not a ``.npy`` file, holds objects, or holds no valid images.
     """
     with open(path, "rb") as f:
-        magic = f.read(len(NPY_MAGIC))
-    if magic != NPY_MAGIC:
-        raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
-    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
+        f.seek(0)
         _check_declared_size(f, os.fstat(f.fileno()).st_size, f"file {shown!r}")
     try:
         x = np.load(path, allow_pickle=False)
