@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import numbers
 import os
 import time
@@ -22,7 +23,7 @@ from vaekit import checkpoint
 from vaekit.data import as_image_array
 from vaekit.data.arrays import to_nchw
 from vaekit.errors import CheckpointError, ConfigError, DataError
-from vaekit.models.base import GenerativeModel, check_likelihood, shared_posterior_noise
+from vaekit.models.base import GenerativeModel, check_likelihood, fixed_posterior_noise
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, resolve_device, train
 from vaekit.training.distributed import is_main_process
@@ -256,10 +257,24 @@ class BaseVAEEstimator(BaseEstimator):
         return x
 
     def _elbo_per_image(self, x: torch.Tensor) -> np.ndarray:
-        """One-sample ELBO of each image, all with the same seeded noise (common random numbers)."""
-        gen = torch.Generator().manual_seed(self.seed_)
-        with shared_posterior_noise(torch.randn(self.module_.latent_dim, generator=gen)):
-            return self._batched(x, self.module_.elbo)
+        """One-sample ELBO of each image, its noise drawn from the image's own bytes.
+
+        Each image's posterior noise is seeded by a hash of its pixels and the estimator's
+        seed: independent between images (the mean over a dataset averages over noise) yet
+        the same whichever other images are scored with it.
+        """
+        dim, key = self.module_.latent_dim, (int(self.seed_) % 2**64).to_bytes(8, "little")
+
+        def elbo(xb: torch.Tensor) -> torch.Tensor:
+            rows = xb.cpu().numpy().reshape(len(xb), -1)
+            eps = np.empty((len(rows), dim), dtype=np.float32)
+            for i, row in enumerate(rows):
+                digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest()
+                eps[i] = np.random.default_rng(int.from_bytes(digest, "little")).normal(size=dim)
+            with fixed_posterior_noise(torch.from_numpy(eps).to(xb.device)):
+                return self.module_.elbo(xb)
+
+        return self._batched(x, elbo)
 
     @torch.no_grad()
     def _batched(self, x: torch.Tensor, fn) -> np.ndarray:

@@ -44,22 +44,23 @@ class LossOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-#: Noise ``(latent_dim,)`` that every posterior sample uses while set (see below).
-_SHARED_NOISE: ContextVar[torch.Tensor | None] = ContextVar("vaekit_shared_noise", default=None)
+#: Noise ``(B, latent_dim)`` that the posterior samples of a batch use while set (see below).
+_FIXED_NOISE: ContextVar[torch.Tensor | None] = ContextVar("vaekit_fixed_noise", default=None)
 
 
 @contextlib.contextmanager
-def shared_posterior_noise(eps: torch.Tensor) -> Iterator[None]:
-    """Within the block, every image's posterior sample is ``mean + std * eps``.
+def fixed_posterior_noise(eps: torch.Tensor) -> Iterator[None]:
+    """Within the block, a batch's posterior samples are ``mean + std * eps``.
 
-    Common random numbers: an image's one-sample ELBO then depends on that image only, not
-    on its position in a batch or on the other images scored with it.
+    ``eps`` is ``(B, latent_dim)``, one row per image of the batch: scoring code draws each
+    row from its image alone, so an image's one-sample ELBO does not depend on its position
+    in a batch or on the other images scored with it.
     """
-    token = _SHARED_NOISE.set(eps)
+    token = _FIXED_NOISE.set(eps)
     try:
         yield
     finally:
-        _SHARED_NOISE.reset(token)
+        _FIXED_NOISE.reset(token)
 
 
 @dataclass
@@ -72,10 +73,9 @@ class Posterior:
     def rsample(self) -> torch.Tensor:
         """Reparameterised sample ``mean + std * eps`` (Kingma & Welling 2014, eq. 10).
 
-        ``eps`` is fresh standard-normal noise, or the one vector that
-        :func:`shared_posterior_noise` set for every image.
+        ``eps`` is fresh standard-normal noise, or the rows :func:`fixed_posterior_noise` set.
         """
-        eps = _SHARED_NOISE.get()
+        eps = _FIXED_NOISE.get()
         eps = torch.randn_like(self.mean) if eps is None else eps.to(self.mean).expand_as(self.mean)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
