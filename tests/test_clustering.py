@@ -309,3 +309,21 @@ def test_umap_without_umap_learn_fails_before_training(monkeypatch, tmp_path):
         clu.fit(blobs()[0], run_dir=tmp_path / "r")
     assert not hasattr(clu, "module_") and not (tmp_path / "r").exists()
     tiny(manifold="umap", method="vade", max_epochs=1).fit(blobs()[0])  # VaDE ignores it
+
+
+def test_vade_stopped_during_pretraining_leaves_a_run_to_resume(tmp_path, monkeypatch):
+    # The run's config.json is written before pretraining: a kill there used to leave only
+    # pretrain/, which --resume called "no run" and a fresh start refused as foreign files.
+    x, _ = blobs()
+    run = tmp_path / "run"
+
+    def killed(self, data, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VAEClustering, "_train_module", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tiny(method="vade", max_epochs=4).fit(x, run_dir=run)
+    assert json.loads((run / "config.json").read_text())["status"] == "training"
+    monkeypatch.undo()
+    resumed = tiny(method="vade", max_epochs=4).fit(x, run_dir=run, resume=True)
+    assert np.array_equal(resumed.labels_, tiny(method="vade", max_epochs=4).fit(x).labels_)

@@ -206,6 +206,19 @@ class BaseVAEEstimator(BaseEstimator):
                 "--image-size), smaller hidden_dims or arch='conv'"
             )
 
+    def _start_run(self, run_dir: str | Path | None, resume: bool) -> None:
+        """Mark ``run_dir`` as a run in training (its config.json), so a kill can be resumed.
+
+        A resumed run keeps the config.json it has until training ends and saves: a resume
+        that is refused (other settings, a damaged training state) or fails must leave a
+        finished run loadable, with its parameters and its weights' checksum.
+        """
+        if run_dir is None or not is_main_process():  # under torchrun only rank 0 writes
+            return
+        checkpoint.check_run_kind(run_dir, self._estimator_name)
+        if not (resume and (Path(run_dir) / checkpoint.CONFIG_FILE).exists()):
+            checkpoint.write_config(run_dir, self._config(status="training"))
+
     def _save_finished_run(self, run_dir: str | Path | None) -> None:
         """Save the fitted model into the run it was checkpointed to (rank 0 under torchrun).
 
@@ -228,9 +241,7 @@ class BaseVAEEstimator(BaseEstimator):
         """
         cfg = replace(self._train_config(self.seed_), **overrides)
         check_split(len(data[0]), cfg.validation_fraction)  # before anything is written
-        if run_dir is not None and is_main_process():  # under torchrun only rank 0 writes
-            checkpoint.check_run_kind(run_dir, self._estimator_name)
-            checkpoint.write_config(run_dir, self._config(status="training"))
+        self._start_run(run_dir, resume)
         start = time.perf_counter()
         result = train(self.module_, data, cfg, run_dir=run_dir, resume=resume)
         self.history_ = [*self.history_, *result.history]

@@ -512,6 +512,7 @@ class VAEClustering(ClusterMixin, VAE):
         pre_epochs = self.pretrain_epochs or max(1, int(self.max_epochs) // 2)
         module.use_mixture = False
         pre_dir = Path(run_dir) / "pretrain" if run_dir is not None else None
+        self._start_run(run_dir, resume)  # a kill during pretraining leaves a run to resume
         self._train_module([x], run_dir=pre_dir, resume=resume, max_epochs=pre_epochs)
         z = self.transform(x)
         self.n_clusters_ = self._choose_k(z)
