@@ -1,9 +1,11 @@
 import csv
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from sklearn.datasets import load_digits
 
 from vaekit import checkpoint
@@ -153,3 +155,37 @@ def test_invalid_config():
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="validation_fraction"):
         TrainConfig(validation_fraction=1.0)
+
+
+def _finished_run(tmp_path):
+    from vaekit import VAE
+
+    x = (load_digits().images[:200] / 16).astype(np.float32)
+    params = dict(latent_dim=2, hidden_dims=(16,), max_epochs=2, batch_size=64, random_state=0)
+    run = tmp_path / "run"
+    VAE(**params).fit(x, run_dir=run)
+    return VAE, x, params, run
+
+
+def test_a_refused_resume_leaves_the_finished_run_loadable(tmp_path):
+    VAE, x, params, run = _finished_run(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(CheckpointError, match="training settings differ"):
+        VAE(**{**params, "max_epochs": 5}).fit(x, run_dir=run, resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    VAE.load(run)
+
+
+@pytest.mark.parametrize(
+    "change", [{"epoch": 99}, {"epoch": -5}, {"epoch": "1"}, {"history": 5}, {"best_epoch": None}]
+)
+def test_damaged_training_counters_are_a_checkpoint_error(tmp_path, change):
+    from safetensors.torch import load_file, save_file
+
+    VAE, x, params, run = _finished_run(tmp_path)
+    state = run / "train_state.safetensors"
+    with safe_open(state, "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    save_file(load_file(state), state, metadata={"info": json.dumps({**info, **change})})
+    with pytest.raises(CheckpointError, match="damaged"):
+        VAE(**params).fit(x, run_dir=run, resume=True)

@@ -402,8 +402,23 @@ class _Loop:
                 f"the optimiser state in '{self.run_dir / checkpoint.STATE_FILE}' does not fit"
                 " this model; it was modified or belongs to another run — use a new --out"
             ) from None
+        try:
+            self._restore_counters(tensors, info)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            raise CheckpointError(
+                f"the training state in '{self.run_dir / checkpoint.STATE_FILE}' is damaged "
+                "(its counters or random-generator states); it was modified — use a new --out"
+            ) from None
+        return True
+
+    def _restore_counters(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Restore RNG states, the epoch and the early-stopping counters; check their types."""
+        epoch, history = info["epoch"], info["history"]
+        if not (isinstance(epoch, int) and 0 <= epoch <= self.cfg.max_epochs):
+            raise ValueError(f"epoch {epoch!r}")
+        if not (isinstance(history, list) and len(history) == epoch):
+            raise ValueError("history")
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
-        self.best_state = best or None
         same_world = info.get("world_size", 1) == self.world
         suffix = f".{self.rank}" if self.world > 1 and same_world else ""
         if f"rng.torch{suffix}" in tensors:
@@ -411,14 +426,14 @@ class _Loop:
         if f"rng.cuda{suffix}" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
         self.order_gen.set_state(tensors["rng.order"])
-        self.epoch = info["epoch"]
-        self.best_val = info["best_val"] if info["best_val"] is not None else math.inf
-        self.best_epoch = info["best_epoch"]
-        self.bad_epochs = info["bad_epochs"]
-        self.finished = info["finished"]
-        self.stopped_early = info["stopped_early"]
-        self.history = info["history"]
-        return True
+        self.best_state = best or None
+        self.epoch = epoch
+        self.best_val = math.inf if info["best_val"] is None else float(info["best_val"])
+        self.best_epoch = int(info["best_epoch"])
+        self.bad_epochs = int(info["bad_epochs"])
+        self.finished = bool(info["finished"])
+        self.stopped_early = bool(info["stopped_early"])
+        self.history = history
 
     # -- one epoch ---------------------------------------------------------------------
     def _train_epoch(self, bar: tqdm | None) -> dict[str, float]:
@@ -452,7 +467,10 @@ class _Loop:
         assert sums is not None and names is not None
         sums = distributed.all_reduce_sum(sums)
         row = {name: v / self.n_used for name, v in zip(names, sums.tolist(), strict=True)}
-        if not all(math.isfinite(v) for v in row.values()):
+        # The last step's update can make the weights non-finite while every loss of the
+        # epoch was finite: check them too, before they are checkpointed as good.
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if not (finite_weights and all(math.isfinite(v) for v in row.values())):
             raise TrainingDivergedError(
                 f"training diverged at epoch {self.epoch + 1}: the loss became NaN or infinite;"
                 " lower --lr (learning_rate) or check the data; the last good checkpoint"
