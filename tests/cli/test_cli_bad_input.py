@@ -62,11 +62,11 @@ def case(make: Callable[[Path, Path], Case]) -> Callable[[Path, Path], Case]:
     return make
 
 
-def _train(data: Path | str, d: Path, *extra: str) -> Case:
-    """``train DATA --out d/out`` that must fail on DATA and leave no run behind."""
+def _train(data: Path | str, d: Path, *extra: str, names: tuple[object, ...] = ()) -> Case:
+    """``train DATA --out d/out``: must fail naming ``names`` (default DATA), leave no run."""
     out = d / "out"
     protect = [data] if isinstance(data, Path) else []
-    return Case(["train", data, *TINY, "--out", out, *extra], (data,), protect, [out])
+    return Case(["train", data, *TINY, "--out", out, *extra], names or (data,), protect, [out])
 
 
 def _existing(path: Path) -> Path:
@@ -91,18 +91,18 @@ def case_idx_truncated(d: Path, run: Path) -> Case:
     folder = write_idx_folder(d / "idx")
     f = folder / "t10k-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:-50])
-    c = _train(folder, d)
-    c.names = (f.name, "truncated")
-    return c
+    return _train(folder, d, names=(f.name, "truncated"))
 
 
 @case
 def case_idx_count_mismatch(d: Path, run: Path) -> Case:
     folder = write_idx_folder(d / "idx")
     write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(9, dtype=np.uint8))  # 10 images
-    c = _train(folder, d)
-    c.names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "10 images", "9 labels")
-    return c
+    return _train(
+        folder,
+        d,
+        names=("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "10 images", "9 labels"),
+    )
 
 
 def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
@@ -115,9 +115,7 @@ def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
 @case
 def case_corrupt_image(d: Path, run: Path) -> Case:
     folder = _folder_with(d, "bad.png", b"these bytes are not a PNG")
-    c = _train(folder, d)
-    c.names = ("cats/bad.png", "--skip-bad")
-    return c
+    return _train(folder, d, names=("cats/bad.png", "--skip-bad"))
 
 
 @case
@@ -125,27 +123,21 @@ def case_truncated_png(d: Path, run: Path) -> Case:
     folder = write_image_folder(d / "pets", n=5, size=(32, 32))
     f = folder / "dogs" / "3.png"
     f.write_bytes(f.read_bytes()[:200])
-    c = _train(folder, d)
-    c.names = ("dogs/3.png", "truncated", "--skip-bad")
-    return c
+    return _train(folder, d, names=("dogs/3.png", "truncated", "--skip-bad"))
 
 
 @case
 def case_decompression_bomb(d: Path, run: Path) -> Case:
     folder = _folder_with(d, "bomb.png")
     Image.new("1", (BOMB_SIDE, BOMB_SIDE)).save(folder / "cats" / "bomb.png")
-    c = _train(folder, d)
-    c.names = ("cats/bomb.png", "decompression bomb")
-    return c
+    return _train(folder, d, names=("cats/bomb.png", "decompression bomb"))
 
 
 @case
 def case_pickled_npy(d: Path, run: Path) -> Case:
     f = d / "objects.npy"
     np.save(f, np.array([{"pixels": 1}] * 4, dtype=object), allow_pickle=True)
-    c = _train(f, d)
-    c.names = (f, "pickled")
-    return c
+    return _train(f, d, names=(f, "pickled"))
 
 
 def _huge_header(shape: tuple[int, ...]) -> bytes:
@@ -161,9 +153,7 @@ def _huge_header(shape: tuple[int, ...]) -> bytes:
 def case_npy_declaring_a_terabyte(d: Path, run: Path) -> Case:
     f = d / "huge.npy"
     f.write_bytes(_huge_header((10**6, 1000, 1000)))
-    c = _train(f, d)
-    c.names = (f, "truncated or damaged")
-    return c
+    return _train(f, d, names=(f, "truncated or damaged"))
 
 
 @case
@@ -171,9 +161,7 @@ def case_npz_declaring_a_terabyte(d: Path, run: Path) -> Case:
     f = d / "huge.npz"
     with zipfile.ZipFile(f, "w") as z:
         z.writestr("x.npy", _huge_header((10**6, 1000, 1000)))
-    c = _train(f, d)
-    c.names = (f, "'x'", "truncated or damaged")
-    return c
+    return _train(f, d, names=(f, "'x'", "truncated or damaged"))
 
 
 @case
@@ -184,27 +172,21 @@ def case_corrupt_compressed_npz(d: Path, run: Path) -> Case:
     for i in range(60, 120):  # inside the compressed stream of x.npy
         data[i] ^= 0x55
     f.write_bytes(bytes(data))
-    c = _train(f, d)
-    c.names = (f, "cannot be read")
-    return c
+    return _train(f, d, names=(f, "cannot be read"))
 
 
 @case
 def case_empty_folder(d: Path, run: Path) -> Case:
     folder = d / "empty"
     folder.mkdir()
-    c = _train(folder, d)
-    c.names = (folder, "no images")
-    return c
+    return _train(folder, d, names=(folder, "no images"))
 
 
 @case
 def case_mixed_sizes(d: Path, run: Path) -> Case:
     folder = _folder_with(d, "wide.png")
     Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(folder / "cats" / "wide.png")
-    c = _train(folder, d)
-    c.names = (folder, "cats/wide.png", "--image-size")
-    return c
+    return _train(folder, d, names=(folder, "cats/wide.png", "--image-size"))
 
 
 @case
@@ -213,9 +195,7 @@ def case_too_few_images(d: Path, run: Path) -> Case:
     folder.mkdir()
     for i in range(4):  # 3 training images: no validation image is left
         Image.new("L", (8, 8), 50 * i).save(folder / f"{i}.png")
-    c = _train(folder, d)
-    c.names = ("validation_fraction", "at least 6 images")
-    return c
+    return _train(folder, d, names=("validation_fraction", "at least 6 images"))
 
 
 @case
@@ -223,9 +203,7 @@ def case_nan_in_npy(d: Path, run: Path) -> Case:
     x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
     x[3, 2, 1] = np.nan
     np.save(d / "nan.npy", x)
-    c = _train(d / "nan.npy", d)
-    c.names = (d / "nan.npy", "NaN")
-    return c
+    return _train(d / "nan.npy", d, names=(d / "nan.npy", "NaN"))
 
 
 @case
@@ -233,9 +211,7 @@ def case_inf_in_npy(d: Path, run: Path) -> Case:
     x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
     x[0, 0, 0] = -np.inf
     np.save(d / "inf.npy", x)
-    c = _train(d / "inf.npy", d)
-    c.names = (d / "inf.npy", "infinite")
-    return c
+    return _train(d / "inf.npy", d, names=(d / "inf.npy", "infinite"))
 
 
 @case
