@@ -86,9 +86,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
 
 
+def is_temp_file(name: str) -> bool:
+    """Say whether ``name`` is one of the atomic writers' temp files (``.NAME.*.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
     """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``)."""
-    for tmp in Path(run_dir).glob(".*.tmp"):
+    for tmp in Path(run_dir).glob(".*.tmp"):  # the names is_temp_file accepts
         with contextlib.suppress(OSError):
             tmp.unlink()
 

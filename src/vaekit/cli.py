@@ -271,7 +271,9 @@ def _fresh_dir(out: str | None, default: str) -> Path:
         # of the user's, or land among a dataset's images. Left-over temporary files of an
         # interrupted start (.NAME.tmp) are vaekit's own.
         if path.is_dir() and _is_main_process():
-            theirs = sorted(p.name for p in path.iterdir() if not _is_temporary(p.name))
+            from vaekit.checkpoint import is_temp_file
+
+            theirs = sorted(p.name for p in path.iterdir() if not is_temp_file(p.name))
             if theirs:
                 raise VaekitError(
                     f"--out '{path}' is a folder that already holds files ({theirs[0]!r}"
@@ -285,11 +287,6 @@ def _fresh_dir(out: str | None, default: str) -> Path:
         path = Path(f"{default}-{i}")
     _check_writable(path, "--out", folder=True)
     return path
-
-
-def _is_temporary(name: str) -> bool:
-    """Say whether ``name`` is one of vaekit's temporary files (``.NAME.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _model_params(args: argparse.Namespace) -> dict[str, Any]:
