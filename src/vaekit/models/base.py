@@ -74,8 +74,10 @@ class Posterior:
         """Reparameterised sample ``mean + std * eps`` (Kingma & Welling 2014, eq. 10).
 
         ``eps`` is fresh standard-normal noise, or the rows :func:`fixed_posterior_noise` set.
+        Scoring runs eagerly, so a compiled training step does not look the rows up (graph
+        capture cannot read a context variable).
         """
-        eps = _FIXED_NOISE.get()
+        eps = None if torch.compiler.is_compiling() else _FIXED_NOISE.get()
         eps = torch.randn_like(self.mean) if eps is None else eps.to(self.mean).expand_as(self.mean)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 

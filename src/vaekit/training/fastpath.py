@@ -96,8 +96,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def maybe_compile(fn: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
     """Return ``torch.compile(fn)`` when ``enabled``, else ``fn``.
 
-    Shapes are static: one recompile for the last, shorter batch of an epoch.
+    Shapes are static: one recompile for the last, shorter batch of an epoch. The KL
+    weight reaches the compiled function as a 0-d tensor: a Python float is a constant to
+    ``torch.compile``, so each new weight of the warm-up would compile the loss again.
     """
     if not enabled:
         return fn
-    return torch.compile(fn, dynamic=False)
+    compiled = torch.compile(fn, dynamic=False)
+
+    def call(*batch: torch.Tensor, kl_weight: float) -> Any:
+        weight = torch.tensor(kl_weight, dtype=torch.float32, device=batch[0].device)
+        return compiled(*batch, kl_weight=weight)
+
+    return call
