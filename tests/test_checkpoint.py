@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import stat
@@ -17,16 +18,19 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["f.json"]
 
 
-def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+def test_atomic_write_failure_keeps_old_file_and_names_it(tmp_path, monkeypatch, step):
     p = tmp_path / "f.txt"
     checkpoint.atomic_write_text(p, "old")
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    def disk_full(*a, **k):  # what a full disk raises: no file name attached
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint.os, "replace", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(checkpoint.os, step, disk_full)
+    with pytest.raises(OSError) as info:
         checkpoint.atomic_write_text(p, "new")
+    # The CLI's one-line error shows the file name, so the error must carry the user's path.
+    assert info.value.filename == str(p) and info.value.errno == errno.ENOSPC
     assert p.read_text() == "old"
     assert [f.name for f in tmp_path.iterdir()] == ["f.txt"]
 

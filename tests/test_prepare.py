@@ -204,3 +204,38 @@ def test_prepare_auto_colour_over_blocks_matches_load_dataset(
     direct, prep = load_dataset(src), load_dataset(tmp_path / "p.npy")
     assert prep.image_shape == direct.image_shape == (3, 3, 3)
     np.testing.assert_array_equal(prep.x_train, direct.x_train)
+
+
+@pytest.mark.parametrize("source", ["digits", "folder"])
+@pytest.mark.parametrize("failing", ["posix_fallocate", "write_text"])
+def test_prepare_on_a_full_disk_names_the_file_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, failing: str
+) -> None:
+    """No space for the array or its manifest: an OSError naming the file, no temp files.
+
+    Without the reserved blocks the array's memory map was written on a full disk and the
+    process died of SIGBUS, leaving the temp file behind.
+    """
+    import errno
+    import os
+
+    from vaekit.data import prepared
+
+    if failing == "posix_fallocate" and not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate on this system")
+    spec = "digits" if source == "digits" else str(_folder(tmp_path / "src"))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "keep.npy").write_bytes(b"the user's")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    target = prepared.os if failing == "posix_fallocate" else Path
+    monkeypatch.setattr(target, failing, disk_full)
+    out = out_dir / "x.npy"
+    with pytest.raises(OSError) as info:
+        prepare(spec, out)
+    want = out if failing == "posix_fallocate" else manifest_path(out)
+    assert info.value.filename == str(want) and info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in out_dir.iterdir()) == ["keep.npy"]

@@ -74,9 +74,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable where possible
         dir_fd = os.open(path.parent, os.O_RDONLY)

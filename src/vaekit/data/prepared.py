@@ -16,6 +16,7 @@ written. Training, ``transform`` and clustering then read the array one batch at
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -193,10 +194,39 @@ def _manifest(
     }
 
 
+#: ``posix_fallocate`` errors that mean "this file system cannot reserve", not "no space".
+_NO_FALLOCATE = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
+
+
+def _new_array_file(tmp: Path, out: Path, shape: tuple[int, ...]) -> np.memmap:
+    """Create a uint8 ``.npy`` memory map at ``tmp``, its disk blocks reserved up front.
+
+    ``open_memmap`` makes a sparse file; writing into its pages on a full disk kills the
+    process with SIGBUS. Reserving the blocks first turns that into an ``OSError`` that
+    names ``out``, the file the user asked for.
+    """
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno not in _NO_FALLOCATE:
+                del mm
+                raise OSError(exc.errno, exc.strerror, str(out)) from None
+        finally:
+            os.close(fd)
+    return mm
+
+
 def _commit(tmp_array: Path, out: Path, meta: dict[str, Any]) -> None:
     """Move the finished array into place, then write the manifest (atomically)."""
     tmp_manifest = out.with_name(f".{out.stem}.json.tmp")
-    tmp_manifest.write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    try:
+        tmp_manifest.write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    except OSError as exc:
+        tmp_manifest.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(manifest_path(out))) from None
     os.replace(tmp_array, out)
     os.replace(tmp_manifest, manifest_path(out))
 
@@ -211,7 +241,7 @@ def write_prepared(ds: Dataset, out: Path, source: str) -> dict[str, Any]:
     tmp = _tmp_for(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)  # as every other --out FILE
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        mm = _new_array_file(tmp, out, shape)
         mm[: len(ds.x_train)] = ds.x_train
         mm[len(ds.x_train) :] = ds.x_test
         mm.flush()
@@ -288,7 +318,7 @@ def prepare_image_folder(
             if mm is None:
                 shape = (len(order), *x.shape[1:])
                 out.parent.mkdir(parents=True, exist_ok=True)
-                mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+                mm = _new_array_file(tmp, out, shape)
             elif x.shape[1:] != mm.shape[1:]:
                 if color == "auto" and x.shape[2:] == mm.shape[2:]:
                     # Gray blocks first, a colour image later: "auto" means three channels
@@ -311,7 +341,7 @@ def prepare_image_folder(
         if n_train == 0 or (test is not None and n_train == len(kept)):
             raise DataError(f"no readable images left in a part of {shown!r}; fix the images")
         if len(kept) < len(order):  # some images were skipped: shrink the file
-            mm = _shrunk(mm, tmp, len(kept))
+            mm = _shrunk(mm, tmp, len(kept), out)
         shape = mm.shape
         mm.flush()
         del mm
@@ -325,13 +355,14 @@ def prepare_image_folder(
     return meta
 
 
-def _shrunk(mm: np.memmap, tmp: Path, n: int) -> np.memmap:
-    """Copy the first ``n`` rows of ``mm`` (file ``tmp``) into a new ``tmp``; return it."""
+def _shrunk(mm: np.memmap, tmp: Path, n: int, final: Path) -> np.memmap:
+    """Copy the first ``n`` rows of ``mm`` (file ``tmp``) into a new ``tmp``; return it.
+
+    ``final`` is the file the user asked for, named in errors.
+    """
     smaller = tmp.with_name(tmp.name + "2")
     try:
-        out = np.lib.format.open_memmap(
-            smaller, mode="w+", dtype=np.uint8, shape=(n, *mm.shape[1:])
-        )
+        out = _new_array_file(smaller, final, (n, *mm.shape[1:]))
         step = max(1, PREPARE_BLOCK)
         for i in range(0, n, step):
             out[i : i + step] = mm[i : min(n, i + step)]
