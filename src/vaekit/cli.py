@@ -91,7 +91,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
     # None until main() sets 0: a resumed run refuses a --seed given other than its own.
     g.add_argument("--seed", type=_seed, help="random seed (default: 0)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument(
+        "--device",
+        help="auto (default: CUDA when present), cpu, cuda, cuda:1, ...; with --resume, the "
+        "run's own unless given",
+    )
 
 
 def _add_fast_args(p: argparse.ArgumentParser) -> None:
@@ -423,6 +427,8 @@ def _resumed_run(
     params["verbose"] = _verbose(args)
     if args.compile is not None and "compile" in params:  # speed only, same results
         params["compile"] = args.compile
+    if args.device is not None and "device" in params:  # e.g. a GPU run resumed on a CPU
+        params["device"] = args.device
     _data_options_of_run(args, meta)
     return out, config, params, meta
 
@@ -467,10 +473,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         params = _model_params(args)
         if args.model == "m2":
             est = VAEClassifier(
-                **params, device=args.device, random_state=args.seed, verbose=_verbose(args)
+                **params,
+                device=args.device or "auto",
+                random_state=args.seed,
+                verbose=_verbose(args),
             )
         else:
-            est = VAE(**params, device=args.device, random_state=args.seed, verbose=_verbose(args))
+            est = VAE(
+                **params,
+                device=args.device or "auto",
+                random_state=args.seed,
+                verbose=_verbose(args),
+            )
         meta = {**_data_metadata(args.data, ds, args), "command": "train"}
     _say(
         args,
@@ -670,7 +684,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         clu = VAEClustering(
             **{**CLUSTER_DEFAULTS, **given},
             **_model_params(args),
-            device=args.device,
+            device=args.device or "auto",
             random_state=args.seed,
             verbose=_verbose(args),
         )
@@ -843,7 +857,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         y = _training_labels(ds, args.labels, args.seed)
         clf = VAEClassifier(
             **_model_params(args),
-            device=args.device,
+            device=args.device or "auto",
             random_state=args.seed,
             verbose=_verbose(args),
         )

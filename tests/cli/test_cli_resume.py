@@ -160,3 +160,24 @@ def test_train_into_an_existing_run_is_refused(fast_cli: Cli | Preloaded, tmp_pa
     line = assert_user_error(fast_cli(*args), out)
     assert "already holds a run" in line
     assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_resume_may_move_the_run_to_another_device(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    """--device is where a run goes on, not what it is: a GPU run can be resumed on a CPU.
+
+    Before, --device was ignored on --resume and the loop refused a device change as a
+    different training setting, so a run saved with device 'cuda' could not go on here.
+    """
+    run = copy_run(trained_run.path, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["params"]["device"] = "cuda"  # as written by a run started on a GPU machine
+    (run / "config.json").write_text(json.dumps(config))
+    weights = load_file(run / "model.safetensors")
+    if not torch.cuda.is_available():
+        assert "CUDA" in assert_user_error(fast_cli("train", "digits", "--out", run, "--resume"))
+    assert_ok(fast_cli("train", "digits", "--out", run, "--resume", "--device", "cpu", "-q"))
+    assert json.loads((run / "config.json").read_text())["params"]["device"] == "cpu"
+    after = load_file(run / "model.safetensors")
+    assert all(torch.equal(weights[k], after[k]) for k in weights)

@@ -55,8 +55,9 @@ VALIDATION_BYTES = 4 * 2**20
 #: On CUDA the data are copied to the device up front when they take at most this share of
 #: the free device memory; otherwise each batch is copied from host memory.
 DEVICE_DATA_SHARE = 0.25
-#: TrainConfig fields that may change between a run and its resume.
-RESUMABLE_CHANGES = frozenset({"verbose", "compile"})
+#: TrainConfig fields that may change between a run and its resume: how it is shown, and
+#: where and how fast it runs (a GPU run may go on on a CPU, not bit for bit).
+RESUMABLE_CHANGES = frozenset({"verbose", "compile", "device"})
 
 
 @dataclass
