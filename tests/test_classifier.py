@@ -101,6 +101,21 @@ def semi(digits):
     return VAEClassifier(**DIGITS_MODEL, max_epochs=1).fit(digits.x_train, y), y
 
 
+def test_score_samples_per_image_whatever_is_scored_with_it(digits, semi):
+    """M2 scores each image against every class; the noise of an image repeats with it.
+
+    Before, the per-image noise of 50 images was asked to cover the 500 rows of the
+    image-class pairs and score_samples raised a RuntimeError on every call.
+    """
+    clf, _ = semi
+    x = digits.x_test[:50]
+    full = clf.score_samples(x)
+    assert full.shape == (50,) and np.isfinite(full).all()
+    np.testing.assert_allclose(clf.score_samples(x[5:8]), full[5:8], rtol=1e-5)
+    np.testing.assert_allclose(clf.score_samples(x[::-1]), full[::-1], rtol=1e-5)
+    np.testing.assert_allclose(clf.score_samples(x / 255.0), full, rtol=1e-5)
+
+
 def test_probabilities_and_save_load(digits, semi, tmp_path):
     clf, _ = semi
     proba = clf.predict_proba(digits.x_test)

@@ -47,6 +47,9 @@ def test_an_image_scores_the_same_whatever_is_scored_with_it(fitted, digits):
     full = fitted.score_samples(digits)
     np.testing.assert_allclose(fitted.score_samples(digits[5:8]), full[5:8], rtol=1e-5)
     np.testing.assert_allclose(fitted.score_samples(digits[::-1]), full[::-1], rtol=1e-5)
+    # The same image as floats in [0, 1] (its noise once came from the float bytes).
+    as_float = digits.astype(np.float64) / 255 if digits.dtype == np.uint8 else digits
+    np.testing.assert_allclose(fitted.score_samples(as_float), full, rtol=1e-5)
 
 
 def test_transform_is_deterministic(fitted, digits):

@@ -272,12 +272,14 @@ class BaseVAEEstimator(BaseEstimator):
 
         Each image's posterior noise is seeded by a hash of its pixels and the estimator's
         seed: independent between images (the mean over a dataset averages over noise) yet
-        the same whichever other images are scored with it.
+        the same whichever other images are scored with it. The pixels are hashed as 0..255
+        levels, so ``x`` and ``x / 255`` (whose floats differ in the last bits) agree.
         """
         dim, key = self.module_.latent_dim, (int(self.seed_) % 2**64).to_bytes(8, "little")
 
         def elbo(xb: torch.Tensor) -> torch.Tensor:
-            rows = xb.cpu().numpy().reshape(len(xb), -1)
+            levels = torch.round(xb * 255).to(torch.uint8)
+            rows = levels.cpu().numpy().reshape(len(xb), -1)
             eps = np.empty((len(rows), dim), dtype=np.float32)
             for i, row in enumerate(rows):
                 digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest()

@@ -529,7 +529,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     def score_samples(self, X: Any) -> np.ndarray:
         """ELBO of each image as unlabeled data, in nats (one seeded posterior sample).
 
-        Every image uses the same seeded noise vector (see :meth:`vaekit.VAE.score_samples`).
+        Each image's noise is drawn from its own pixels (see :meth:`vaekit.VAE.score_samples`).
         """
         x = self._check_input(X)
         return self._elbo_per_image(x)

@@ -221,8 +221,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
     def score_samples(self, X: Any) -> np.ndarray:
         """ELBO of each image in nats (higher is better), one seeded posterior sample.
 
-        Every image uses the same seeded noise vector, so an image's score does not depend on
-        the other images scored with it.
+        Each image's posterior noise is drawn from a hash of its pixels and the seed, so an
+        image scores the same whichever other images are scored with it, and as uint8 or as
+        float in [0, 1].
         """
         x = self._check_input(X)
         return self._elbo_per_image(x)

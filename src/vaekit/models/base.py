@@ -73,12 +73,16 @@ class Posterior:
     def rsample(self) -> torch.Tensor:
         """Reparameterised sample ``mean + std * eps`` (Kingma & Welling 2014, eq. 10).
 
-        ``eps`` is fresh standard-normal noise, or the rows :func:`fixed_posterior_noise` set.
-        Scoring runs eagerly, so a compiled training step does not look the rows up (graph
-        capture cannot read a context variable).
+        ``eps`` is fresh standard-normal noise, or the rows :func:`fixed_posterior_noise` set;
+        a batch that repeats each image ``k`` times, image-major (M2 pairs every image with
+        every class), repeats its row too. Scoring runs eagerly, so a compiled training step
+        does not look the rows up (graph capture cannot read a context variable).
         """
         eps = None if torch.compiler.is_compiling() else _FIXED_NOISE.get()
-        eps = torch.randn_like(self.mean) if eps is None else eps.to(self.mean).expand_as(self.mean)
+        if eps is None:
+            eps = torch.randn_like(self.mean)
+        else:
+            eps = eps.to(self.mean).repeat_interleave(len(self.mean) // len(eps), dim=0)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def kl_standard_normal(self) -> torch.Tensor:
