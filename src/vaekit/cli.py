@@ -240,13 +240,35 @@ def _check_writable(path: Path, what: str, *, folder: bool = False) -> None:
         ) from None
 
 
-def _output_file(out: str, suffix: str) -> Path:
-    """Check ``--out FILE`` (its suffix, its folder) before any work is done."""
+def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
+    """Check ``--out FILE`` (its suffix, its folder, what it would replace) before any work.
+
+    An existing file may be replaced, as ``-o`` does in Unix tools, except the data being
+    read (``data``, with a prepared array's manifest) and a file of a run folder, which
+    other commands read back.
+    """
     if not out.lower().endswith(suffix):
         raise VaekitError(f"--out must end in {suffix}, got {out!r}")
     path = Path(out)
     _check_writable(path, "--out")
+    if path.exists():
+        target = path.resolve()
+        if data is not None and Path(data).exists():
+            source = Path(data).resolve()
+            if target in (source, source.with_suffix(".json")):
+                raise VaekitError(
+                    f"--out '{path}' is the data being read ({data!r}); choose another file"
+                )
+        if (target.parent / CONFIG_FILE).is_file():
+            raise VaekitError(
+                f"--out '{path}' is a file of the run in '{path.parent}'; choose a new file"
+            )
     return path
+
+
+def _is_run_data(spec: str, meta: dict[str, Any]) -> bool:
+    """Whether DATA ``spec`` names the data a run recorded (as given, or resolved)."""
+    return spec == meta.get("data") or str(Path(spec).resolve()) == meta.get("data")
 
 
 def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
@@ -406,7 +428,7 @@ def _resumed_run(
             f"'{out}' is a run of 'vaekit {started}'; continue it with "
             f"'vaekit {started} DATA --out {out} --resume'"
         )
-    if args.data != meta.get("data") and str(Path(args.data).resolve()) != meta.get("data"):
+    if not _is_run_data(args.data, meta):
         raise VaekitError(
             f"cannot resume '{out}' on {args.data!r}: it was trained on {meta.get('data')!r}"
         )
@@ -514,19 +536,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Test-split metrics of a trained run."""
-    out = Path(args.out) if args.out else Path(args.run) / "metrics.json"
-    if args.out:
-        _check_writable(out, "--out")
+    """Test-split metrics of a trained run.
+
+    On the run's own data they are merged into the run's metrics.json; on other data they
+    are printed (and written to ``--out`` if given), leaving the run's metrics as they are.
+    """
+    own = Path(args.run) / "metrics.json"
+    if args.out and Path(args.out).resolve() == own.resolve():
+        args.out = None  # the run's own file, named: merged as without --out
+    out = _output_file(args.out, ".json", args.data) if args.out else own
     est, config = _load_estimator(args.run)
-    if not args.out:
-        _check_writable(out, "metrics file")
     from vaekit.metrics import generative_metrics
 
     meta = config.get("metadata", {})
     spec = args.data or meta.get("data")
     if spec is None:
         raise VaekitError(f"'{args.run}' does not record its data; pass DATA")
+    run_data = _is_run_data(spec, meta)
+    if not args.out and run_data:
+        _check_writable(out, "metrics file")
     _data_options_of_run(args, meta)
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
@@ -546,7 +574,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
     }
+    if not run_data:
+        metrics["data"] = spec
     metrics["seconds"] = time.perf_counter() - t0
+    if not args.out and not run_data:
+        print(json.dumps(metrics, indent=2))  # other data: the run's own metrics stay as they are
+        return 0
     if not args.out and out.exists():
         # The run's own metrics file keeps what evaluate does not recompute (a clustering's
         # acc/nmi/ari, a classifier's n_labeled and temperature) and what describes the run
@@ -564,7 +597,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Latent means of a dataset, written as .npy (rows: train images, then test)."""
-    _output_file(args.out, ".npy")
+    _output_file(args.out, ".npy", args.data)
     est, config = _load_estimator(args.run)
     import numpy as np
 
@@ -572,7 +605,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     meta = config.get("metadata", {})
     _data_options_of_run(args, meta)
-    ds = _load_data(args.data, args, 0)
+    # The run's seed draws the split, so rows line up with its clusters.csv / predictions.csv.
+    ds = _load_data(args.data, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, args.data)
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
     z = np.concatenate([est.transform(x) for x in parts[args.split]])
@@ -971,7 +1005,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(as a demo folder does)"
         )
     runs = report.find_runs(args.run)
-    out = _output_file(args.out, ".html") if args.out else Path(args.run) / report.REPORT_FILE
+    out = (
+        _output_file(args.out, ".html", args.data)
+        if args.out
+        else Path(args.run) / report.REPORT_FILE
+    )
     _check_writable(out, "report")
     start = time.perf_counter()
     written = _write_report(runs, out, args)
@@ -1223,7 +1261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-split metrics of a trained run")
     p.add_argument("run", metavar="RUN")
     p.add_argument("data", metavar="DATA", nargs="?", help="default: the run's training data")
-    p.add_argument("--out", metavar="FILE", help="metrics file (default: RUN/metrics.json)")
+    p.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="metrics file (default: RUN/metrics.json for the run's own data; other DATA: "
+        "printed only)",
+    )
     _add_data_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,90 @@
+"""What ``evaluate``, ``embed`` and ``report`` may write: never the data they read or a run's
+own files, and ``evaluate`` on other data leaves the run's metrics as they were."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import (
+    DIGITS_TEST,
+    LATENT_DIM,
+    TINY,
+    Cli,
+    Preloaded,
+    TrainedRun,
+    assert_ok,
+    assert_user_error,
+    copy_run,
+)
+
+from vaekit import VAE, load_dataset
+
+
+def _other_npz(path: Path, n_train: int = 50, n_test: int = 20) -> Path:
+    ds = load_dataset("digits")
+    np.savez(path, x=ds.x_train[:n_train], y=ds.y_train[:n_train],
+             x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])  # fmt: skip
+    return path
+
+
+def test_evaluate_on_other_data_prints_and_leaves_the_run_metrics(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    """Before, the other data's scores replaced the run's beside the run's own image counts."""
+    run = copy_run(trained_run.path, tmp_path / "run")
+    before = (run / "metrics.json").read_bytes()
+    other = _other_npz(tmp_path / "other.npz")
+    res = fast_cli("evaluate", run, other)
+    assert_ok(res)
+    printed = json.loads(res.stdout)
+    assert (printed["n_train"], printed["n_test"]) == (50, 20)
+    assert printed["data"] == str(other)
+    assert (run / "metrics.json").read_bytes() == before
+    # To keep them, --out FILE.json; naming the run's own file merges as without --out.
+    assert_ok(fast_cli("evaluate", run, other, "--out", tmp_path / "other.json"))
+    assert json.loads((tmp_path / "other.json").read_text())["n_test"] == 20
+    assert_ok(fast_cli("evaluate", run, "--out", run / "metrics.json"))
+    merged = json.loads((run / "metrics.json").read_text())
+    assert merged["n_test"] == DIGITS_TEST and "evaluate_seconds" in merged
+
+
+def test_outputs_never_replace_the_data_or_a_run_file(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    run = copy_run(trained_run.path, tmp_path / "run")
+    files = {p: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    data = tmp_path / "my data.npy"
+    np.save(data, load_dataset("digits").x_train[:40])
+    data.with_suffix(".json").write_text("{}\n")  # as beside a prepared array
+    kept = data.read_bytes()
+    cases = [
+        (("embed", run, data, "--out", data), "the data being read"),
+        (("evaluate", run, data, "--out", data.with_suffix(".json")), "the data being read"),
+        (("evaluate", run, "--out", run / "config.json"), "a file of the run"),
+        (("evaluate", run, "--out", run / "model.safetensors"), "must end in .json"),
+        (("embed", run, "digits", "--out", run / "model.safetensors"), "must end in .npy"),
+        (("generate", run, "--out", tmp_path / "x.png.npy"), "must end in .png"),
+        (("report", run, "--out", run / "config.json"), "must end in .html"),
+    ]
+    for args, says in cases:
+        assert says in assert_user_error(fast_cli(*args)), args
+    assert data.read_bytes() == kept
+    assert {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+
+
+def test_embed_uses_the_split_of_the_run(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    """A run trained with --seed 3 split its data with seed 3; embed --split test must too.
+
+    Before, embed always split with seed 0: rows did not match the run's clusters.csv or
+    predictions.csv, and 'test' overlapped the images the run trained on.
+    """
+    run = tmp_path / "run"
+    tiny = [a if a != "0" else "3" for a in TINY]  # --seed 3
+    assert_ok(fast_cli("train", "digits", *tiny, "--out", run, "-q"))
+    assert_ok(fast_cli("embed", run, "digits", "--split", "test", "--out", tmp_path / "z.npy"))
+    z = np.load(tmp_path / "z.npy", allow_pickle=False)
+    want = VAE.load(run).transform(load_dataset("digits", random_state=3).x_test)
+    assert z.shape == (DIGITS_TEST, LATENT_DIM)
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-6)
