@@ -44,6 +44,8 @@ DEMO_CLASSIFIER = dict(
 )
 DEMO_CLASSIFIER_EPOCHS = 20
 MODELS = ("vae", "m2")
+#: Most images ``vaekit generate`` puts in one PNG grid (100 x 100 tiles).
+MAX_GRID_SAMPLES = 10_000
 #: ``vaekit cluster`` settings when not given (a resumed run keeps its own).
 CLUSTER_DEFAULTS = {"n_clusters": 10, "method": "kmeans", "manifold": "spectral"}
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
@@ -120,6 +122,21 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
+
+
+def _int_in(low: int, high: int):
+    """Make an argparse type that accepts an integer in ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}")
+        return v
+
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -1302,7 +1319,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample images from a trained run into a PNG grid")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of samples (64)")
+    p.add_argument(
+        "--n",
+        type=_int_in(1, MAX_GRID_SAMPLES),
+        default=64,
+        help=f"number of samples in the grid (64, at most {MAX_GRID_SAMPLES:,}; more from "
+        "Python: VAE.sample)",
+    )
     p.add_argument("--cluster", type=int, metavar="C", help="sample from one cluster")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", metavar="FILE.png", required=True)
@@ -1321,7 +1344,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-points",
-        type=_positive_int,
+        type=_int_in(2, 10**9),
         default=3000,
         metavar="N",
         help="images in the latent map at most, a seeded sample (default: 3000)",

@@ -393,6 +393,19 @@ def case_generate_jpg(d: Path, run: Path) -> Case:
 
 
 @case
+def case_generate_a_billion_samples(d: Path, run: Path) -> Case:
+    # Before: a 40 GB allocation failed with a traceback, exit 1.
+    out = d / "big.png"
+    return Case(["generate", run, "--n", "1000000000", "--out", out], ("--n", "10000"), [run])
+
+
+@case
+def case_report_one_point_map(d: Path, run: Path) -> Case:
+    # A latent map of one point ended in a traceback.
+    return Case(["report", run, "--max-points", "1"], ("--max-points",), [run])
+
+
+@case
 def case_embed_txt(d: Path, run: Path) -> Case:
     out = _existing(d / "z.txt")
     return Case(["embed", run, "digits", "--out", out], ("--out", out, ".npy"), [out, run])
