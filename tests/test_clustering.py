@@ -327,3 +327,21 @@ def test_vade_stopped_during_pretraining_leaves_a_run_to_resume(tmp_path, monkey
     monkeypatch.undo()
     resumed = tiny(method="vade", max_epochs=4).fit(x, run_dir=run, resume=True)
     assert np.array_equal(resumed.labels_, tiny(method="vade", max_epochs=4).fit(x).labels_)
+
+
+def test_cluster_samples_take_float32_covariances_without_a_warning():
+    """A GMM fitted on float32 latents has covariances asymmetric in the last bits.
+
+    NumPy's positive-semidefinite check warned on every ``sample(cluster=k)`` of such a run
+    (``vaekit report`` of the README's GMM example printed it).
+    """
+    from vaekit.estimators.clustering import _normal_draws
+
+    a = np.random.default_rng(0).normal(size=(4, 4))
+    cov = (a @ a.T).astype(np.float32)
+    cov[0, 1] += 1e-5  # the float32 rounding of a fitted covariance
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = _normal_draws(rng, np.zeros(4, np.float32), cov, 1000)
+    assert z.shape == (1000, 4) and np.isfinite(z).all()

@@ -615,13 +615,11 @@ class VAEClustering(ClusterMixin, VAE):
             return super().sample(n_samples, random_state=random_state)
         rng = np.random.default_rng(seed)
         if self._uses_manifold():
-            z = rng.multivariate_normal(
-                self.latent_means_[cluster], self.latent_covariances_[cluster], size=n_samples
+            z = _normal_draws(
+                rng, self.latent_means_[cluster], self.latent_covariances_[cluster], n_samples
             )
         elif self._fitted("method") == "gmm":
-            z = rng.multivariate_normal(
-                self.means_[cluster], self.covariances_[cluster], size=n_samples
-            )
+            z = _normal_draws(rng, self.means_[cluster], self.covariances_[cluster], n_samples)
         else:
             size = (n_samples, self.cluster_centers_.shape[1])
             z = self.cluster_centers_[cluster] + rng.normal(0, np.sqrt(self.kmeans_scale_), size)
@@ -686,3 +684,13 @@ class VAEClustering(ClusterMixin, VAE):
             self.kmeans_scale_ = float(info["kmeans_scale"])
         else:
             self.module_.use_mixture = True
+
+
+def _normal_draws(rng: np.random.Generator, mean: Any, cov: Any, n: int) -> np.ndarray:
+    """``n`` draws from ``N(mean, cov)``, the covariance symmetrised in float64.
+
+    Covariances fitted on float32 latents are asymmetric in the last bits, which NumPy's
+    positive-semidefinite check reports as a warning on every call.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    return rng.multivariate_normal(np.asarray(mean, np.float64), (cov + cov.T) / 2, size=n)
