@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -141,3 +142,25 @@ def test_torchrun_resume_is_exact(tmp_path: Path, request: pytest.FixtureRequest
     assert all(torch.equal(a[k], b[k]) for k in a)
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in _history(full)]
     assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in _history(part)]
+
+
+def test_torchrun_prints_warnings_once_and_errors_by_rank(tmp_path: Path) -> None:
+    """Only rank 0 prints warnings; an error of another rank says which rank it is.
+
+    Before, each rank printed DDP's six-line "Grad strides do not match bucket view" warning
+    of a conv model (one input channel) and every error line came once per rank, alike.
+    """
+    kw = {"capture_output": True, "text": True, "timeout": 240, "env": _env()}
+    conv = ("--arch", "conv", "--hidden-dims", "4,8", "--latent-dim", "2", "--epochs", "1")
+    res = subprocess.run(
+        torchrun("-m", "vaekit", "train", "digits", *conv, "--out", tmp_path / "c", "-q"), **kw
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "vaekit: warning" not in res.stderr and "Grad strides" not in res.stderr, res.stderr
+    np.save(tmp_path / "five.npy", np.zeros((5, 8, 8), np.uint8))  # too few to split
+    res = subprocess.run(
+        torchrun("-m", "vaekit", "train", tmp_path / "five.npy", "--out", tmp_path / "f"), **kw
+    )
+    errors = [line for line in res.stderr.splitlines() if line.startswith("vaekit train: error")]
+    assert res.returncode != 0 and len(errors) == 2, res.stderr[-3000:]
+    assert sum("error (rank 1):" in line for line in errors) == 1, errors

@@ -1369,7 +1369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_to_stderr():
             return int(args.func(args))
     except VaekitError as exc:
-        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+        # Under torchrun each rank meets the same bad input; the others' copies are only
+        # needed when rank 0 did not fail (a file missing on one machine), so they say who.
+        rank = "" if _is_main_process() else f" (rank {os.environ.get('RANK')})"
+        print(f"vaekit {args.command}: error{rank}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a path the checks above could not foresee (disk full, ...)
         name = exc.filename2 or exc.filename  # os.replace(tmp, dest): dest is the user's path
@@ -1391,7 +1394,8 @@ def _warnings_to_stderr():
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"vaekit: warning: {message}", file=sys.stderr)
+        if _is_main_process():  # under torchrun every rank would print the same line
+            print(f"vaekit: warning: {message}", file=sys.stderr)
 
     old = warnings.showwarning
     warnings.showwarning = show

@@ -26,6 +26,7 @@ import io
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -292,6 +293,10 @@ class _Loop:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self._has_unused_parameters(),
             )
+            # A conv layer with one input channel gets weight gradients whose stride along
+            # that size-1 axis differs from DDP's bucket: same memory layout, but DDP warns
+            # (six lines, on every rank) that this "may impair performance". It does not.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         else:
             model = self.model
 
