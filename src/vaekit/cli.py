@@ -43,7 +43,12 @@ DEMO_CLASSIFIER = dict(
     max_shift=1,
 )
 DEMO_CLASSIFIER_EPOCHS = 20
-MODELS = ("vae", "m2")
+#: ``vaekit train --model``: the estimator each model family is, with its fixed settings.
+MODELS = {
+    "vae": ("VAE", {}),
+    "vade": ("VAEClustering", {"method": "vade", "manifold": None, "n_clusters": 10}),
+    "m2": ("VAEClassifier", {}),
+}
 #: Most images ``vaekit generate`` puts in one PNG grid (100 x 100 tiles).
 MAX_GRID_SAMPLES = 10_000
 #: ``vaekit cluster`` settings when not given (a resumed run keeps its own).
@@ -498,39 +503,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         out, config, params, meta = _resumed_run(args, "train")
         ds = _load_data(args.data, args, params.get("random_state") or 0)
-        from vaekit.estimators import VAE, VAEClassifier
+        from vaekit import estimators
 
-        kind = VAEClassifier if config.get("estimator") == "VAEClassifier" else VAE
-        est = _estimator_from(kind, params, out)
+        kinds = {name for name, _ in MODELS.values()}
+        name = config.get("estimator") if config.get("estimator") in kinds else "VAE"
+        est = _estimator_from(getattr(estimators, name), params, out)
     else:
         out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
         ds = _load_data(args.data, args, args.seed)
         if out is None:
             out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{args.model}")
-        from vaekit.estimators import VAE, VAEClassifier
+        from vaekit import estimators
 
-        params = _model_params(args)
-        if args.model == "m2":
-            est = VAEClassifier(
-                **params,
-                device=args.device or "auto",
-                random_state=args.seed,
-                verbose=_verbose(args),
-            )
-        else:
-            est = VAE(
-                **params,
-                device=args.device or "auto",
-                random_state=args.seed,
-                verbose=_verbose(args),
-            )
+        name, fixed = MODELS[args.model]
+        est = getattr(estimators, name)(
+            **fixed,
+            **_model_params(args),
+            device=args.device or "auto",
+            random_state=args.seed,
+            verbose=_verbose(args),
+        )
         meta = {**_data_metadata(args.data, ds, args), "command": "train"}
     _say(
         args,
         f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
         f"{'x'.join(map(str, ds.image_shape))} -> {out}",
     )
-    labels = [_training_labels(ds, None)] if hasattr(est, "predict_proba") else []
+    labels = [_training_labels(ds, None)] if name == "VAEClassifier" else []
     est.fit(ds.x_train, *labels, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():
         return 0
@@ -1198,7 +1197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=MODELS,
         default="vae",
-        help="model family: vae, or m2 (semi-supervised classifier; -1 labels unlabeled)",
+        help="model family: vae; vade (mixture prior of 10 components, as 'vaekit cluster "
+        "--method vade'); or m2 (semi-supervised classifier; -1 labels unlabeled)",
     )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-MODEL[-N])")
     p.add_argument(

@@ -95,3 +95,16 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
     )
     assert_ok(results["same"])
     assert "(the run has 0.0)" in assert_user_error(results["other"], "--shift-average")
+
+
+def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    """design.md's ``vaekit train DATA --model vade``: VaDE, 10 components, resumable as such."""
+    out = tmp_path / "vade"
+    tiny = ("--epochs", "2", "--hidden-dims", "32", "--latent-dim", "3", "-q")
+    assert_ok(fast_cli("train", "digits", "--model", "vade", *tiny, "--out", out))
+    config = json.loads((out / "config.json").read_text())
+    assert config["estimator"] == "VAEClustering"
+    assert (config["params"]["method"], config["params"]["n_clusters"]) == ("vade", 10)
+    assert {"elbo", "n_train", "n_test"} <= json.loads((out / "metrics.json").read_text()).keys()
+    assert_ok(fast_cli("train", "digits", "--out", out, "--resume", "-q"))
+    assert_ok(fast_cli("generate", out, "--cluster", "9", "--n", "4", "--out", tmp_path / "g.png"))
