@@ -297,3 +297,18 @@ def test_a_clustering_loads_with_its_labels(digits, tmp_path):
     clu = VAEClustering(n_clusters=3, hidden_dims=(16,), latent_dim=2, max_epochs=1)
     clu.fit(digits[:100]).save(tmp_path / "c")
     np.testing.assert_array_equal(VAEClustering.load(tmp_path / "c").labels_, clu.labels_)
+
+
+@pytest.mark.parametrize("line", ["1,abc,2", "1,2", "\xff\xfe"])
+def test_load_with_a_damaged_history_warns_and_loads_the_model(fitted, digits, tmp_path, line):
+    """history.csv is a by-product: a hand-edited one must not stop the model loading.
+
+    Before, ``load`` (and so evaluate, embed, generate and report) ended in a traceback.
+    """
+    fitted.save(tmp_path / "run")
+    with open(tmp_path / "run" / "history.csv", "a", encoding="latin-1") as f:
+        f.write(line + "\n")
+    with pytest.warns(UserWarning, match="history.csv"):
+        back = VAE.load(tmp_path / "run")
+    assert back.history_ == []
+    np.testing.assert_array_equal(back.transform(digits), fitted.transform(digits))

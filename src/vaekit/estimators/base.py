@@ -424,8 +424,16 @@ class BaseVAEEstimator(BaseEstimator):
         if hist.exists():
             import csv
 
-            with open(hist, newline="") as f:
-                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            try:
+                with open(hist, newline="", encoding="utf-8") as f:
+                    rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            except (ValueError, TypeError, csv.Error, OSError) as exc:  # edited by hand
+                warnings.warn(
+                    f"'{hist}' is unreadable ({type(exc).__name__}); the model loads without "
+                    "its training history",
+                    stacklevel=2,
+                )
+                rows = []
             if len(rows) == est.n_epochs_:  # else a history of something else saved there
                 est.history_ = rows
         return est
