@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -185,3 +188,51 @@ def test_save_figure_writes_a_png(tmp_path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "s.png").read_bytes() == data
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_user_text_with_dollars_is_plain_text() -> None:
+    names = ["$\\frac$", "$x^2$", "cost $5"]  # mathtext: a ValueError, or a formula
+    figures = [
+        plots.plot_confusion_matrix(np.eye(3), row_names=names),
+        plots.plot_samples(IMAGES[:6].reshape(3, 2, 1, 8, 8), row_labels=names, title="$a$"),
+        plots.plot_latent_map(RNG.normal(size=(9, 3)), labels=np.arange(9) % 3, class_names=names),
+    ]
+    for fig in figures:
+        assert plots.figure_png(fig)[:4] == b"\x89PNG"  # drawing is where mathtext fails
+        texts = [t for ax in fig.axes for t in (*ax.get_yticklabels(), ax.title)]
+        legend = fig.axes[0].get_legend()
+        texts += legend.get_texts() if legend else []
+        assert {t.get_text() for t in texts} >= set(names[:2])
+        assert not any(t.get_parse_math() for t in texts if "$" in t.get_text())
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_latents_without_spread_project_to_the_origin(method: str) -> None:
+    xy = plots.project_2d(np.ones((10, 16)), method)  # t-SNE crashed the interpreter on it
+    assert (xy == 0).all() and xy.shape == (10, 2)
+
+
+def test_row_labels_fit_in_the_figure() -> None:
+    names = ["cluster 0 (227)", "a rather long class name", "x" * 80]
+    fig = plots.plot_samples(IMAGES[:6].reshape(3, 2, 1, 8, 8), row_labels=names)
+    png = Image.open(io.BytesIO(plots.figure_png(fig)))
+    drawn = fig.get_tightbbox()  # inches: all that is drawn, also what sticks out
+    assert png.size[0] >= drawn.width * plots.FIGURE_DPI  # so no label is cut off
+    assert png.size[1] >= drawn.height * plots.FIGURE_DPI
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[:2] == names[:2] and len(labels[2]) == plots.MAX_LABEL_CHARS
+
+
+def test_long_class_names_are_shortened_and_stay_apart() -> None:
+    names = [f"a very long class name that goes on and on, number {i}" + "!" * 30 for i in range(3)]
+    short = plots.short_labels(names)
+    assert len(set(short)) == 3 and all(len(s) <= plots.MAX_LABEL_CHARS + 3 for s in short)
+    assert short[1].startswith("1: a very long") and "…" in short[1]
+    assert plots.short_labels(["cat", "dog"]) == ["cat", "dog"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied ..." before
+        fig = plots.plot_confusion_matrix(np.eye(3), row_names=names)
+        plots.figure_png(fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == short
+    assert [t.get_text() for t in ax.get_xticklabels()] == short

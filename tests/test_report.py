@@ -12,6 +12,7 @@ import pytest
 
 from vaekit import VAE, VAEClustering, checkpoint, load_dataset, report
 from vaekit._version import __version__
+from vaekit.data import Dataset
 from vaekit.errors import CheckpointError
 from vaekit.metrics import generative_metrics
 
@@ -97,9 +98,11 @@ def load_run(path: Path, est_class, ds) -> report.RunData:
 def test_vae_report_is_one_self_contained_page(vae_run: Path, digits) -> None:
     run = load_run(vae_run, VAE, digits)
     assert run.kind == "vae" and len(run.history) == 2
+    (vae_run / "samples.png").write_bytes(b"the user's own picture")  # vaekit generate's
     written = report.write_report(vae_run / "report.html", [run])
-    names = ["training-curves", "reconstructions", "samples", "latent-map"]
+    names = [f"report-{n}" for n in ("training-curves", "reconstructions", "samples", "latent-map")]
     assert written == [*(vae_run / f"{n}.png" for n in names), vae_run / "report.html"]
+    assert (vae_run / "samples.png").read_bytes() == b"the user's own picture"
     text = (vae_run / "report.html").read_text(encoding="utf-8")
     page = assert_self_contained(text, vae_run, names)
     assert page.h3() == SECTIONS
@@ -236,7 +239,7 @@ def test_classification_report_from_its_files(tmp_path: Path) -> None:
     assert run.assignments is not None and len(run.assignments["index"]) == 12
     report.write_report(path / "report.html", [run])
     text = (path / "report.html").read_text(encoding="utf-8")
-    page = assert_self_contained(text, path, ["confusion-matrix"])
+    page = assert_self_contained(text, path, ["report-confusion-matrix"])
     assert page.h3() == SECTIONS
     assert ("h4", "Per class") in page.headings
     for word in ("accuracy", "f1_macro", "ece", "expected calibration error", "bird", "support"):
@@ -247,7 +250,9 @@ def test_classification_report_from_its_files(tmp_path: Path) -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "bird"]
 
 
-def test_a_demo_folder_reports_each_run_with_prefixed_pngs(vae_run, tmp_path, digits) -> None:
+def test_a_demo_folder_reports_each_run_with_pngs_named_after_page_and_run(
+    vae_run, tmp_path, digits
+) -> None:
     demo = tmp_path / "demo"
     write_classification_run(demo / "classify")
     (demo / "vae").mkdir(parents=True)
@@ -263,8 +268,10 @@ def test_a_demo_folder_reports_each_run_with_prefixed_pngs(vae_run, tmp_path, di
     ]
     report.write_report(demo / "report.html", runs)
     assert (demo / "samples.png").read_bytes() == b"the demo's own picture"
-    assert (demo / "vae-samples.png").exists() and (demo / "classify-confusion-matrix.png").exists()
+    assert (demo / "report-vae-samples.png").exists()
+    assert (demo / "report-classify-confusion-matrix.png").exists()
     page = Page((demo / "report.html").read_text(encoding="utf-8"))
+    assert ("h1", "vaekit report: demo") in page.headings
     assert [t for tag, t in page.headings if tag == "h2"] == [
         "vaevariational autoencoder",
         "classifyclassification",
@@ -304,3 +311,121 @@ def test_per_class_table_keeps_class_names_that_are_numbers() -> None:
     # A list is one row per class index.
     html = report._per_class_table([{"recall": 0.5}, {"recall": 0.7}], ("cat", "dog"))
     assert "<td>cat</td>" in html and "<td>dog</td>" in html
+
+
+def test_class_names_with_dollars_are_drawn_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    config = checkpoint.read_config(path)
+    config["metadata"]["classes"] = ["$\\frac$", "$x^2$", "cost $5"]  # mathtext would fail
+    report.write_report(path / "report.html", [report.read_run(path, config)])
+    (item,) = report.build_figures(report.read_run(path, config))
+    labels = [t.get_text() for t in item.figure.axes[0].get_yticklabels()]
+    assert labels == ["$\\frac$", "$x^2$", "cost $5"]
+    assert "cost $5" in (path / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_latent_map_of_one_point_is_left_out_with_a_note(vae_run: Path, digits) -> None:
+    run = load_run(vae_run, VAE, digits)
+    latent = next(i for i in report.build_figures(run, max_points=1) if i.name == "latent-map")
+    assert latent.figure is None and "at least 2 images" in latent.caption
+    out = vae_run.parent / "one-point" / "r.html"
+    out.parent.mkdir()
+    written = report.write_report(out, [run], max_points=1)
+    assert out.with_name("r-latent-map.png") not in written
+    text = out.read_text(encoding="utf-8")
+    assert "Latent map:</b> left out" in text and text.count("<figure ") == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "value"),
+    [
+        ("confusion_matrix", "oops"),
+        ("confusion_matrix", [[1, 2], [3]]),
+        ("confusion_matrix", []),
+        ("k_selection", {"k": [2, 3]}),
+        ("k_selection", "auto"),
+    ],
+)
+def test_edited_metrics_tables_are_clear_errors(tmp_path: Path, entry, value) -> None:
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    metrics = json.loads((path / "metrics.json").read_text())
+    (path / "metrics.json").write_text(json.dumps({**metrics, entry: value}))
+    with pytest.raises(CheckpointError, match=rf"metrics\.json' has a {entry} that is not"):
+        report.read_run(path, checkpoint.read_config(path))
+
+
+@pytest.mark.parametrize("cluster", ["x", "-1"])
+def test_edited_clusters_csv_is_a_clear_error(tmp_path: Path, cluster: str) -> None:
+    (tmp_path / "clusters.csv").write_text(
+        f"index,path,cluster,probability\n0,,1,0.9\n1,,{cluster},0.8\n"
+    )
+    with pytest.raises(CheckpointError, match=rf"clusters\.csv' has cluster '{cluster}'"):
+        report.read_run(tmp_path, {"estimator": "VAEClustering"})
+
+
+def test_pages_are_named_after_the_run_given_as_dot_or_with_out_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    monkeypatch.chdir(path)
+    run = report.read_run(".", checkpoint.read_config("."))
+    out = tmp_path / "elsewhere" / "t1.html"
+    out.parent.mkdir()
+    written = report.write_report(out, [run])
+    assert written == [out.with_name("t1-confusion-matrix.png"), out]
+    page = Page(out.read_text(encoding="utf-8"))
+    assert ("h1", "vaekit report: clf") in page.headings
+    assert ("h2", "clfclassification") in page.headings
+    assert page.urls == ["data:,", "#run-clf", *page.images]  # icon, nav link, figure
+
+
+def test_with_other_data_the_summary_shows_it_and_the_metrics_are_the_runs(
+    vae_run: Path, digits
+) -> None:
+    other = Dataset(
+        "other.npz", digits.x_train[:20], digits.y_train[:20], digits.x_test[:10],
+        digits.y_test[:10], ("zero", *digits.classes[1:]),
+    )  # fmt: skip
+    run = load_run(vae_run, VAE, other)
+    data = report._data_html(run)
+    assert "<td>other.npz</td>" in data and "<td>run trained on</td><td>digits</td>" in data
+    assert '<td>training images</td><td class="num">20</td>' in data and "zero" in data
+    assert "the run's own metrics" in report._metrics_html(run).lower()
+    assert "own metrics" not in report._metrics_html(load_run(vae_run, VAE, digits))
+
+
+def test_samples_per_class_says_when_classes_are_left_out() -> None:
+    class Conditional:  # what the samples figure uses of a VAEClassifier
+        classes_ = np.arange(40)
+
+        def sample(self, n, *, label, random_state):
+            return np.full((n, 1, 4, 4), label / 40.0)
+
+    run = report.RunData(Path("m2"), {"estimator": "VAEClassifier"}, estimator=Conditional())
+    (item,) = report.build_figures(run)
+    assert item.title == "Samples per class (first 20 of 40 classes)"
+    assert item.figure.axes[0].get_title() == item.title
+    assert len(item.figure.axes[0].get_yticklabels()) == report.MAX_SAMPLE_ROWS
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (-25610.27, "-25610"),
+        (99999.0, "99999"),
+        (123456.7, "123457"),
+        (0.99996, "0.99996"),
+        (-0.999999, "-0.999999"),
+        (0.12345, "0.1235"),
+        (12.3456, "12.35"),
+        (1.0, "1"),
+        (0.0, "0"),
+        (3e-6, "3e-06"),
+        (float("nan"), "nan"),
+    ],
+)
+def test_numbers_read_honestly(value: float, text: str) -> None:
+    assert report._fmt(value) == text

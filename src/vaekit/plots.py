@@ -10,11 +10,12 @@ pay for it.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -49,6 +50,11 @@ _PROJECTION_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 MAX_ANNOTATED_CELLS = 20
 #: Label value of an image without a class (vaekit.data.dataset.UNLABELED).
 UNLABELED = -1
+#: Tick labels longer than this many characters are shortened with an ellipsis.
+MAX_LABEL_CHARS = 24
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 # --- image grids (Pillow only) --------------------------------------------------------------
@@ -132,6 +138,49 @@ def cluster_montage(
 
 
 # --- matplotlib figures -----------------------------------------------------------------------
+def _plain_text(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``draw`` with mathtext off, so user text (class names with ``$``) stays text.
+
+    A Text reads ``text.parse_math`` when it is made: this covers the texts ``draw`` makes,
+    and :func:`figure_png` covers the tick labels matplotlib makes while saving.
+    """
+
+    @functools.wraps(draw)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _text_inches(texts: Sequence[str]) -> float:
+    """Width in inches of the widest of ``texts`` at the tick label size (0 for none)."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    prop = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
+    widths = [text_to_path.get_text_width_height_descent(t, prop, ismath=False)[0] for t in texts]
+    return max(widths, default=0.0) / 72.0  # points to inches
+
+
+def short_labels(names: Sequence[str], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
+    """``names`` cut to ``max_chars`` with an ellipsis in the middle, still all different.
+
+    When cutting makes two names equal, the cut ones are numbered by position (``"3: ..."``).
+    """
+    head = (max_chars - 1) * 2 // 3  # the start of a name tells most, the end tells versions
+    tail = max_chars - 1 - head
+    short = [n if len(n) <= max_chars else f"{n[:head]}…{n[len(n) - tail :]}" for n in names]
+    if len(set(short)) < len(short):
+        short = [
+            s if s == n else f"{i}: {s}" for i, (s, n) in enumerate(zip(short, names, strict=True))
+        ]
+    return short
+
+
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """``ax`` and its figure, or a new one-panel figure of ``figsize`` inches."""
     if ax is not None:
@@ -143,9 +192,16 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 
 
 def figure_png(fig: Figure) -> bytes:
-    """Render the figure as PNG bytes (Agg, :data:`FIGURE_DPI`)."""
+    """Render the figure as PNG bytes (Agg, :data:`FIGURE_DPI`).
+
+    The PNG is cropped or grown to what is drawn (a tight bounding box), so no label is
+    cut off where the layout engine could not make room (axes of fixed aspect).
+    """
+    import matplotlib
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=FIGURE_DPI)
+    with matplotlib.rc_context({"text.parse_math": False}):  # see _plain_text
+        fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.05)
     return buf.getvalue()
 
 
@@ -185,6 +241,7 @@ def _show_grid(ax: Axes, grid: np.ndarray) -> None:
         spine.set_visible(False)
 
 
+@_plain_text
 def plot_training_curves(
     history: Sequence[Mapping[str, float]], *, ax: Axes | None = None
 ) -> Figure:
@@ -223,6 +280,7 @@ def plot_training_curves(
     return fig
 
 
+@_plain_text
 def plot_reconstructions(
     images: np.ndarray,
     reconstructions: np.ndarray,
@@ -267,6 +325,7 @@ def _as_float_images(images: np.ndarray) -> np.ndarray:
     return x / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
 
 
+@_plain_text
 def plot_samples(
     samples: np.ndarray,
     *,
@@ -282,7 +341,8 @@ def plot_samples(
         ``(N, C, H, W)`` (or ``(N, H, W)``) images in a square-ish grid, or
         ``(R, M, C, H, W)``: ``R`` rows (e.g. one per cluster) of ``M`` images each.
     row_labels : sequence of str, optional
-        Names of the ``R`` rows (e.g. ``"cluster 3"``), shown on the left.
+        Names of the ``R`` rows (e.g. ``"cluster 3"``), shown on the left (long ones
+        shortened, see :func:`short_labels`); the figure is widened to fit them.
     title : str, optional
         Default: "Samples per cluster" for rows, else "Samples from the prior".
     ax : matplotlib Axes, optional
@@ -294,18 +354,23 @@ def plot_samples(
     """
     s = np.asarray(samples)
     by_row = s.ndim == 5
+    labels = None
     if by_row:
         n_rows, per_row = s.shape[:2]
         grid = image_grid(s.reshape(-1, *s.shape[2:]), ncols=per_row)
+        if row_labels is not None:
+            if len(row_labels) != n_rows:
+                raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows")
+            labels = short_labels([str(r) for r in row_labels])
     else:
         grid = image_grid(s)
-    fig, ax = _axes(ax, _grid_figsize(grid, (1.2 if by_row else 0.3, 0.5)))
+    # Room for the row labels, measured: constrained layout cannot shrink a pixel-exact grid.
+    label_width = _text_inches(labels) + 0.2 if labels else 0.0
+    fig, ax = _axes(ax, _grid_figsize(grid, (0.3 + label_width, 0.5)))
     _show_grid(ax, grid)
-    if by_row and row_labels is not None:
-        if len(row_labels) != n_rows:
-            raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows")
+    if labels is not None:
         step = grid.shape[0] / n_rows
-        ax.set_yticks((np.arange(n_rows) + 0.5) * step, labels=list(row_labels))
+        ax.set_yticks((np.arange(n_rows) + 0.5) * step, labels=labels)
         ax.tick_params(axis="y", length=0)
     ax.set_title(title or ("Samples per cluster" if by_row else "Samples from the prior"))
     return fig
@@ -344,7 +409,8 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
     Returns
     -------
     ndarray, shape (N, 2)
-        Coordinates; a 1-D latent gets a zero second coordinate.
+        Coordinates; a 1-D latent gets a zero second coordinate, and latents that are all
+        the same (no spread to project) all get ``(0, 0)``.
 
     Raises
     ------
@@ -355,6 +421,8 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"expected latents of shape (N >= 2, D), got {z.shape}")
+    if not np.ptp(z, axis=0).any():  # PCA would divide by zero and t-SNE crash on it
+        return np.zeros((len(z), 2))
     if z.shape[1] < 2:
         return np.hstack([z, np.zeros((len(z), 2 - z.shape[1]))])
     if method == "pca":
@@ -377,6 +445,7 @@ def project_2d(z: np.ndarray, method: str = "pca", *, random_state: int = 0) -> 
         return umap.UMAP(n_components=2, random_state=random_state).fit_transform(z)
 
 
+@_plain_text
 def plot_latent_map(
     z: np.ndarray,
     *,
@@ -463,7 +532,8 @@ def plot_latent_map(
 def _scatter_categories(
     ax: Axes, xy: np.ndarray, values: np.ndarray, names: Sequence[str], size: float
 ) -> None:
-    """Scatter ``xy`` coloured by category ``values`` with a legend of ``names``."""
+    """Scatter ``xy`` coloured by category ``values`` with a legend of ``names`` (shortened)."""
+    names = short_labels(names)
     colors = _category_colors(len(names))
     unlabeled = values == UNLABELED
     if unlabeled.any():
@@ -482,6 +552,7 @@ def _scatter_categories(
     )
 
 
+@_plain_text
 def plot_confusion_matrix(
     matrix: np.ndarray | Sequence[Sequence[int]],
     *,
@@ -499,8 +570,8 @@ def plot_confusion_matrix(
     matrix : array-like of int, shape (R, C)
         ``matrix[i, j]``: images of true class ``i`` given ``j`` (a class, or a cluster).
     row_names, col_names : sequence of str, optional
-        Tick labels; default: the indices. ``col_names`` defaults to ``row_names`` when
-        the matrix is square.
+        Tick labels (long ones shortened, see :func:`short_labels`); default: the indices.
+        ``col_names`` defaults to ``row_names`` when the matrix is square.
     xlabel, ylabel, title : str
         Axis labels and title.
     ax : matplotlib Axes, optional
@@ -514,12 +585,15 @@ def plot_confusion_matrix(
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"expected a non-empty 2-D matrix, got shape {m.shape}")
     n_rows, n_cols = m.shape
-    rows = [str(n) for n in row_names] if row_names is not None else list(map(str, range(n_rows)))
-    if col_names is None and n_rows == n_cols:
-        col_names = rows
-    cols = [str(n) for n in col_names] if col_names is not None else list(map(str, range(n_cols)))
+    if row_names is None:
+        row_names = range(n_rows)
+    if col_names is None:
+        col_names = row_names if n_rows == n_cols else range(n_cols)
+    rows = short_labels([str(n) for n in row_names])
+    cols = short_labels([str(n) for n in col_names])
     side = 1.6 + 0.42 * max(n_rows, n_cols)
-    fig, ax = _axes(ax, (side + 1.2, side))
+    # Room for the tick labels: row names on the left, column names at 45 degrees below.
+    fig, ax = _axes(ax, (side + 1.2 + _text_inches(rows), side + 0.71 * _text_inches(cols)))
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1.0)  # row-normalised: recall
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, label="share of the row")
@@ -545,6 +619,7 @@ def plot_confusion_matrix(
     return fig
 
 
+@_plain_text
 def plot_cluster_montage(
     images: np.ndarray,
     clusters: np.ndarray,
@@ -584,6 +659,7 @@ def plot_cluster_montage(
     return plot_samples(rows, row_labels=labels, title="Most confident members", ax=ax)
 
 
+@_plain_text
 def plot_cluster_sizes(
     clusters: np.ndarray, *, n_clusters: int | None = None, ax: Axes | None = None
 ) -> Figure:
@@ -615,6 +691,7 @@ def plot_cluster_sizes(
     return fig
 
 
+@_plain_text
 def plot_k_selection(k_selection: Mapping[str, Any], *, ax: Axes | None = None) -> Figure:
     """Plot the model-selection score of each tried K, with the chosen K marked.
 

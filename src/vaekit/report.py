@@ -3,7 +3,9 @@
 The page holds the run's configuration, a data summary, its metric tables and each figure
 of :mod:`vaekit.plots` with a one-line caption saying how to read it. Images are inlined as
 ``data:`` URIs and the style sheet is in the page, so the file opens in any browser with
-no network and can be mailed on its own; each figure is also written as a PNG beside it.
+no network and can be mailed on its own; each figure is also written as a PNG beside it,
+named after the page (``report-latent-map.png`` beside ``report.html``) so that it never
+replaces a picture of the user's or of another vaekit command (``samples.png``).
 
 What a section shows depends on the run, detected from its files and estimator:
 
@@ -27,6 +29,7 @@ import datetime as dt
 import html
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,12 +161,16 @@ class RunData:
 
 @dataclass
 class FigureItem:
-    """One figure of the report: file stem, title, how to read it, and the figure."""
+    """One figure of the report: file stem, title, how to read it, and the figure.
+
+    A figure that applies to the run but cannot be drawn has ``figure=None`` and a caption
+    that says why; the page shows that note in its place.
+    """
 
     name: str
     title: str
     caption: str
-    figure: Figure
+    figure: Figure | None
 
 
 # --- reading a run ----------------------------------------------------------------------
@@ -227,6 +234,7 @@ def read_run(
             ) from None
         if not isinstance(metrics, dict):
             raise CheckpointError(f"'{path / METRICS_FILE}' is not a JSON object of metrics")
+        _check_metrics(path / METRICS_FILE, metrics)
     history = _read_history(path / HISTORY_FILE)
     assignments = None
     for name, column in ((CLUSTERS_FILE, "cluster"), (PREDICTIONS_FILE, "label")):
@@ -234,6 +242,43 @@ def read_run(
             assignments = _read_assignments(path / name, column)
             break
     return RunData(path, dict(config), metrics, history, assignments, estimator, dataset)
+
+
+def _check_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
+    """Raise CheckpointError unless the tables of metrics.json that get drawn are drawable."""
+    cm = metrics.get("confusion_matrix")
+    if cm is not None and not _is_count_table(cm):
+        raise CheckpointError(
+            f"'{path}' has a confusion_matrix that is not a square table of counts; "
+            "rerun vaekit evaluate on the run to write it again"
+        )
+    sel = metrics.get("k_selection")
+    if sel is not None and not _is_k_selection(sel):
+        raise CheckpointError(
+            f'\'{path}\' has a k_selection that is not {{"k": [...], "score": [...]}} '
+            "with one score per K; remove the entry or rerun vaekit cluster"
+        )
+
+
+def _is_count_table(value: Any) -> bool:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):  # ragged rows, words
+        return False
+    square = m.ndim == 2 and m.size > 0 and m.shape[0] == m.shape[1]
+    return square and bool(np.isfinite(m).all() and (m >= 0).all())
+
+
+def _is_k_selection(value: Any) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    try:
+        ks = np.asarray(value.get("k"), dtype=np.float64)
+        scores = np.asarray(value.get("score"), dtype=np.float64)
+        chosen = float(value.get("chosen", 0))
+    except (ValueError, TypeError):
+        return False
+    return ks.ndim == 1 and ks.size > 0 and ks.shape == scores.shape and math.isfinite(chosen)
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -259,6 +304,13 @@ def _read_assignments(path: Path, column: str) -> dict[str, np.ndarray]:
         raise CheckpointError(
             f"'{path}' lacks readable columns index,{column},probability ({exc})"
         ) from None
+    if column == "cluster":
+        bad = next((v for v in values if not (v.isdigit() and v.isascii())), None)
+        if bad is not None:
+            raise CheckpointError(
+                f"'{path}' has cluster {bad!r}, not a cluster number 0, 1, ...; fix the file or "
+                "rerun vaekit cluster"
+            )
     return {
         "index": np.asarray(index, dtype=np.int64),
         "value": np.asarray(values),
@@ -329,8 +381,9 @@ def build_figures(
         x, y = _split_for_map(ds)
         pick = _subsample(len(x), max_points, rng)
         labels = None if y is None else y[pick]
-        items.append(_latent_item(run, est.transform(x[pick]), None, labels, latent_method, seed))
-    if run.kind == "classification" and "confusion_matrix" in run.metrics:
+        items.append(_latent_item(run, est, x[pick], None, labels, latent_method, seed))
+    matrix = run.metrics.get("confusion_matrix")
+    if run.kind == "classification" and matrix is not None:
         items.append(
             FigureItem(
                 "confusion-matrix",
@@ -339,7 +392,7 @@ def build_figures(
                 "shading by the share of the row; a dark diagonal is good, a dark "
                 "off-diagonal cell names two classes the classifier mixes up.",
                 plots.plot_confusion_matrix(
-                    run.metrics["confusion_matrix"], row_names=run.classes or None
+                    matrix, row_names=_names_for(run.classes, len(matrix)) if run.classes else None
                 ),
             )
         )
@@ -356,13 +409,16 @@ def _samples_figure(run: RunData, seed: int) -> FigureItem:
         rows = np.stack(
             [est.sample(SAMPLES_PER_CLUSTER, label=c, random_state=seed) for c in shown]
         )
+        title = "Samples per class"
+        if len(shown) < len(classes):
+            title += f" (first {len(shown)} of {len(classes)} classes)"
         return FigureItem(
             "samples",
-            "Samples per class",
+            title,
             "Each row decodes random style codes from the prior with that row's class "
             "given; rows that look like their class mean the model separates class from "
             "style.",
-            plots.plot_samples(rows, row_labels=names, title="Samples per class"),
+            plots.plot_samples(rows, row_labels=names, title=title),
         )
     if k is None:
         return FigureItem(
@@ -438,9 +494,7 @@ def _clustering_figures(
         pick = _subsample(len(x_all), max_points, rng)
         labels = None if y_all is None else y_all[pick]
         items.append(
-            _latent_item(
-                run, est.transform(x_all[pick]), clusters[pick], labels, latent_method, seed
-            )
+            _latent_item(run, est, x_all[pick], clusters[pick], labels, latent_method, seed)
         )
     if clusters is not None and y_all is not None and (y_all >= 0).any():
         known = y_all >= 0
@@ -454,7 +508,7 @@ def _clustering_figures(
                 "found the classes, a split row a class spread over several clusters.",
                 plots.plot_confusion_matrix(
                     table,
-                    row_names=_names_for(run.classes, table.shape[0]),
+                    row_names=_names_for(_label_names(run), table.shape[0]),
                     col_names=[str(c) for c in col_order],
                     xlabel="cluster",
                     title="Classes vs clusters",
@@ -478,12 +532,22 @@ def _clustering_figures(
 
 def _latent_item(
     run: RunData,
-    z: np.ndarray,
+    est: Any,
+    x: np.ndarray,
     clusters: np.ndarray | None,
     labels: np.ndarray | None,
     method: str,
     seed: int,
 ) -> FigureItem:
+    """Draw the latent map of images ``x``, or note why not when there are fewer than 2."""
+    if len(x) < 2:
+        return FigureItem(
+            "latent-map",
+            "Latent map",
+            f"left out: it needs at least 2 images and {len(x)} "
+            f"{'is' if len(x) == 1 else 'are'} available (--max-points or the data).",
+            None,
+        )
     how = {"pca": "PCA (a linear projection)", "tsne": "t-SNE", "umap": "UMAP"}[method]
     where = "an image" if clusters is not None else "a held-out image"
     panels = " and ".join(
@@ -498,10 +562,10 @@ def _latent_item(
         "Latent map",
         f"Each dot is {where}'s latent mean projected to 2-D by {how}{colour}{read}.",
         plots.plot_latent_map(
-            z,
+            est.transform(x),
             clusters=clusters,
             labels=labels,
-            class_names=run.classes or None,
+            class_names=_label_names(run) or None,
             method=method,
             random_state=seed,
         ),
@@ -540,6 +604,18 @@ def _matched_contingency(
     matched = [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
     order = matched + [c for c in range(k) if c not in matched]
     return table[:, order], order
+
+
+def _label_names(run: RunData) -> list[str]:
+    """Names of the labels of the loaded data (DATA may not be what the run recorded)."""
+    if run.dataset is not None and len(run.dataset.classes):
+        return [str(c) for c in run.dataset.classes]
+    return run.classes
+
+
+def _run_name(run: RunData) -> str:
+    """Name the run by its folder, also when its path is relative (``.``)."""
+    return run.path.resolve().name
 
 
 def _names_for(classes: Sequence[str], n: int) -> list[str]:
@@ -596,12 +672,31 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.6g}"
+        return _fmt_float(value)
     if isinstance(value, list | tuple):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
+
+
+def _fmt_float(value: float) -> str:
+    """Write ``value`` with 4 significant digits, plainly from 1e-4 to 1e5.
+
+    A value below 1 in size keeps digits until it no longer reads as 1 (0.99996, not 1).
+    """
+    size = abs(value)
+    if not math.isfinite(value):
+        return str(value)
+    if size == 0:
+        return "0"
+    if size >= 1e5:
+        return f"{value:.6g}"
+    if size < 1e-4:
+        return f"{value:.4g}"
+    decimals = max(0, 3 - math.floor(math.log10(size)))
+    while size < 1 and abs(round(value, decimals)) >= 1:
+        decimals += 1
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
@@ -649,13 +744,26 @@ def _config_html(run: RunData) -> str:
     )
 
 
+def _other_data(run: RunData) -> bool:
+    """Whether the loaded dataset is not the one the run records (DATA named another)."""
+    recorded = run.config.get("metadata", {}).get("data")
+    if run.dataset is None or recorded is None:
+        return False
+    name = run.dataset.name
+    return name != recorded and str(Path(name).resolve()) != recorded
+
+
 def _data_html(run: RunData) -> str:
     meta = run.config.get("metadata", {})
     ds = run.dataset
+    other = _other_data(run)
     rows: list[tuple[str, Any]] = []
-    if meta.get("dataset") or ds is not None:
+    if other:  # the figures and counts below are of DATA, the metrics of the run's own data
+        rows.append(("dataset shown (DATA)", ds.name))
+        rows.append(("run trained on", meta.get("dataset") or meta["data"]))
+    elif meta.get("dataset") or ds is not None:
         rows.append(("dataset", meta.get("dataset") or ds.name))
-    if meta.get("data"):
+    if meta.get("data") and not other:
         rows.append(("source", meta["data"]))
     shape = meta.get("image_shape") or run.config.get("model", {}).get("input_shape")
     if shape:
@@ -669,7 +777,7 @@ def _data_html(run: RunData) -> str:
         for key, name in (("n_train", "training images"), ("n_test", "test images")):
             if sizes[key] is not None:
                 rows.append((name, sizes[key]))
-    classes = run.classes
+    classes = _label_names(run)
     if classes:
         shown = ", ".join(classes[:MAX_LISTED_CLASSES])
         more = len(classes) - MAX_LISTED_CLASSES
@@ -680,7 +788,7 @@ def _data_html(run: RunData) -> str:
         y = np.concatenate([ds.y_train, ds.y_test])
         counts = np.bincount(y[y >= 0], minlength=len(classes))
         rows.append(("images with a label in the data", f"{int((y >= 0).sum())} of {len(y)}"))
-        if meta.get("n_labeled") is not None:  # a classify run keeps only some labels
+        if meta.get("n_labeled") is not None and not other:  # classify keeps some labels
             rows.append(
                 ("labels used in training", f"{meta['n_labeled']} of {len(ds.x_train)} images")
             )
@@ -704,7 +812,13 @@ def _metrics_html(run: RunData) -> str:
     if not m:
         return '<p class="muted">No metrics.json in this run.</p>'
     scalars = [(k, v) for k, v in m.items() if v is None or isinstance(v, int | float)]
-    parts = [
+    parts = []
+    if _other_data(run):
+        parts.append(
+            '<p class="muted">The run\'s own metrics (its metrics.json, scored on the data '
+            "it was trained on), not scores on DATA; vaekit evaluate RUN DATA scores DATA.</p>"
+        )
+    parts += [
         _table(
             [(k, v, METRIC_DESCRIPTIONS.get(k, "")) for k, v in scalars],
             ("metric", "value", "meaning"),
@@ -744,6 +858,9 @@ def _figures_html(items: Sequence[FigureItem], pngs: Mapping[str, bytes], anchor
         return '<p class="muted">No figure applies to this run.</p>'
     out = []
     for item in items:
+        if item.figure is None:
+            out.append(f'<p class="muted"><b>{_esc(item.title)}:</b> {_esc(item.caption)}</p>')
+            continue
         data = base64.b64encode(pngs[item.name]).decode("ascii")
         out.append(  # ids unique on a page of several runs: the run's anchor first
             f'<figure id="{_esc(anchor)}-{_esc(item.name)}">'
@@ -760,15 +877,15 @@ def render_html(
     """Render the page for ``sections`` of ``(run, anchor, figures, {figure name: PNG})``."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(
-        f'<a href="#{_esc(anchor)}">{_esc(run.path.name)}</a>' for run, anchor, _, _ in sections
+        f'<a href="#{_esc(anchor)}">{_esc(_run_name(run))}</a>' for run, anchor, _, _ in sections
     )
     body = []
     for run, anchor, items, pngs in sections:
         kind = _KIND_TITLES.get(run.kind, run.kind)
         body.append(
             f'<section class="run" id="{_esc(anchor)}">'
-            f'<h2>{_esc(run.path.name)}<span class="kind">{_esc(kind)}</span></h2>'
-            f'<p class="muted">{_esc(run.path)}</p>'
+            f'<h2>{_esc(_run_name(run))}<span class="kind">{_esc(kind)}</span></h2>'
+            f'<p class="muted">{_esc(run.path.resolve())}</p>'
             '<div class="cards">'
             f'<div class="card"><h3>Configuration</h3>{_config_html(run)}</div>'
             f'<div class="card"><h3>Data</h3>{_data_html(run)}</div></div>'
@@ -803,8 +920,9 @@ def write_report(
     out : path
         The HTML file to write.
     runs : sequence of RunData
-        One section each. PNGs of a run in ``out``'s own folder have plain names
-        (``latent-map.png``); those of runs in sub-folders start with the folder's name.
+        One section each. The PNGs are named after ``out`` and, on a page of several runs,
+        the run: ``report-latent-map.png``, ``report-vae-latent-map.png``; a name no other
+        vaekit command writes, so no picture of the user's is replaced.
     latent_method : {"pca", "tsne", "umap"}, default="pca"
         Projection of the latent maps.
     max_points : int, default=3000
@@ -821,24 +939,28 @@ def write_report(
         raise DataError("the report needs at least one run")
     plots.check_projection(latent_method)  # before any file is written
     out = Path(out)
-    runs = sorted(runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), r.path.name))
+    runs = sorted(
+        runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), _run_name(r))
+    )
     written: list[Path] = []
     sections = []
     for run in runs:
-        # Figures of a run reported in its own folder keep plain names; a demo folder's
-        # runs get theirs prefixed, which also spares the demo's own samples.png.
-        inside = run.path.resolve() == out.parent.resolve()
-        prefix = "" if inside else f"{run.path.name}-"
+        prefix = f"{out.stem}-{_run_name(run)}-" if len(runs) > 1 else f"{out.stem}-"
         items = build_figures(run, latent_method=latent_method, max_points=max_points)
         pngs = {}
         for item in items:
+            if item.figure is None:  # left out: the page says why
+                continue
             png = out.with_name(f"{prefix}{item.name}.png")
             pngs[item.name] = plots.save_figure(item.figure, png)
             written.append(png)
             if on_figure is not None:
                 on_figure(str(png))
-        sections.append((run, f"run-{prefix or run.path.name}".rstrip("-"), items, pngs))
-    title = f"vaekit report: {out.parent.name or out.parent.resolve().name}"
-    atomic_write_text(out, render_html(title, sections))
+        sections.append((run, f"run-{_run_name(run)}", items, pngs))
+    if len(runs) == 1:
+        title = _run_name(runs[0])
+    else:  # a demo folder: the folder that holds the runs
+        title = Path(os.path.commonpath([r.path.resolve() for r in runs])).name
+    atomic_write_text(out, render_html(f"vaekit report: {title}", sections))
     written.append(out)
     return written

@@ -69,9 +69,14 @@ def reports(
     results = fast_cli.many(jobs)
     assert_ok(results["train on a folder"])
     shutil.rmtree(root / "pets")  # the run's recorded data is gone
+    edited = copy_run(root / "clu", root / "clu-edited")
+    rows = (edited / "clusters.csv").read_text().splitlines()
+    rows[1] = ",".join([*rows[1].split(",")[:2], "-1", rows[1].split(",")[3]])
+    (edited / "clusters.csv").write_text("\n".join(rows) + "\n")
     results |= fast_cli.many(
         {
             "report clu": ["report", root / "clu", "--out", root / "out" / "clu.html", "-q"],
+            "edited clusters": ["report", edited],
             "data gone": ["report", root / "pets-run"],
             "two runs": ["report", vae, root / "clu", "--out", root / "two.html"],
         }
@@ -88,7 +93,7 @@ def test_report_of_a_vae_run(reports: Reports) -> None:
     text = (run / "report.html").read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') == len(VAE_FIGURES)
     for name in VAE_FIGURES:
-        assert (run / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+        assert (run / f"report-{name}.png").read_bytes()[:4] == b"\x89PNG", name
 
 
 def test_report_of_a_clustering_run_beside_its_out_file(reports: Reports) -> None:
@@ -97,13 +102,13 @@ def test_report_of_a_clustering_run_beside_its_out_file(reports: Reports) -> Non
     assert_ok(res)
     out = reports.root / "out"
     assert res.stdout == f"{out / 'clu.html'}\n"  # --quiet: only the path
-    # Outside the run's folder the PNGs are named after the run; K was given, so no
-    # K-selection curve.
+    # The PNGs are named after the page; K was given, so no K-selection curve.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["clu.html", *(f"clu-{n}.png" for n in CLUSTER_FIGURES)]
     )
     text = (out / "clu.html").read_text(encoding="utf-8")
     assert "Classes vs clusters" in text and "silhouette" in text
+    assert "<title>vaekit report: clu</title>" in text  # the run's name, not --out's folder
 
 
 def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> None:
@@ -116,6 +121,9 @@ def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> No
     assert snapshot([root / "empty"]) == {}
     assert_user_error(reports["two runs"], root / "clu", "is a run")
     assert not (root / "two.html").exists()
+    edited = root / "clu-edited"
+    assert_user_error(reports["edited clusters"], edited / "clusters.csv", "'-1'")
+    assert not list(edited.glob("report*"))
 
 
 def test_report_of_a_run_whose_data_is_gone_warns_and_leaves_out_its_figures(
