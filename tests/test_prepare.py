@@ -239,3 +239,67 @@ def test_prepare_on_a_full_disk_names_the_file_and_leaves_nothing(
     want = out if failing == "posix_fallocate" else manifest_path(out)
     assert info.value.filename == str(want) and info.value.errno == errno.ENOSPC
     assert sorted(p.name for p in out_dir.iterdir()) == ["keep.npy"]
+
+
+NPY_CHILD = """
+import resource, sys
+from vaekit import load_dataset
+from vaekit.data.prepared import prepare
+from vaekit.errors import DataError
+
+def vm(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+src, out, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import sklearn.model_selection  # imports cost memory too: made before the limit
+limit = vm("VmData") + budget  # private writable memory from here on (not file mappings)
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+try:
+    load_dataset(src)  # holds its split images in memory: must fail, clearly
+    print("CONTROL-LOAD-SUCCEEDED")
+except DataError as exc:
+    assert "vaekit prepare" in str(exc), exc
+meta = prepare(src, out)  # streams
+print("OK", meta["n_train"], meta["n_test"])
+"""
+
+
+def test_prepare_streams_a_npy_larger_than_the_memory_limit(tmp_path: Path) -> None:
+    """A plain 115 MB .npy: load_dataset needs it in memory, prepare does not.
+
+    Before, prepare loaded the whole array (and load_dataset read it, then copied it for
+    the split), so a .npy larger than memory could not be used at all.
+    """
+    src = tmp_path / "plain.npy"
+    mm = np.lib.format.open_memmap(src, mode="w+", dtype=np.uint8, shape=(BIG_N, *BIG_SHAPE))
+    mm[:, 0, ::7, ::5] = 200  # a pattern, written as a view: no full array in this process
+    mm.flush()
+    del mm
+    out = tmp_path / "prepared.npy"
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NPY_CHILD), str(src), str(out), str(BIG_BUDGET)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "CONTROL-LOAD-SUCCEEDED" not in res.stdout, "the memory limit does not bite"
+    assert res.stdout.startswith("OK"), res.stdout
+    ds = load_dataset(out)
+    assert len(ds.x_train) + len(ds.x_test) == BIG_N
+    assert ds.x_train[3, 0, 7, 5] == 200 and ds.x_train[3, 0, 1, 1] == 0
+
+
+def test_prepare_of_a_npy_matches_load_dataset(tmp_path: Path) -> None:
+    """The streamed conversion gives load_dataset's rows, split and conversions exactly."""
+    x = np.random.default_rng(0).random((300, 9, 7, 3)).astype(np.float32)  # floats, NHWC
+    np.save(tmp_path / "f.npy", x)
+    for i, kw in enumerate([{}, {"image_size": 5, "color": "grayscale", "random_state": 4}]):
+        want = load_dataset(tmp_path / "f.npy", **kw)
+        prepare(tmp_path / "f.npy", tmp_path / f"p{i}.npy", **kw)
+        got = load_dataset(tmp_path / f"p{i}.npy")
+        np.testing.assert_array_equal(got.x_train, want.x_train)
+        np.testing.assert_array_equal(got.x_test, want.x_test)

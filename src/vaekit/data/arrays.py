@@ -362,15 +362,16 @@ def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _too_large(shown: str) -> DataError:
+def too_large(shown: str) -> DataError:
+    """Say that a data file does not fit in memory, and how ``vaekit prepare`` gets round it."""
     return DataError(
-        f"file {shown!r} holds more data than fits in memory; split it, or keep its images in a "
-        "folder and convert it once with 'vaekit prepare'"
+        f"file {shown!r} holds more data than fits in memory; convert it once with 'vaekit "
+        "prepare FILE --out NEW.npy' (it streams .npy files and image folders) and use NEW.npy"
     )
 
 
 def _refuse_pickle(exc: Exception, shown: str) -> DataError:
-    if "allow_pickle" in str(exc):
+    if "allow_pickle" in str(exc) or "Python objects" in str(exc):
         return DataError(
             f"file {shown!r} holds pickled Python objects, which vaekit refuses to load for "
             f"safety; save a numeric array instead (e.g. x.astype('uint8'))"
@@ -403,8 +404,28 @@ def _check_declared_size(f: Any, size: int, what: str) -> None:
         )
 
 
+def open_npy(path: Path, shown: str) -> np.ndarray:
+    """Memory-map the array of a ``.npy`` file (read-only), checking it first.
+
+    Nothing is read but the header: the file may be larger than memory. Raises
+    :class:`DataError` for a file that is not ``.npy``, is truncated, or holds objects.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
+        f.seek(0)
+        _check_declared_size(f, os.fstat(f.fileno()).st_size, f"file {shown!r}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _refuse_pickle(exc, shown) from exc
+
+
 def load_npy(path: Path, shown: str) -> np.ndarray:
     """Load the image array of a ``.npy`` file without ever unpickling.
+
+    The file is memory-mapped, so only the images (converted) take memory, not a second
+    copy of the file; callers that split it copy the rows they keep.
 
     Parameters
     ----------
@@ -423,18 +444,11 @@ def load_npy(path: Path, shown: str) -> np.ndarray:
     DataError
         If the file is not a ``.npy`` file, holds objects, or holds no valid images.
     """
-    with open(path, "rb") as f:
-        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise DataError(f"file {shown!r} is not a .npy file; re-create it with numpy.save")
-        f.seek(0)
-        _check_declared_size(f, os.fstat(f.fileno()).st_size, f"file {shown!r}")
+    x = open_npy(path, shown)
     try:
-        x = np.load(path, allow_pickle=False)
+        return to_uint8_images(x, f"file {shown!r}")
     except MemoryError:
-        raise _too_large(shown) from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise _refuse_pickle(exc, shown) from exc
-    return to_uint8_images(x, f"file {shown!r}")
+        raise too_large(shown) from None
 
 
 def load_npz(
@@ -505,7 +519,7 @@ def load_npz(
                         f"refuses to unpickle for safety; save it as numbers or text (e.g. {fix})"
                     ) from None
     except MemoryError:
-        raise _too_large(shown) from None
+        raise too_large(shown) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, DataError):
             raise

@@ -28,13 +28,15 @@ import numpy as np
 from vaekit.data.arrays import Color
 from vaekit.data.dataset import UNLABELED, Dataset, seeded_split
 from vaekit.data.images import decode_images, list_image_folder
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 
 FORMAT = "vaekit-prepared"
 VERSION = 1
 MANIFEST_SUFFIX = ".json"
 #: Image files decoded per block while preparing a folder (bounds the memory in use).
 PREPARE_BLOCK = 4096
+#: Bytes of source rows read per block while preparing a ``.npy`` file.
+PREPARE_BLOCK_BYTES = 16 * 2**20
 
 
 def manifest_path(array_path: str | os.PathLike[str]) -> Path:
@@ -389,8 +391,9 @@ def prepare(
     Parameters
     ----------
     spec : str or os.PathLike
-        Anything :func:`vaekit.load_dataset` accepts. Image folders are decoded block by
-        block (they may be larger than memory); other sources are loaded, then written.
+        Anything :func:`vaekit.load_dataset` accepts. Image folders and ``.npy`` files are
+        converted block by block (they may be larger than memory); other sources are
+        loaded, then written.
     out : str or os.PathLike
         The array file to write, ending in ``.npy``; the manifest goes beside it with the
         suffix ``.json``. Both are written atomically (temporary file, then rename).
@@ -408,8 +411,9 @@ def prepare(
     >>> load_dataset("/tmp/digits.npy").x_train.shape  # doctest: +SKIP
     (1437, 1, 8, 8)
     """
+    from vaekit.data.dataset import check_split_args
     from vaekit.data.idx import find_idx_files
-    from vaekit.data.registry import _check_image_size, _known_name, load_dataset
+    from vaekit.data.registry import COLORS, _check_image_size, _known_name, load_dataset
 
     out = Path(out)
     if not out.name.lower().endswith(".npy"):
@@ -428,6 +432,19 @@ def prepare(
             test_fraction=test_fraction,
             random_state=random_state,
         )
+    if path.is_file() and path.name.lower().endswith(".npy") and not is_prepared(path):
+        if color not in COLORS:
+            raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+        check_split_args(test_fraction, random_state)
+        return prepare_npy(
+            path,
+            shown,
+            out,
+            image_size=_check_image_size(image_size),
+            color=color,
+            test_fraction=test_fraction,
+            random_state=random_state,
+        )
     ds = load_dataset(
         spec,
         image_size=image_size,
@@ -437,3 +454,48 @@ def prepare(
         random_state=random_state,
     )
     return write_prepared(ds, out, ds.name)
+
+
+def prepare_npy(
+    path: Path,
+    shown: str,
+    out: Path,
+    *,
+    image_size: tuple[int, int] | None,
+    color: Color,
+    test_fraction: float,
+    random_state: int,
+) -> dict[str, Any]:
+    """Convert a ``.npy`` file block by block from a memory map; return the manifest.
+
+    The rows, the seeded split and the conversions are those of ``load_dataset``, which
+    would hold the whole array in memory; here one block of ``PREPARE_BLOCK_BYTES`` (at
+    most ``PREPARE_BLOCK`` images) is, with its conversion.
+    """
+    from vaekit.data.arrays import open_npy
+    from vaekit.data.registry import as_requested
+
+    src = open_npy(path, shown)
+    if src.ndim not in (3, 4) or len(src) == 0:  # as_requested says what is wrong
+        as_requested(src[:1], shown, image_size=image_size, color=color)
+    train, test = seeded_split(len(src), None, test_fraction, random_state, source=repr(shown))
+    order = np.concatenate([train, test])
+    block = max(1, min(PREPARE_BLOCK, PREPARE_BLOCK_BYTES // max(1, src[:1].nbytes)))
+    tmp = _tmp_for(out)
+    mm: np.memmap | None = None
+    try:
+        for start in range(0, len(order), block):
+            rows = order[start : start + block]
+            x = as_requested(src[rows], shown, image_size=image_size, color=color)
+            if mm is None:
+                mm = _new_array_file(tmp, out, (len(order), *x.shape[1:]))
+            mm[start : start + len(x)] = x
+        assert mm is not None
+        shape = mm.shape
+        mm.flush()
+        del mm
+        meta = _manifest(shown, shape, len(train), None, (), None, False)
+        _commit(tmp, out, meta)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return meta

@@ -17,6 +17,7 @@ from vaekit.data.arrays import (
     load_npz,
     resize_images,
     to_uint8_images,
+    too_large,
 )
 from vaekit.data.dataset import Dataset, check_split_args, seeded_split
 from vaekit.data.download import download
@@ -293,6 +294,20 @@ def _with_labels(
     return {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test, "classes": classes}
 
 
+def as_requested(
+    x: np.ndarray, name: str, *, image_size: tuple[int, int] | None, color: Color
+) -> np.ndarray:
+    """``uint8 (N, C, H, W)`` images of ``x`` in the requested colour and size.
+
+    Each image is converted on its own, so converting blocks of rows gives the same result.
+    """
+    x = to_uint8_images(x, f"images of {name!r}")  # e.g. IDX (N, H, W) -> (N, 1, H, W)
+    if image_size is not None and color == "rgb":
+        return convert_color(resize_images(x, image_size), color)  # resize 1 channel, not 3
+    x = convert_color(x, color)
+    return resize_images(x, image_size) if image_size is not None else x
+
+
 def _assemble(
     name: str,
     *,
@@ -309,17 +324,10 @@ def _assemble(
     random_state: int,
 ) -> Dataset:
     """Bring images to the requested colour and size, split if needed, build the Dataset."""
-    parts = []
-    for x in (x_train, x_test):
-        if x is not None:
-            x = to_uint8_images(x, f"images of {name!r}")  # e.g. IDX (N, H, W) -> (N, 1, H, W)
-            if image_size is not None and color == "rgb":
-                x = convert_color(resize_images(x, image_size), color)  # resize 1 channel, not 3
-            else:
-                x = convert_color(x, color)
-                x = resize_images(x, image_size) if image_size is not None else x
-        parts.append(x)
-    x_train, x_test = parts
+    x_train, x_test = (
+        None if x is None else as_requested(x, name, image_size=image_size, color=color)
+        for x in (x_train, x_test)
+    )
     official = x_test is not None
     if x_test is None:
         train_idx, test_idx = seeded_split(
@@ -447,9 +455,10 @@ def load_dataset(
     if is_prepared(path):  # a 'vaekit prepare' output: memory-mapped, never read whole
         return load_prepared(path, shown, image_size=size, color=color)
     try:
-        parts = _load_path(path, shown, size, color, skip_bad)
+        return _assemble(shown, **_load_path(path, shown, size, color, skip_bad), **common)
     except PermissionError as exc:
         raise DataError(
             f"cannot read {exc.filename or shown!r} (permission denied); check its permissions"
         ) from exc
-    return _assemble(shown, **parts, **common)
+    except MemoryError:  # e.g. the split copy of a memory-mapped .npy larger than memory
+        raise too_large(shown) from None
