@@ -756,8 +756,6 @@ def _write_cluster_run(
     clu: Any, ds: Any, x: Any, paths: list[str], out: Path, seed: int, start: float
 ) -> dict[str, Any]:
     """Write clusters.csv, metrics.json and montage.png beside a clustering fit saved in ``out``."""
-    import numpy as np
-
     from vaekit import checkpoint
     from vaekit.metrics import clustering_metrics, silhouette
     from vaekit.plots import cluster_montage
@@ -771,7 +769,7 @@ def _write_cluster_run(
     ]
     checkpoint.atomic_write_text(out / "clusters.csv", "\n".join(rows) + "\n")
     metrics: dict[str, Any] = {"n_clusters": int(clu.n_clusters_)}
-    y = None if ds.y_train is None else np.concatenate([ds.y_train, ds.y_test])
+    y = ds.all_labels()
     if y is not None and (y >= 0).any():
         known = y >= 0
         metrics.update(clustering_metrics(y[known], labels[known]))

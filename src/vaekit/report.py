@@ -40,6 +40,7 @@ import numpy as np
 from vaekit import plots
 from vaekit._version import __version__
 from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text
+from vaekit.data.prepared import all_images
 from vaekit.errors import CheckpointError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -456,9 +457,7 @@ def _clustering_figures(
     # vaekit cluster clusters train and test images together; clusters.csv is in that order.
     x_all = y_all = None
     if ds is not None:
-        x_all = np.concatenate([ds.x_train, ds.x_test])
-        if ds.y_train is not None:
-            y_all = np.concatenate([ds.y_train, ds.y_test])
+        x_all, y_all = all_images(ds), ds.all_labels()  # no copy of a prepared dataset
     clusters = conf = None
     a = run.assignments
     if a is not None and (x_all is None or len(a["index"]) == len(x_all)):
@@ -784,8 +783,8 @@ def _data_html(run: RunData) -> str:
         rows.append(
             (f"classes ({len(classes)})", shown + (f" and {more} more" if more > 0 else ""))
         )
-    if ds is not None and ds.y_train is not None:
-        y = np.concatenate([ds.y_train, ds.y_test])
+    y = None if ds is None else ds.all_labels()
+    if y is not None:
         counts = np.bincount(y[y >= 0], minlength=len(classes))
         rows.append(("images with a label in the data", f"{int((y >= 0).sum())} of {len(y)}"))
         if meta.get("n_labeled") is not None and not other:  # classify keeps some labels

@@ -108,3 +108,24 @@ def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_
     assert {"elbo", "n_train", "n_test"} <= json.loads((out / "metrics.json").read_text()).keys()
     assert_ok(fast_cli("train", "digits", "--out", out, "--resume", "-q"))
     assert_ok(fast_cli("generate", out, "--cluster", "9", "--n", "4", "--out", tmp_path / "g.png"))
+
+
+def test_cluster_and_report_data_whose_test_part_has_no_labels(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """An .npz with y but no y_test: labels score the labeled part, nothing crashes.
+
+    Before, cluster and report joined y_train and the missing y_test with np.concatenate
+    and ended in a ValueError traceback.
+    """
+    import numpy as np
+
+    from vaekit import load_dataset
+
+    ds = load_dataset("digits")
+    np.savez(tmp_path / "t.npz", x=ds.x_train[:200], y=ds.y_train[:200], x_test=ds.x_test[:50])
+    out = tmp_path / "c"
+    tiny = ("--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2", "--n-clusters", "3")
+    assert_ok(fast_cli("cluster", tmp_path / "t.npz", *tiny, "--out", out, "-q"))
+    assert "acc" in json.loads((out / "metrics.json").read_text())
+    assert_ok(fast_cli("report", out))

@@ -143,3 +143,12 @@ def test_a_folder_spelled_unlike_a_builtin_name_is_read_as_a_folder(
         builtin = load_dataset("digits")  # the exact name: the built-in, with a warning
     assert len(builtin.x_train) + len(builtin.x_test) == 1797
     assert len(load_dataset("./digits").x_train) + len(load_dataset("./digits").x_test) == 12
+
+
+def test_all_labels_fills_a_part_without_labels() -> None:
+    x = np.zeros((4, 1, 2, 2), np.uint8)
+    ds = Dataset("t", x_train=x, y_train=np.array([0, 1, 1, 0]), x_test=x[:2], y_test=None,
+                 classes=("a", "b"))  # fmt: skip
+    np.testing.assert_array_equal(ds.all_labels(), [0, 1, 1, 0, -1, -1])
+    unlabeled = Dataset("u", x_train=x, y_train=None, x_test=x[:2], y_test=None, classes=())
+    assert unlabeled.all_labels() is None

@@ -107,6 +107,19 @@ class Dataset:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
 
+    def all_labels(self) -> np.ndarray | None:
+        """Training then test labels as one array (``-1`` for a part without labels).
+
+        ``None`` when neither part has labels. A part may lack them while the other has
+        them (an ``.npz`` with ``y`` but no ``y_test``).
+        """
+        if self.y_train is None and self.y_test is None:
+            return None
+        parts = zip((self.y_train, self.y_test), (self.x_train, self.x_test), strict=True)
+        return np.concatenate(
+            [np.full(len(x), UNLABELED, dtype=np.int64) if y is None else y for y, x in parts]
+        )
+
     def summary(self) -> dict[str, Any]:
         """Describe the dataset in a JSON-serialisable dictionary.
 
