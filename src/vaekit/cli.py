@@ -505,8 +505,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load_data(args.data, args, params.get("random_state") or 0)
         from vaekit import estimators
 
-        kinds = {name for name, _ in MODELS.values()}
-        name = config.get("estimator") if config.get("estimator") in kinds else "VAE"
+        name = config.get("estimator")
+        if name not in {kind for kind, _ in MODELS.values()}:
+            raise CheckpointError(
+                f"'{out / CONFIG_FILE}' names estimator {name!r}, which vaekit train does "
+                "not make; it was modified — start a new run without --resume"
+            )
         est = _estimator_from(getattr(estimators, name), params, out)
     else:
         out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
