@@ -432,13 +432,15 @@ def _samples_figure(run: RunData, seed: int) -> FigureItem:
     rows = np.stack(
         [est.sample(SAMPLES_PER_CLUSTER, cluster=c, random_state=seed + c) for c in range(k)]
     )
-    source = (
-        "the cluster's component of the learned mixture prior"
-        if getattr(est, "method", None) == "vade"
-        else "the cluster's Gaussian in latent space"
-        if getattr(est, "method", None) == "gmm"
-        else "around the cluster's centre in latent space"
-    )
+    method = est._fitted("method")
+    if method == "vade":
+        source = "the cluster's component of the learned mixture prior"
+    elif est._uses_manifold():
+        source = "a Gaussian fitted to the cluster's members in latent space"
+    elif method == "gmm":
+        source = "the cluster's Gaussian in latent space"
+    else:
+        source = "around the cluster's centre in latent space"
     return FigureItem(
         "samples",
         "Samples per cluster",

@@ -590,8 +590,9 @@ class VAEClustering(ClusterMixin, VAE):
     ) -> np.ndarray:
         """Generate images; with ``cluster``, from that cluster.
 
-        VaDE samples its mixture prior; the other methods sample the cluster's Gaussian
-        in latent space (GMM) or perturb its centre (k-means) and decode.
+        VaDE samples its mixture prior. With a manifold step (the default), the latents
+        are drawn from a Gaussian fitted to the cluster's members in latent space; without
+        one, from the cluster's GMM component, or around its k-means centre; then decoded.
         """
         check_is_fitted(self, "n_clusters_")
         n_samples = check_n_samples(n_samples)
