@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -429,3 +430,19 @@ def test_samples_per_class_says_when_classes_are_left_out() -> None:
 )
 def test_numbers_read_honestly(value: float, text: str) -> None:
     assert report._fmt(value) == text
+
+
+def test_an_edited_history_leaves_out_the_curves_with_a_warning(vae_run, digits, tmp_path):
+    """history.csv is a by-product: load and the report both go on without it.
+
+    Before, load failed on it with a traceback, then (once load warned) the report still
+    stopped with an error: two readers of the same file with opposite policies.
+    """
+    run = tmp_path / "run"
+    shutil.copytree(vae_run, run)
+    with open(run / "history.csv", "a", encoding="utf-8") as f:
+        f.write("1,abc,2\n")
+    with pytest.warns(UserWarning, match="history.csv"):
+        data = load_run(run, VAE, digits)
+    written = report.write_report(run / "report.html", [data])
+    assert run / "report-training-curves.png" not in written and written[-1].is_file()

@@ -19,6 +19,7 @@ Loading uses ``safetensors`` and ``json`` only: nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -109,6 +110,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(
         path, text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
     )
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Read a ``history.csv`` (one row of numbers per epoch); ``[]`` when there is none.
+
+    Raises
+    ------
+    CheckpointError
+        If the file holds something other than a table of numbers (edited by hand).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (ValueError, TypeError, csv.Error, OSError) as exc:
+        raise CheckpointError(
+            f"'{path}' is not a table of numbers ({type(exc).__name__}); it was edited"
+        ) from None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -30,6 +30,7 @@ import html
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 
 from vaekit import plots
 from vaekit._version import __version__
-from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text
+from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text, read_history
 from vaekit.data.prepared import all_images
 from vaekit.errors import CheckpointError, DataError
 
@@ -283,13 +284,12 @@ def _is_k_selection(value: Any) -> bool:
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
+    """Read the run's history; ``[]`` (no training curves) and a warning if it was edited."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"'{path}' is not a history of numbers ({exc})") from None
+        return read_history(path)
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; the report leaves out the training curves", stacklevel=2)
+        return []
 
 
 def _read_assignments(path: Path, column: str) -> dict[str, np.ndarray]:

@@ -420,22 +420,13 @@ class BaseVAEEstimator(BaseEstimator):
                 f"'{path}' is inconsistent ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "it was modified or is incomplete — retrain the run"
             ) from None
-        hist = Path(path) / checkpoint.HISTORY_FILE
-        if hist.exists():
-            import csv
-
-            try:
-                with open(hist, newline="", encoding="utf-8") as f:
-                    rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-            except (ValueError, TypeError, csv.Error, OSError) as exc:  # edited by hand
-                warnings.warn(
-                    f"'{hist}' is unreadable ({type(exc).__name__}); the model loads without "
-                    "its training history",
-                    stacklevel=2,
-                )
-                rows = []
-            if len(rows) == est.n_epochs_:  # else a history of something else saved there
-                est.history_ = rows
+        try:
+            rows = checkpoint.read_history(Path(path) / checkpoint.HISTORY_FILE)
+        except CheckpointError as exc:  # a by-product of training: the model loads without it
+            warnings.warn(f"{exc}; the model loads without its training history", stacklevel=2)
+            rows = []
+        if len(rows) == est.n_epochs_:  # else a history of something else saved there
+            est.history_ = rows
         return est
 
 
