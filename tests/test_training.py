@@ -150,11 +150,27 @@ def test_resume_with_a_tampered_optimiser_state_is_refused(x, tmp_path, tamper):
         train(model(), [x], cfg(max_epochs=2), run_dir=tmp_path, resume=True)
 
 
-def test_invalid_config():
-    with pytest.raises(ConfigError, match="batch_size"):
-        TrainConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="validation_fraction"):
-        TrainConfig(validation_fraction=1.0)
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+        ("validation_fraction", 1.0, "validation_fraction must be a number in [0, 1)"),
+        ("validation_fraction", "a", "got 'a'"),  # was a ValueError from float('a')
+        ("kl_warmup_epochs", 2.5, "kl_warmup_epochs must be an integer"),  # was cut to 2
+        ("kl_warmup_epochs", -1, "an integer >= 0 (0: no warm-up)"),  # was 'invalid ...'
+        ("max_epochs", True, "max_epochs must be an integer"),
+        ("lr_schedule", "step", "'cosine' or 'constant'"),
+    ],
+)
+def test_invalid_config_says_what_it_must_be(field, value, says):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**{field: value})
+    assert says in str(info.value)
+
+
+def test_config_takes_numpy_scalars_as_plain_numbers():
+    cfg = TrainConfig(max_epochs=np.int64(3), validation_fraction=np.float32(0.25))
+    assert type(cfg.max_epochs) is int and type(cfg.validation_fraction) is float
 
 
 def _finished_run(tmp_path):

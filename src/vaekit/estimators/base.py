@@ -118,13 +118,14 @@ class BaseVAEEstimator(BaseEstimator):
 
     def _train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
-            batch_size=int(self.batch_size),
-            max_epochs=int(self.max_epochs),
-            learning_rate=float(self.learning_rate),
+            # As given: TrainConfig checks them (2.5 epochs is refused, not rounded down).
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            learning_rate=self.learning_rate,
             lr_schedule=self.lr_schedule,
-            kl_warmup_epochs=int(self.kl_warmup_epochs),
-            validation_fraction=float(self.validation_fraction),
-            patience=int(self.patience),
+            kl_warmup_epochs=self.kl_warmup_epochs,
+            validation_fraction=self.validation_fraction,
+            patience=self.patience,
             random_state=seed,
             device=self.device,
             verbose=int(self.verbose),

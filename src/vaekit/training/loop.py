@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -56,6 +57,8 @@ VALIDATION_BYTES = 4 * 2**20
 #: On CUDA the data are copied to the device up front when they take at most this share of
 #: the free device memory; otherwise each batch is copied from host memory.
 DEVICE_DATA_SHARE = 0.25
+#: Learning-rate schedules of ``TrainConfig.lr_schedule``.
+LR_SCHEDULES = ("cosine", "constant")
 #: TrainConfig fields that may change between a run and its resume: how it is shown, and
 #: where and how fast it runs (a GPU run may go on on a CPU, not bit for bit).
 RESUMABLE_CHANGES = frozenset({"verbose", "compile", "device"})
@@ -111,18 +114,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         fastpath.check_fast_path(self.precision, self.compile)
-        checks = {
-            "batch_size": self.batch_size >= 1,
-            "max_epochs": self.max_epochs >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "kl_warmup_epochs": self.kl_warmup_epochs >= 0,
-            "validation_fraction": 0 <= self.validation_fraction < 1,
-            "patience": self.patience >= 1,
-            "lr_schedule": self.lr_schedule in ("cosine", "constant"),
+        integer, number = (numbers.Integral,), (numbers.Real,)
+        checks = {  # name: (types, holds for a value of those types, what it must be)
+            "batch_size": (integer, lambda v: v >= 1, "an integer >= 1"),
+            "max_epochs": (integer, lambda v: v >= 1, "an integer >= 1"),
+            "learning_rate": (number, lambda v: v > 0, "a number > 0"),
+            "kl_warmup_epochs": (integer, lambda v: v >= 0, "an integer >= 0 (0: no warm-up)"),
+            "validation_fraction": (
+                number,
+                lambda v: 0 <= v < 1,
+                "a number in [0, 1) (0: no validation split)",
+            ),
+            "patience": (integer, lambda v: v >= 1, "an integer >= 1"),
+            "lr_schedule": ((str,), lambda v: v in LR_SCHEDULES, "'cosine' or 'constant'"),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid {name}={getattr(self, name)!r}")
+        for name, (types, holds, want) in checks.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, types) or not holds(v):
+                raise ConfigError(f"{name} must be {want}, got {v!r}")
+            if types is integer or types is number:  # NumPy scalars too; saved as JSON
+                setattr(self, name, int(v) if types is integer else float(v))
 
 
 @dataclass
