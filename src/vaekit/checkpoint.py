@@ -170,11 +170,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, header.get("__metadata__", {}) or {}
 
 
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: ``(tensors, metadata)``. Raises ``CheckpointError``."""
-    return _read_safetensors(Path(path))
-
-
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -912,7 +912,6 @@ def write_report(
     *,
     latent_method: str = "pca",
     max_points: int = MAX_POINTS,
-    on_figure: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write ``out`` (``report.html``) and each figure as a PNG beside it.
 
@@ -928,8 +927,6 @@ def write_report(
         Projection of the latent maps.
     max_points : int, default=3000
         Images in a latent map at most.
-    on_figure : callable, optional
-        Called with each PNG path after it is written (progress messages).
 
     Returns
     -------
@@ -955,8 +952,6 @@ def write_report(
             png = out.with_name(f"{prefix}{item.name}.png")
             pngs[item.name] = plots.save_figure(item.figure, png)
             written.append(png)
-            if on_figure is not None:
-                on_figure(str(png))
         sections.append((run, f"run-{_run_name(run)}", items, pngs))
     if len(runs) == 1:
         title = _run_name(runs[0])

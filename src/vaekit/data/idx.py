@@ -28,7 +28,6 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes read from a file at a time, so a lying header cannot make us allocate gigabytes.
 CHUNK_BYTES = 1 << 24

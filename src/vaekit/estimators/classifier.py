@@ -523,7 +523,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         with torch.no_grad():
             z = self.module_.prior_sample(n_samples, generator=gen)
             onehot = torch.nn.functional.one_hot(cls.long(), k).float()
-            out = mean_from_output(self._fitted("likelihood"), self.module_.decode(z, onehot))
+            out = mean_from_output(self.module_.decode(z, onehot))
         return out.cpu().numpy()
 
     def score_samples(self, X: Any) -> np.ndarray:

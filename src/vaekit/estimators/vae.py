@@ -193,17 +193,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
             raise ValueError(
                 f"expected latents of shape (N, {self.module_.latent_dim}), got {tuple(z.shape)}"
             )
-        return self._batched(
-            z, lambda zb: mean_from_output(self._fitted("likelihood"), self.module_.decode(zb))
-        )
+        return self._batched(z, lambda zb: mean_from_output(self.module_.decode(zb)))
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Decode the posterior means of ``X``: pixel means in [0, 1], same shape as a sample."""
         x = self._check_input(X)
         m = self.module_
-        return self._batched(
-            x, lambda xb: mean_from_output(self._fitted("likelihood"), m.decode(m.encode(xb).mean))
-        )
+        return self._batched(x, lambda xb: mean_from_output(m.decode(m.encode(xb).mean)))
 
     def sample(self, n_samples: int = 1, *, random_state: Any = None) -> np.ndarray:
         """Generate ``n_samples`` images (pixel means of ``p(x|z)``, ``z`` from the prior).

@@ -7,7 +7,6 @@ import math
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +14,6 @@ from torch import nn
 
 from vaekit.errors import ConfigError
 
-Likelihood = Literal["bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -119,7 +117,7 @@ def negative_log_likelihood(
     return nll.sum(dim=1)
 
 
-def mean_from_output(likelihood: str, out: torch.Tensor) -> torch.Tensor:
+def mean_from_output(out: torch.Tensor) -> torch.Tensor:
     """Pixel means in [0, 1] from decoder outputs (both likelihoods use a sigmoid link)."""
     return torch.sigmoid(out)
 

@@ -123,9 +123,3 @@ def all_gather_same_shape(t: torch.Tensor) -> list[torch.Tensor]:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return out
-
-
-def barrier() -> None:
-    """Wait until every rank gets here (no-op for one process)."""
-    if is_distributed():
-        dist.barrier()
