@@ -31,6 +31,7 @@ import json
 import numpy as np
 
 import _common
+from vaekit.data.dataset import draw_labels
 
 _common.use_checkout()
 
@@ -50,19 +51,6 @@ def _parse_setting(text: str) -> tuple[str, object]:
         return name, json.loads(value)
     except json.JSONDecodeError:
         return name, value
-
-
-def draw_labels(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """Keep ``n`` labels, ``n // K`` per class drawn with ``seed`` (all when ``n`` is None)."""
-    if n is None:
-        return y.copy()
-    classes = np.unique(y)
-    rng = np.random.default_rng(seed)
-    out = np.full_like(y, -1)
-    for c in classes:
-        idx = np.flatnonzero(y == c)
-        out[rng.choice(idx, n // len(classes), replace=False)] = c
-    return out
 
 
 def main() -> None:

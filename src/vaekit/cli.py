@@ -799,7 +799,8 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
     ``unlabeled/`` folder stay unlabeled). With it, ``n_labels // K`` images per class (the
     first ``n_labels % K`` classes get one more) are drawn with ``seed``; the rest become -1.
     """
-    import numpy as np
+    from vaekit.data.dataset import draw_labels
+    from vaekit.errors import ConfigError
 
     y = ds.y_train
     if y is None or not (y >= 0).any():
@@ -807,27 +808,10 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
             f"{ds.name!r} has no labeled training images; classification needs labels "
             "(class sub-folders, IDX/npz labels)"
         )
-    if n_labels is None:
-        return y.copy()
-    present = np.unique(y[y >= 0])
-    if n_labels < len(present):
-        raise VaekitError(
-            f"--labels {n_labels} is fewer than the {len(present)} classes; pass at least "
-            f"{len(present)}"
-        )
-    base, extra = divmod(n_labels, len(present))
-    rng = np.random.default_rng(seed)
-    out = np.full_like(y, -1)
-    for j, c in enumerate(present):
-        idx = np.flatnonzero(y == c)
-        want = base + (1 if j < extra else 0)
-        if want > len(idx):
-            raise VaekitError(
-                f"--labels {n_labels} needs {want} labeled images of class "
-                f"{ds.classes[c]!r} but the training split has {len(idx)}; lower --labels"
-            )
-        out[rng.choice(idx, want, replace=False)] = c
-    return out
+    try:
+        return draw_labels(y, n_labels, seed, ds.classes)
+    except ConfigError as exc:
+        raise VaekitError(f"--labels {n_labels}: {exc}") from None
 
 
 def _labels_by_run_classes(ds: Any, run_classes: Sequence[str] | None, spec: str, run: str):

@@ -152,3 +152,20 @@ def test_all_labels_fills_a_part_without_labels() -> None:
     np.testing.assert_array_equal(ds.all_labels(), [0, 1, 1, 0, -1, -1])
     unlabeled = Dataset("u", x_train=x, y_train=None, x_test=x[:2], y_test=None, classes=())
     assert unlabeled.all_labels() is None
+
+
+def test_draw_labels_spreads_the_remainder_and_explains_shortfalls() -> None:
+    """One function draws the labels for vaekit classify and bench/classification.py."""
+    from vaekit.data.dataset import draw_labels
+    from vaekit.errors import ConfigError
+
+    y = np.repeat(np.arange(4), 10)
+    kept = draw_labels(y, 10, seed=0)
+    assert np.bincount(kept[kept >= 0], minlength=4).tolist() == [3, 3, 2, 2]
+    assert (kept[kept >= 0] == y[kept >= 0]).all()
+    np.testing.assert_array_equal(draw_labels(y, 10, seed=0), kept)  # seeded
+    assert np.array_equal(draw_labels(y, None, seed=0), y)
+    with pytest.raises(ConfigError, match="fewer than the 4 classes"):
+        draw_labels(y, 3, seed=0)
+    with pytest.raises(ConfigError, match="11 labeled images of class 'a'"):
+        draw_labels(y, 44, seed=0, classes=("a", "b", "c", "d"))

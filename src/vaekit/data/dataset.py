@@ -140,6 +140,45 @@ class Dataset:
         }
 
 
+def draw_labels(
+    y: np.ndarray, n_labels: int | None, seed: int, classes: tuple[str, ...] = ()
+) -> np.ndarray:
+    """Keep ``n_labels`` of the labels ``y``, as evenly over the classes as they go.
+
+    ``n_labels // K`` images of each of the ``K`` classes present (the first
+    ``n_labels % K`` classes one more) are drawn with ``seed``; every other label becomes
+    ``-1`` (unlabeled). ``None`` keeps every label. ``classes`` names the classes in errors.
+    The benchmarks and ``vaekit classify --labels N`` draw with this one function.
+
+    Raises
+    ------
+    ConfigError
+        If ``n_labels`` is fewer than the classes or a class has too few labeled images.
+    """
+    if n_labels is None:
+        return y.copy()
+    present = np.unique(y[y >= 0])
+    if n_labels < len(present):
+        raise ConfigError(
+            f"{n_labels} labels are fewer than the {len(present)} classes; ask for at least "
+            f"{len(present)}"
+        )
+    base, extra = divmod(n_labels, len(present))
+    rng = np.random.default_rng(seed)
+    out = np.full_like(y, UNLABELED)
+    for j, c in enumerate(present):
+        idx = np.flatnonzero(y == c)
+        want = base + (1 if j < extra else 0)
+        if want > len(idx):
+            name = classes[c] if c < len(classes) else c
+            raise ConfigError(
+                f"{n_labels} labels need {want} labeled images of class {name!r} but there "
+                f"are {len(idx)}; ask for fewer labels"
+            )
+        out[rng.choice(idx, want, replace=False)] = c
+    return out
+
+
 def check_split_args(test_fraction: float, random_state: int) -> None:
     """Reject a test fraction outside (0, 1) or a non-integer seed.
 
