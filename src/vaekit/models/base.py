@@ -145,8 +145,13 @@ class GenerativeModel(nn.Module):
         """Map latents ``(B, latent_dim)`` to decoder outputs (logits) ``(B, *shape)``."""
         raise NotImplementedError
 
-    def loss(self, x: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:  # pragma: no cover
-        """Negative ELBO of a batch; ``kl_weight`` scales the KL term (warm-up)."""
+    def loss(self, *batch: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:  # pragma: no cover
+        """Negative ELBO of a batch; ``kl_weight`` scales the KL term (warm-up).
+
+        ``batch`` holds one row-aligned tensor per array the model was trained on: the
+        images, and for M2 also their labels and propagated targets. The training loop calls
+        ``model.loss(*batch, kl_weight=w)``.
+        """
         raise NotImplementedError
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

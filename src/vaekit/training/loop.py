@@ -309,12 +309,7 @@ class _Loop:
             # (six lines, on every rank) that this "may impair performance". It does not.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         else:
-            model = self.model
-
-            def fn(*batch: torch.Tensor, kl_weight: float) -> tuple[Any, ...]:
-                out = model.loss(*batch, kl_weight=kl_weight)
-                return out.total, out.reconstruction, out.kl, out.extras
-
+            fn = _LossForward(self.model).forward  # the bound method: no module-call hooks
         return fastpath.maybe_compile(fn, fastpath.resolve_compile(self.cfg.compile))
 
     def _has_unused_parameters(self) -> bool:
