@@ -303,3 +303,40 @@ def test_prepare_of_a_npy_matches_load_dataset(tmp_path: Path) -> None:
         got = load_dataset(tmp_path / f"p{i}.npy")
         np.testing.assert_array_equal(got.x_train, want.x_train)
         np.testing.assert_array_equal(got.x_test, want.x_test)
+
+
+@pytest.mark.parametrize("bad_block", ["first", "last"])
+def test_prepare_skip_bad_survives_a_block_of_only_unreadable_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_block: str
+) -> None:
+    """As load_dataset: fail only when no image of the folder reads; warn once, in total."""
+    import warnings
+
+    from vaekit.data import prepared
+
+    monkeypatch.setattr(prepared, "PREPARE_BLOCK", 4)
+    src = tmp_path / "flat"
+    src.mkdir()
+    for i in range(8):
+        Image.new("L", (3, 3), i).save(src / f"{i}.png")
+    # Rows are in split order, so the files of the first (or last) block are those rows.
+    order = prepare(src, tmp_path / "all.npy")["paths"]
+    bad = order[:4] if bad_block == "first" else order[4:]
+    bad.append(order[5] if bad_block == "first" else order[0])  # and one more elsewhere
+    for path in bad:
+        Path(path).write_bytes(b"not a png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = prepare(src, tmp_path / "p.npy", skip_bad=True)
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        f"skipped 5 unreadable image(s) in {str(src)!r}"
+    ]
+    assert caught[0].filename == __file__
+    assert sorted(meta["paths"]) == sorted(set(order) - set(bad))
+    with pytest.warns(UserWarning, match="skipped 5"):
+        direct = load_dataset(src, skip_bad=True)
+    assert load_dataset(tmp_path / "p.npy").image_shape == direct.image_shape == (1, 3, 3)
+    for path in order:
+        Path(path).write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"none of the 8 images in .* can be read"):
+        prepare(src, tmp_path / "p.npy", skip_bad=True)

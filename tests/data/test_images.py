@@ -272,3 +272,129 @@ def test_links_up_the_tree_or_to_another_class_are_not_followed(tmp_path: Path) 
     (data / "a" / "b-too").symlink_to(data / "b")  # a sibling class
     listing = images.list_image_folder(data, str(data))[0]
     assert Counter(listing.names) == {"a": 4, "b": 4}
+
+
+@pytest.mark.parametrize("train", ["train", "Train"])
+def test_a_class_named_train_is_a_class(tmp_path: Path, save_image, train: str) -> None:
+    for i, cls in enumerate(("bus", "car", train)):
+        for j in range(2):
+            save_image(tmp_path / cls / f"{j}.png", seed=2 * i + j)
+    save_image(tmp_path / "unlabeled" / "u.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert ds.classes == tuple(sorted(("bus", "car", train))) and not ds.official_split
+    y = np.concatenate([ds.y_train, ds.y_test])
+    assert sorted(y.tolist()) == [-1, 0, 0, 1, 1, 2, 2]
+
+
+def test_train_beside_unlabeled_images_stays_a_split(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path / "train", save_image, n=2, gray_only=True)
+    save_image(tmp_path / "unlabeled" / "u.png")
+    with pytest.warns(UserWarning, match=r"ignored: unlabeled/"):
+        ds = load_dataset(tmp_path)
+    assert ds.classes == ("cat", "dog")
+
+
+def _rgba(under: tuple[int, int, int]) -> Image.Image:
+    """A 4x4 RGBA image: transparent left half over ``under``, half-transparent black, red."""
+    a = np.zeros((4, 4, 4), dtype=np.uint8)
+    a[:, :2] = (*under, 0)
+    a[:, 2] = (0, 0, 0, 128)
+    a[:, 3] = (255, 0, 0, 255)
+    return Image.fromarray(a, "RGBA")
+
+
+def test_transparent_pixels_are_composited_over_white(tmp_path: Path) -> None:
+    _rgba((0, 0, 0)).save(tmp_path / "black_under.png")
+    _rgba((0, 255, 0)).save(tmp_path / "green_under.png")
+    ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert ds.image_shape == (3, 4, 4)
+    first, second = np.concatenate([ds.x_train, ds.x_test])
+    np.testing.assert_array_equal(first, second)
+    assert (first[:, :, :2] == 255).all()
+    assert np.abs(first[:, :, 2].astype(int) - 127).max() <= 1  # blends: 255 * (1 - 128/255)
+    assert first[:, :, 3].tolist() == [[255] * 4, [0] * 4, [0] * 4]
+    # Palette transparency (GIF, PNG) and gray + alpha too.
+    p = Image.new("P", (4, 4), 0)
+    p.putpalette([255, 0, 255, 10, 10, 10])
+    p.paste(1, (2, 0, 4, 4))
+    p.save(tmp_path / "t.gif", transparency=0)
+    la = np.zeros((4, 4, 2), dtype=np.uint8)
+    la[:, 2:] = (10, 255)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    for name in ("t.gif", "la.png"):
+        x = images._decode(str(tmp_path / name), None, "auto")
+        assert isinstance(x, np.ndarray) and x.shape == (4, 4)
+        assert (x[:, :2] == 255).all() and (x[:, 2:] == 10).all()
+
+
+def test_gray_palettes_and_gray_rgba_are_one_channel(tmp_path: Path) -> None:
+    gray = np.tile(np.arange(0, 240, 16, dtype=np.uint8), (4, 1))
+    Image.fromarray(gray).save(tmp_path / "gray.gif")  # mode P, an all-gray palette
+    # Gray colours picked from a colour palette: gray all the same.
+    p = Image.new("P", (15, 4), 1)
+    p.putpalette([255, 0, 0, 90, 90, 90])
+    p.save(tmp_path / "p.png")
+    # Pillow reads 16-bit gray + alpha PNGs as RGBA with R == G == B.
+    rgba = np.stack([gray, gray, gray, np.full_like(gray, 255)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    ds = load_dataset(tmp_path, image_size=(4, 15))
+    assert ds.image_shape == (1, 4, 15)
+    p.putpalette([255, 0, 0, 90, 90, 91])
+    p.save(tmp_path / "p.png")
+    assert load_dataset(tmp_path, image_size=(4, 15)).image_shape == (3, 4, 15)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_scaling_is_exact_and_narrow(tmp_path: Path, mode: str) -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (256, 256)).astype(np.uint16 if mode == "I;16" else np.int32)
+    wide[0, :2] = (0, 65535)
+    im = Image.fromarray(wide)
+    assert im.mode == mode
+    tracemalloc.start()
+    out = np.asarray(images._to_mode(im, "auto"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # The formula of vaekit 0.x, in int64.
+    expected = (wide.astype(np.int64) * 255 + 65535 // 2) // 65535
+    np.testing.assert_array_equal(out, expected.astype(np.uint8))
+    assert peak < 12 * wide.size  # bytes of numpy arrays; int64 arithmetic took 17 a pixel
+
+
+def test_nas_thumbnail_and_macos_folders_are_skipped(tmp_path: Path, save_image) -> None:
+    _labeled(tmp_path, save_image, n=2, gray_only=True)
+    save_image(tmp_path / "cat" / "@eaDir" / "c0.png" / "SYNOFILE_THUMB_M.jpg", "RGB")
+    save_image(tmp_path / "@eaDir" / "cat" / "SYNOFILE_THUMB_S.jpg", "RGB")
+    save_image(tmp_path / "__MACOSX" / "cat" / "c0.png")
+    ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert ds.classes == ("cat", "dog") and ds.image_shape == (1, 5, 6)
+    assert not any("@eaDir" in p or "MACOSX" in p for p in ds.paths_train + ds.paths_test)
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path, monkeypatch) -> None:
+    from PIL import JpegImagePlugin
+
+    yy, xx = np.mgrid[0:320, 0:400]
+    smooth = np.stack([xx * 255 // 400, yy * 255 // 320, (xx + yy) * 255 // 720], axis=-1)
+    noise = np.random.default_rng(0).integers(-20, 21, smooth.shape)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
+    drafted = []  # what each draft call returned: (mode, box of the original it covers)
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(im, mode, size):
+        drafted.append(real_draft(im, mode, size))
+        return drafted[-1]
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    x = images._decode(str(path), (30, 45), "auto")
+    assert drafted[0] is not None and drafted[0][1][2:] == (100, 80)  # 1/4 scale
+    with Image.open(path) as im:
+        full = np.asarray(im.resize((45, 30), Image.Resampling.LANCZOS))
+    assert isinstance(x, np.ndarray) and x.shape == full.shape
+    diff = np.abs(x.astype(int) - full)
+    assert diff.mean() < 1 and diff.max() <= 4  # the same picture

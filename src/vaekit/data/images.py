@@ -3,12 +3,14 @@
 Layouts, checked in this order:
 
 - ``train/`` and optionally ``test/`` sub-folders: each is read by the rules below; without
-  ``test/`` the caller makes a seeded split of ``train/``.
+  ``test/`` the caller makes a seeded split of ``train/``. Without ``test/``, a ``train/``
+  beside folders that hold images directly is a class like them (bus/, car/, train/).
 - class sub-folders: the sub-folder name is the class; images in deeper folders count for
   the class they sit in. A sub-folder named ``unlabeled/`` holds images without a class.
 - images directly in the folder: one unlabeled collection.
 
-Hidden files and folders (name starting with ``.``) and files that are not images are ignored.
+Hidden files and folders (name starting with ``.``), the thumbnail and resource folders
+other systems add (``SKIPPED_DIRS``) and files that are not images are ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from vaekit.data.arrays import Color, resample_filter, thread_count
 from vaekit.data.dataset import UNLABELED
@@ -32,10 +34,20 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 MAX_IMAGE_PIXELS = 64_000_000
 #: Pillow modes that hold one gray channel (``color="auto"`` keeps these grayscale).
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+#: Pillow modes with an alpha channel; ``_flatten`` composites them over ``BACKGROUND``.
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+#: Colour modes whose pixels may all be gray (``color="auto"`` looks): palettes (every
+#: grayscale GIF) and RGBA (Pillow reads 16-bit gray+alpha PNGs as RGBA).
+MAYBE_GRAY_MODES = frozenset({"P", "PA", "RGBA", "RGBa"})
+#: Transparent pixels show white, as under an image on a web page.
+BACKGROUND = (255, 255, 255)
 #: Integer modes whose values run to 65535 (16-bit PNG/TIFF); scaled down to 0..255.
 WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 WIDE_INT_MAX = 65535
 UNLABELED_DIR = "unlabeled"
+#: Folders that hold no images of the dataset: Synology NAS thumbnails (``cat/@eaDir/
+#: x.jpg/SYNOFILE_THUMB_M.jpg``) and macOS resource forks in zip files.
+SKIPPED_DIRS = frozenset({"@eaDir", "__MACOSX"})
 TRAIN_DIR, TEST_DIR = "train", "test"
 #: Warnings point at the caller of ``load_dataset``, four frames up from where they are made.
 STACKLEVEL = 5
@@ -50,6 +62,10 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
+def _is_skipped_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIPPED_DIRS
+
+
 def _join_rel(rel_folder: str, name: str) -> str:
     """Path relative to the loaded root, ``/``-separated; the root itself is ``"."``."""
     return name if rel_folder == "." else f"{rel_folder}/{name}"
@@ -62,7 +78,7 @@ def _join_rel(rel_folder: str, name: str) -> str:
 def _images_below(
     folder: str, rel_folder: str, others: frozenset[str] = frozenset()
 ) -> list[tuple[str, str]]:
-    """``(path, relative path)`` of every image under ``folder``, hidden folders pruned.
+    """``(path, relative path)`` of every image under ``folder``, skipped folders pruned.
 
     Linked folders are followed, as the top-level class folders are; one already listed
     (a second link to the same folder), one that holds ``folder`` (a link back up) and the
@@ -75,7 +91,7 @@ def _images_below(
         kept = []
         for d in sorted(dirnames):  # sorted: which link to a folder is kept never varies
             real = os.path.realpath(os.path.join(dirpath, d))
-            if d.startswith(".") or real in seen or os.path.commonpath([real, top]) == real:
+            if _is_skipped_dir(d) or real in seen or os.path.commonpath([real, top]) == real:
                 continue
             seen.add(real)
             kept.append(d)
@@ -92,7 +108,7 @@ def _images_below(
 
 def _visible_dirs(folder: str) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+        return sorted(e.name for e in it if e.is_dir() and not _is_skipped_dir(e.name))
 
 
 def _loose_images(folder: str) -> list[str]:
@@ -145,6 +161,20 @@ def _list_split(folder: str, rel_folder: str, shown: str) -> ImageListing:
     return listing
 
 
+def _is_split_layout(top: str, dirs: dict[str, str]) -> bool:
+    """Whether ``train/`` (and ``test/``) are splits rather than classes (bus/, car/, train/).
+
+    ``dirs`` maps the lower-cased names of the sub-folders of ``top`` to their names. A
+    ``train/`` is a split when ``test/`` sits beside it, or when no other sub-folder but
+    ``unlabeled/`` holds images directly, as class folders do (so ``val/cat/...`` beside
+    ``train/`` leaves it a split).
+    """
+    if TRAIN_DIR not in dirs:
+        return False
+    others = [d for key, d in dirs.items() if key not in (TRAIN_DIR, UNLABELED_DIR)]
+    return TEST_DIR in dirs or not any(_loose_images(os.path.join(top, d)) for d in others)
+
+
 def list_image_folder(root: Path, shown: str) -> tuple[ImageListing, ImageListing | None]:
     """Find the images of a folder and their classes.
 
@@ -167,7 +197,7 @@ def list_image_folder(root: Path, shown: str) -> tuple[ImageListing, ImageListin
     """
     top = str(root)
     dirs = {d.lower(): d for d in _visible_dirs(top)}
-    if TRAIN_DIR in dirs:
+    if _is_split_layout(top, dirs):
         split_dirs = [dirs[TRAIN_DIR]] + ([dirs[TEST_DIR]] if TEST_DIR in dirs else [])
         ignored = [
             d + "/"
@@ -204,18 +234,49 @@ class _Bad:
     reason: str
 
 
+def _flatten(im: Image.Image) -> Image.Image:
+    """Composite a transparent image over ``BACKGROUND`` (half-transparent pixels blend).
+
+    Otherwise the colour stored under transparent pixels, which no viewer shows, would
+    decide the pixels. Images without transparency are returned as they are.
+    """
+    if im.mode not in ALPHA_MODES and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")  # palette and single-colour (tRNS) transparency become alpha
+    out = Image.new("RGB", im.size, BACKGROUND)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
+def _all_gray(im: Image.Image) -> bool:
+    """Whether every pixel of a ``P`` or ``RGB`` image has R == G == B."""
+    if im.mode == "P":
+        palette = im.getpalette() or []
+        if palette[0::3] == palette[1::3] == palette[2::3]:  # no need to look at the pixels
+            return True
+        im = im.convert("RGB")
+    # Pillow's RGB -> L weights sum to exactly 1, so gray pixels survive the round trip.
+    return ImageChops.difference(im, im.convert("L").convert("RGB")).getbbox() is None
+
+
 def _to_mode(im: Image.Image, color: Color) -> Image.Image:
     """Convert a decoded image to mode ``L`` or ``RGB``."""
     if im.mode in WIDE_INT_MODES:
-        # Pillow's convert("L") clips 16-bit values at 255; scale 0..65535 to 0..255 instead.
-        # 32-bit integer images (mode "I") can hold more: refused, not silently clipped.
-        wide = np.asarray(im, dtype=np.int64)
+        # Pillow's convert("L") clips 16-bit values at 255; scale 0..65535 to 0..255 instead,
+        # rounding, in uint32 (65535 * 255 fits) and in place to keep memory near 4 bytes a
+        # pixel. 32-bit integer images (mode "I") can hold more: refused, not clipped.
+        wide = np.asarray(im)
         if wide.size and (wide.min() < 0 or wide.max() > WIDE_INT_MAX):
             raise ValueError(
                 "integer pixels must lie in 0..65535 (8 or 16 bits); rescale it and save it "
                 "as 8 or 16 bits"
             )
-        im = Image.fromarray(((wide * 255 + WIDE_INT_MAX // 2) // WIDE_INT_MAX).astype(np.uint8))
+        scaled = wide.astype(np.uint32)
+        del wide
+        scaled *= 255
+        scaled += WIDE_INT_MAX // 2
+        scaled //= WIDE_INT_MAX
+        im = Image.fromarray(scaled.astype(np.uint8))
     if im.mode == "F":
         # Float images follow vaekit's array convention, [0, 1]; Pillow's convert("L") would
         # clip them to 0 and 1 out of 255.
@@ -223,12 +284,15 @@ def _to_mode(im: Image.Image, color: Color) -> Image.Image:
         if not (np.isfinite(a).all() and 0.0 <= a.min() and a.max() <= 1.0):
             raise ValueError("float pixels must lie in [0, 1]; save it as 8-bit or scale it")
         im = Image.fromarray(np.rint(a * 255).astype(np.uint8))
-    if color == "auto":
-        target = "L" if im.mode in GRAY_MODES else "RGB"
-    else:
+    source_mode = im.mode
+    im = _flatten(im)
+    if color != "auto":
         target = "L" if color == "grayscale" else "RGB"
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")  # palette transparency is only resolved through RGBA
+    elif source_mode in GRAY_MODES:
+        target = "L"
+    else:
+        gray = source_mode in MAYBE_GRAY_MODES and _all_gray(im)
+        target = "L" if gray else "RGB"
     return im if im.mode == target else im.convert(target)
 
 
@@ -242,6 +306,11 @@ def _decode(path: str, size: tuple[int, int] | None, color: Color) -> np.ndarray
                     f"has {n_pixels} pixels, more than the {MAX_IMAGE_PIXELS} allowed "
                     f"(decompression bomb?)"
                 )
+            if size is not None:
+                # A JPEG decodes at 1/2, 1/4 or 1/8 scale, several times faster, to a size at
+                # least the target's, in both orientations (a rotation tag may turn it).
+                side = max(size)
+                im.draft(None, (side, side))  # other formats ignore it
             im.load()
             if "exif" in im.info or im.format == "TIFF":  # apply a camera's rotation tag
                 im = ImageOps.exif_transpose(im)
@@ -255,6 +324,15 @@ def _decode(path: str, size: tuple[int, int] | None, color: Color) -> np.ndarray
         return _Bad(f"cannot be read ({type(exc).__name__}: {exc})")
 
 
+@dataclass
+class Decoded:
+    """Images decoded from a list of files, and the files skipped as unreadable."""
+
+    x: np.ndarray | None  # uint8 (N, C, H, W); None when no file could be read
+    kept: np.ndarray  # (N,) indices into the files of the rows of x
+    bad: list[str]  # "'rel' (reason)" of each skipped file
+
+
 def decode_images(
     files: list[str],
     rels: list[str],
@@ -263,8 +341,11 @@ def decode_images(
     image_size: tuple[int, int] | None,
     color: Color,
     skip_bad: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Decoded:
     """Decode image files into one ``uint8 (N, C, H, W)`` array.
+
+    Skipped files are only collected: the caller, which may decode a folder in several
+    calls, reports them once with :func:`report_skipped`.
 
     Parameters
     ----------
@@ -279,20 +360,18 @@ def decode_images(
     color : {"auto", "grayscale", "rgb"}
         ``"auto"`` gives one channel when every image is grayscale, else three.
     skip_bad : bool
-        Skip unreadable images with one warning instead of raising at the first.
+        Skip unreadable images instead of raising at the first.
 
     Returns
     -------
-    x : numpy.ndarray
-        ``uint8`` images of shape ``(N, C, H, W)``.
-    kept : numpy.ndarray
-        Indices into ``files`` of the images in ``x`` (all of them unless some were skipped).
+    Decoded
+        The images, the indices into ``files`` of those kept, and the skipped files.
 
     Raises
     ------
     DataError
-        For an unreadable image or decompression bomb (unless ``skip_bad``), when every image
-        is unreadable, or for mixed sizes without ``image_size``.
+        For an unreadable image or decompression bomb (unless ``skip_bad``), or for mixed
+        sizes without ``image_size``.
     """
     decoded: list[np.ndarray] = []
     kept: list[int] = []
@@ -331,8 +410,39 @@ def decode_images(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     if not decoded:
+        return Decoded(None, np.zeros(0, dtype=np.int64), bad)
+    h, w = decoded[0].shape[:2]
+    channels = 3 if any(a.ndim == 3 for a in decoded) else 1
+    x = np.empty((len(decoded), channels, h, w), dtype=np.uint8)
+    for i, a in enumerate(decoded):
+        x[i] = a if a.ndim == 2 else a.transpose(2, 0, 1)  # gray broadcasts over 3 channels
+    return Decoded(x, np.asarray(kept, dtype=np.int64), bad)
+
+
+def report_skipped(
+    bad: list[str], n_files: int, n_read: int, shown: str, *, stacklevel: int
+) -> None:
+    """Fail when none of a folder's images could be read, else warn once about those skipped.
+
+    Parameters
+    ----------
+    bad : list of str
+        ``Decoded.bad`` of every call that decoded the folder.
+    n_files, n_read : int
+        Images in the folder, and how many of them were read.
+    shown : str
+        The folder as the user wrote it.
+    stacklevel : int
+        Passed to :func:`warnings.warn`, to point at the user's call.
+
+    Raises
+    ------
+    DataError
+        When ``n_read`` is 0.
+    """
+    if n_read == 0:
         raise DataError(
-            f"none of the {len(files)} images in {shown!r} can be read (e.g. {bad[0]}); check "
+            f"none of the {n_files} images in {shown!r} can be read (e.g. {bad[0]}); check "
             f"the files"
         )
     if bad:
@@ -340,14 +450,8 @@ def decode_images(
         more = f" and {len(bad) - MAX_LISTED_BAD} more" if len(bad) > MAX_LISTED_BAD else ""
         warnings.warn(
             f"skipped {len(bad)} unreadable image(s) in {shown!r}: {listed}{more}",
-            stacklevel=STACKLEVEL,
+            stacklevel=stacklevel,
         )
-    h, w = decoded[0].shape[:2]
-    channels = 3 if any(a.ndim == 3 for a in decoded) else 1
-    x = np.empty((len(decoded), channels, h, w), dtype=np.uint8)
-    for i, a in enumerate(decoded):
-        x[i] = a if a.ndim == 2 else a.transpose(2, 0, 1)  # gray broadcasts over 3 channels
-    return x, np.asarray(kept, dtype=np.int64)
 
 
 def load_image_folder(
@@ -390,9 +494,11 @@ def load_image_folder(
     files = [p for s in splits for p in s.files]
     rels = [r for s in splits for r in s.rels]
     names = [n for s in splits for n in s.names]
-    x, kept = decode_images(
+    decoded = decode_images(
         files, rels, shown, image_size=image_size, color=color, skip_bad=skip_bad
     )
+    report_skipped(decoded.bad, len(files), len(decoded.kept), shown, stacklevel=STACKLEVEL)
+    x, kept = decoded.x, decoded.kept
     classes = tuple(sorted({n for n in names if n is not None}))
     index = {name: k for k, name in enumerate(classes)}
     y_all = np.array([UNLABELED if n is None else index[n] for n in names], dtype=np.int64)

@@ -27,7 +27,7 @@ import numpy as np
 
 from vaekit.data.arrays import Color
 from vaekit.data.dataset import UNLABELED, Dataset, seeded_split
-from vaekit.data.images import decode_images, list_image_folder
+from vaekit.data.images import decode_images, list_image_folder, report_skipped
 from vaekit.errors import ConfigError, DataError
 
 FORMAT = "vaekit-prepared"
@@ -305,11 +305,12 @@ def prepare_image_folder(
     tmp = _tmp_for(out)
     mm: np.memmap | None = None
     kept: list[int] = []  # positions in ``order`` of the images written, in row order
+    bad: list[str] = []  # skipped files of all blocks, reported once
     n_train = 0
     try:
         for start in range(0, len(order), PREPARE_BLOCK):
             block = order[start : start + PREPARE_BLOCK]
-            x, ok = decode_images(
+            decoded = decode_images(
                 [files[i] for i in block],
                 [rels[i] for i in block],
                 shown,
@@ -317,6 +318,10 @@ def prepare_image_folder(
                 color=color,
                 skip_bad=skip_bad,
             )
+            bad += decoded.bad
+            x = decoded.x
+            if x is None:  # every file of this block was skipped
+                continue
             if mm is None:
                 shape = (len(order), *x.shape[1:])
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +342,9 @@ def prepare_image_folder(
                     "--image-size and --color to make them all alike"
                 )
             mm[len(kept) : len(kept) + len(x)] = x
-            kept += (start + ok).tolist()
+            kept += (start + decoded.kept).tolist()
+        # report_skipped < prepare_image_folder < prepare < its caller
+        report_skipped(bad, len(order), len(kept), shown, stacklevel=4)
         assert mm is not None
         n_train = sum(1 for k in kept if k < n_train_listed)
         if n_train == 0 or (test is not None and n_train == len(kept)):
