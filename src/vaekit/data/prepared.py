@@ -248,13 +248,7 @@ def write_prepared(ds: Dataset, out: Path, source: str) -> dict[str, Any]:
         mm[len(ds.x_train) :] = ds.x_test
         mm.flush()
         del mm
-        labels = None
-        if ds.y_train is not None or ds.y_test is not None:
-            # A part without labels (e.g. an npz with x_test but no y_test) is unlabeled.
-            parts = zip((ds.y_train, ds.y_test), (ds.x_train, ds.x_test), strict=True)
-            labels = np.concatenate(
-                [np.full(len(x), -1, dtype=np.int64) if y is None else y for y, x in parts]
-            )
+        labels = ds.all_labels()  # a part without labels (npz without y_test) is unlabeled
         paths = None
         if ds.paths_train is not None and ds.paths_test is not None:
             paths = [*ds.paths_train, *ds.paths_test]
