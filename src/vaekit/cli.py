@@ -144,14 +144,8 @@ def _int_in(low: int, high: int):
     return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**32 - 1}, got {text!r}")
-    return v
+#: ``--seed``: what NumPy's and torch's generators take.
+_seed = _int_in(0, 2**32 - 1)
 
 
 def _positive_float(text: str) -> float:

@@ -397,7 +397,7 @@ class _Loop:
             diff = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
             raise CheckpointError(
                 f"cannot resume '{self.run_dir}': training settings differ ({', '.join(diff)});"
-                " resume with the original settings or use a new --out"
+                " resume with the original settings or use a new run directory (--out)"
             )
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
@@ -405,21 +405,23 @@ class _Loop:
         except RuntimeError:
             raise CheckpointError(
                 f"'{self.run_dir / checkpoint.STATE_FILE}' does not fit this model; "
-                "it was modified or belongs to another run — use a new --out"
+                "it was modified or belongs to another run — use a new run directory (--out)"
             ) from None
         try:
             self.optimizer.load_state_tensors(tensors, info["optimizer_param_groups"])
         except (ValueError, KeyError, TypeError):
             raise CheckpointError(
                 f"the optimiser state in '{self.run_dir / checkpoint.STATE_FILE}' does not fit"
-                " this model; it was modified or belongs to another run — use a new --out"
+                " this model; it was modified or belongs to another run — use a new run "
+                "directory (--out)"
             ) from None
         try:
             self._restore_counters(tensors, info)
         except (KeyError, TypeError, ValueError, RuntimeError):
             raise CheckpointError(
                 f"the training state in '{self.run_dir / checkpoint.STATE_FILE}' is damaged "
-                "(its counters or random-generator states); it was modified — use a new --out"
+                "(its counters or random-generator states); it was modified — use a new run "
+                "directory (--out)"
             ) from None
         return True
 
