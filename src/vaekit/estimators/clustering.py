@@ -518,15 +518,8 @@ class VAEClustering(ClusterMixin, VAE):
         self.n_clusters_ = self._choose_k(z)
         if self.n_clusters_ != module.n_clusters:  # "auto": rebuild the prior with K
             state = {k: v for k, v in module.state_dict().items() if not k.startswith("prior_")}
-            self.module_ = module = VaDEModule(
-                self.input_shape_,
-                int(self.latent_dim),
-                self.arch if len(self.input_shape_) == 3 else "mlp",
-                self._hidden_dims(self.input_shape_),
-                self.likelihood,
-                float(self.beta),
-                n_clusters=self.n_clusters_,
-            ).to(self._device())
+            # n_clusters_ is set: the module gets one mixture component per cluster.
+            self.module_ = module = self._build_module(self.input_shape_).to(self._device())
             module.load_state_dict(state, strict=False)
         gmm = GaussianMixture(
             self.n_clusters_,
