@@ -55,6 +55,11 @@ MAX_GRID_SAMPLES = 10_000
 CLUSTER_DEFAULTS = {"n_clusters": 10, "method": "kmeans", "manifold": "spectral"}
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
 CONFIG_FILE = "config.json"
+#: Files of a run folder that vaekit reads back: an ``--out FILE`` never replaces them.
+RUN_FILES = frozenset({
+    CONFIG_FILE, "model.safetensors", "train_state.safetensors", "train_state.json",
+    "history.csv", "metrics.json", "clusters.csv", "predictions.csv",
+})  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,8 +265,8 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
     """Check ``--out FILE`` (its suffix, its folder, what it would replace) before any work.
 
     An existing file may be replaced, as ``-o`` does in Unix tools, except the data being
-    read (``data``, with a prepared array's manifest) and a file of a run folder, which
-    other commands read back.
+    read (``data``, with a prepared array's manifest) and the files of a run folder that
+    vaekit reads back (``RUN_FILES``; a picture there may be replaced).
     """
     if not out.lower().endswith(suffix):
         raise VaekitError(f"--out must end in {suffix}, got {out!r}")
@@ -275,7 +280,7 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
                 raise VaekitError(
                     f"--out '{path}' is the data being read ({data!r}); choose another file"
                 )
-        if (target.parent / CONFIG_FILE).is_file():
+        if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
             raise VaekitError(
                 f"--out '{path}' is a file of the run in '{path.parent}'; choose a new file"
             )

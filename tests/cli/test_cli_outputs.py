@@ -72,6 +72,8 @@ def test_outputs_never_replace_the_data_or_a_run_file(
         assert says in assert_user_error(fast_cli(*args)), args
     assert data.read_bytes() == kept
     assert {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    for _ in range(2):  # a picture in the run folder is the user's to replace
+        assert_ok(fast_cli("generate", run, "--n", "4", "--out", run / "grid.png"))
 
 
 def test_embed_uses_the_split_of_the_run(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
