@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaekit import VAE, VAEClustering, checkpoint, load_dataset, report
+from vaekit import VAE, VAEClustering, checkpoint, load_dataset, plots, report
 from vaekit._version import __version__
 from vaekit.data import Dataset
 from vaekit.errors import CheckpointError
@@ -446,3 +446,29 @@ def test_an_edited_history_leaves_out_the_curves_with_a_warning(vae_run, digits,
         data = load_run(run, VAE, digits)
     written = report.write_report(run / "report.html", [data])
     assert run / "report-training-curves.png" not in written and written[-1].is_file()
+
+
+def test_most_confident_members_rank_by_the_models_probabilities(
+    cluster_run, digits, tmp_path, monkeypatch
+) -> None:
+    """clusters.csv rounds probabilities to 6 decimals (most members at 1.000000); ranking
+    by them showed the first images of the file, not the most confident (a review found the
+    report's montage disagreeing with the cluster command's montage.png in 10 of 10 rows)."""
+    path, clu, x = cluster_run
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for f in path.iterdir():
+        (run_dir / f.name).write_bytes(f.read_bytes())
+    labels = clu.predict(x)
+    rows = ["index,path,cluster,probability"] + [f"{i},,{c},1.000000" for i, c in enumerate(labels)]
+    (run_dir / "clusters.csv").write_text("\n".join(rows) + "\n")
+    seen = {}
+    original = plots.plot_cluster_montage
+
+    def spy(images, clusters, confidence, **kw):
+        seen["confidence"] = confidence
+        return original(images, clusters, confidence, **kw)
+
+    monkeypatch.setattr(plots, "plot_cluster_montage", spy)
+    report.build_figures(load_run(run_dir, VAEClustering, digits))
+    np.testing.assert_allclose(seen["confidence"], clu.predict_proba(x).max(1))

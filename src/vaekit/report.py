@@ -466,9 +466,14 @@ def _clustering_figures(
         order = np.argsort(a["index"], kind="stable")
         clusters = a["value"][order].astype(np.int64)
         conf = a["probability"][order]
-    elif est is not None and x_all is not None:
+    if est is not None and x_all is not None:
+        # Rank by the estimator's own probabilities, as the cluster command's montage.png
+        # does: clusters.csv rounds them to 6 decimals, where most members tie at 1.000000
+        # and the "most confident" would be the first images of the file.
         proba = est.predict_proba(x_all)
-        clusters, conf = proba.argmax(1), proba.max(1)
+        conf = proba.max(1)
+        if clusters is None:
+            clusters = proba.argmax(1)
     k = getattr(est, "n_clusters_", None) or run.metrics.get("n_clusters")
     if clusters is not None:
         items.append(
@@ -518,13 +523,21 @@ def _clustering_figures(
         )
     k_sel = getattr(est, "k_selection_", None) or run.metrics.get("k_selection")
     if k_sel:
+        if k_sel.get("criterion") == "eigengap":
+            what = (
+                "Eigengap of the latent graph for each K tried: how far its eigenvalues drop "
+                "after the K-th (higher is better, a sign of K separate groups)"
+            )
+        else:
+            what = (
+                f"{str(k_sel.get('criterion', 'score')).upper()} of a Gaussian mixture on the "
+                "latent means for each K tried (lower is better)"
+            )
         items.append(
             FigureItem(
                 "k-selection",
                 "Choosing the number of clusters",
-                f"{str(k_sel.get('criterion', 'score')).upper()} of a Gaussian mixture on "
-                "the latent means for each K tried (lower is better); the dashed line marks "
-                "the K the run chose.",
+                f"{what}; the dashed line marks the K the run chose.",
                 plots.plot_k_selection(k_sel),
             )
         )
