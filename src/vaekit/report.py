@@ -523,21 +523,13 @@ def _clustering_figures(
         )
     k_sel = getattr(est, "k_selection_", None) or run.metrics.get("k_selection")
     if k_sel:
-        if k_sel.get("criterion") == "eigengap":
-            what = (
-                "Eigengap of the latent graph for each K tried: how far its eigenvalues drop "
-                "after the K-th (higher is better, a sign of K separate groups)"
-            )
-        else:
-            what = (
-                f"{str(k_sel.get('criterion', 'score')).upper()} of a Gaussian mixture on the "
-                "latent means for each K tried (lower is better)"
-            )
         items.append(
             FigureItem(
                 "k-selection",
                 "Choosing the number of clusters",
-                f"{what}; the dashed line marks the K the run chose.",
+                f"{str(k_sel.get('criterion', 'score')).upper()} of a Gaussian mixture on "
+                "the latent means for each K tried (lower is better); the dashed line marks "
+                "the K the run chose.",
                 plots.plot_k_selection(k_sel),
             )
         )
