@@ -49,6 +49,8 @@ MODELS = {
     "vade": ("VAEClustering", {"method": "vade", "manifold": None, "n_clusters": 10}),
     "m2": ("VAEClassifier", {}),
 }
+#: Exit status when stdout's reader goes away: a Unix tool killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 #: Most images ``vaekit generate`` puts in one PNG grid (100 x 100 tiles).
 MAX_GRID_SAMPLES = 10_000
 #: ``vaekit cluster`` settings when not given (a resumed run keeps its own).
@@ -1074,19 +1076,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     n = min(32, len(ds.x_test))
     pairs = np.stack([ds.x_test[:n] / 255.0, vae.reconstruct(ds.x_test[:n])], axis=1)
     save_image_grid(out / "reconstructions.png", pairs.reshape(2 * n, *ds.image_shape), ncols=16)
-    print(f"VAE: {vae.n_epochs_} epochs in {vae.fit_seconds_:.1f} s")
-    print(f"test ELBO: {metrics['elbo']:.2f} nats/image")
-    print(
+    _say(args, f"VAE: {vae.n_epochs_} epochs in {vae.fit_seconds_:.1f} s")
+    _say(args, f"test ELBO: {metrics['elbo']:.2f} nats/image")
+    _say(
+        args,
         f"test reconstruction error: {metrics['reconstruction_bce']:.2f} nats/image (BCE), "
-        f"{metrics['reconstruction_mse']:.3f} (squared error per image)"
+        f"{metrics['reconstruction_mse']:.3f} (squared error per image)",
     )
-    print(
+    _say(
+        args,
         f"wrote {vae_dir}/ (config.json, model.safetensors, history.csv, metrics.json), "
-        f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s"
+        f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s",
     )
     _demo_cluster(out, ds, meta, args)
     _demo_classify(out, ds, meta, args)
     _demo_report(out, args)
+    print(out)  # as train/cluster/classify end: the folder, also under --quiet
     return 0
 
 
@@ -1108,10 +1113,11 @@ def _demo_cluster(out: Path, ds: Any, meta: dict[str, Any], args: argparse.Names
     )
     clu.fit(x, run_dir=run, metadata=meta)
     m = _write_cluster_run(clu, ds, x, [""] * len(x), run, args.seed, start)
-    print(
+    _say(
+        args,
         f"clustering (no labels): {clu.n_clusters_} clusters of all {len(x)} digits, "
         f"ACC {m['acc']:.3f}, NMI {m['nmi']:.3f}, ARI {m['ari']:.3f} in {m['seconds']:.1f} s "
-        f"-> {run}/"
+        f"-> {run}/",
     )
 
 
@@ -1132,10 +1138,11 @@ def _demo_classify(out: Path, ds: Any, meta: dict[str, Any], args: argparse.Name
     meta = {**meta, "command": "classify", "labels": DEMO_LABELS, "n_labeled": n_labeled}
     clf.fit(ds.x_train, y, run_dir=run, metadata=meta)
     m = _write_classify_run(clf, ds, n_labeled, run, start)
-    print(
+    _say(
+        args,
         f"classification: {n_labeled} labeled + {len(y) - n_labeled} unlabeled training "
         f"digits, test accuracy {m['accuracy']:.3f}, macro F1 {m['f1_macro']:.3f}, "
-        f"ECE {m['ece']:.3f} in {m['seconds']:.1f} s -> {run}/"
+        f"ECE {m['ece']:.3f} in {m['seconds']:.1f} s -> {run}/",
     )
 
 
@@ -1145,9 +1152,10 @@ def _demo_report(out: Path, args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     written = _write_report(report.find_runs(out), out / report.REPORT_FILE, args)
-    print(
+    _say(
+        args,
         f"report: {written[-1]} ({len(written) - 1} figures, also as PNGs beside it) in "
-        f"{time.perf_counter() - start:.1f} s; open it in a browser"
+        f"{time.perf_counter() - start:.1f} s; open it in a browser",
     )
 
 
@@ -1359,6 +1367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank = "" if _is_main_process() else f" (rank {os.environ.get('RANK')})"
         print(f"vaekit {args.command}: error{rank}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # stdout's reader left ('vaekit evaluate RUN | head'): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a path the checks above could not foresee (disk full, ...)
         name = exc.filename2 or exc.filename  # os.replace(tmp, dest): dest is the user's path
         where = f" '{name}'" if name else ""

@@ -90,3 +90,32 @@ def test_embed_uses_the_split_of_the_run(fast_cli: Cli | Preloaded, tmp_path: Pa
     want = VAE.load(run).transform(load_dataset("digits", random_state=3).x_test)
     assert z.shape == (DIGITS_TEST, LATENT_DIM)
     np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_closed_stdout_stops_quietly(trained_run: TrainedRun, tmp_path: Path) -> None:
+    """'vaekit evaluate RUN | head': exit like a Unix tool killed by SIGPIPE, say nothing.
+
+    Before: 'error: cannot read or write (Broken pipe); check the path, its permissions and
+    free space', exit 2.
+    """
+    import os
+    import subprocess
+
+    from cli_helpers import console_script
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [console_script(), "evaluate", str(trained_run.path), "--out", str(tmp_path / "m.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    proc.stdout.close()  # the reader is gone before vaekit prints
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=240) == 141, err
+    assert err == ""
+
+
+def test_demo_quiet_prints_only_its_folder(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:
+    """As train/cluster/classify -q: the folder alone (the demo printed every line)."""
+    res = fast_cli("demo", "--out", tmp_path / "d", "--epochs", "1", "-q")
+    assert_ok(res)
+    assert res.stdout.splitlines() == [str(tmp_path / "d")]
