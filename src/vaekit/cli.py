@@ -93,7 +93,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training")
-    g.add_argument("--epochs", type=_positive_int, metavar="N", help="maximum epochs")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="maximum epochs (VaDE: of its mixture phase, after N/2 epochs of pre-training)",
+    )
     g.add_argument("--latent-dim", type=_positive_int, metavar="D", help="latent size")
     g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder family")
     g.add_argument(

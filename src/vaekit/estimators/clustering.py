@@ -197,7 +197,9 @@ class VAEClustering(ClusterMixin, VAE):
     max_clusters : int, default=20
         Largest K tried by ``n_clusters="auto"``.
     pretrain_epochs : int or None, default=None
-        VaDE only: epochs of plain-VAE pre-training (default: ``max_epochs // 2``).
+        VaDE only: epochs of plain-VAE pre-training (default: ``max_epochs // 2``), before
+        up to ``max_epochs`` with the mixture prior; ``history_`` holds both phases, each
+        numbered from epoch 1.
     **vae_params
         The VAE parameters (``latent_dim``, ``arch``, ``hidden_dims``, ``likelihood``,
         ``beta``, ``batch_size``, ``max_epochs``, ``learning_rate``, ``lr_schedule``,
