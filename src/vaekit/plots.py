@@ -388,7 +388,7 @@ def check_projection(method: str) -> None:
 
         if importlib.util.find_spec("umap") is None:
             raise ConfigError(
-                "the UMAP latent map needs the umap-learn package (pip install umap-learn); "
+                "the UMAP latent map needs the umap-learn package (pip install 'vaekit[umap]'); "
                 "or choose pca or tsne"
             )
 

@@ -194,8 +194,8 @@ def find_runs(path: str | Path) -> list[Path]:
     runs = [p for p in sorted(path.iterdir()) if (p / CONFIG_FILE).exists()]
     if not runs:
         raise CheckpointError(
-            f"'{path}' holds no run (no {CONFIG_FILE} in it or its sub-folders); pass the "
-            "--out folder of vaekit train, cluster, classify or demo"
+            f"'{path}' holds no run (no {CONFIG_FILE} in it or in its direct sub-folders); "
+            "pass the --out folder of vaekit train, cluster, classify or demo"
         )
     return runs
 
