@@ -492,6 +492,17 @@ def _refuse_changes(out: Path, changed: list[str]) -> None:
         )
 
 
+def _new_estimator(kind: Any, args: argparse.Namespace, **fixed: Any) -> Any:
+    """``kind`` for a new run: ``fixed`` settings plus the model options on the command line."""
+    return kind(
+        **fixed,
+        **_model_params(args),
+        device=args.device or "auto",
+        random_state=args.seed,
+        verbose=_verbose(args),
+    )
+
+
 def _estimator_from(kind: Any, params: dict[str, Any], out: Path) -> Any:
     """``kind(**params)`` for a resumed run, refusing parameters this version does not know."""
     try:
@@ -526,13 +537,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from vaekit import estimators
 
         name, fixed = MODELS[args.model]
-        est = getattr(estimators, name)(
-            **fixed,
-            **_model_params(args),
-            device=args.device or "auto",
-            random_state=args.seed,
-            verbose=_verbose(args),
-        )
+        est = _new_estimator(getattr(estimators, name), args, **fixed)
         meta = {**_data_metadata(args.data, ds, args), "command": "train"}
     _say(
         args,
@@ -741,13 +746,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     else:
         out = _fresh_dir(args.out, "")
         ds = _load_data(args.data, args, args.seed)
-        clu = VAEClustering(
-            **{**CLUSTER_DEFAULTS, **given},
-            **_model_params(args),
-            device=args.device or "auto",
-            random_state=args.seed,
-            verbose=_verbose(args),
-        )
+        clu = _new_estimator(VAEClustering, args, **{**CLUSTER_DEFAULTS, **given})
         meta = {**_data_metadata(args.data, ds, args), "command": "cluster"}
     x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
@@ -897,12 +896,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         out = _fresh_dir(args.out, "")
         ds = _load_data(args.data, args, args.seed)
         y = _training_labels(ds, args.labels, args.seed)
-        clf = VAEClassifier(
-            **_model_params(args),
-            device=args.device or "auto",
-            random_state=args.seed,
-            verbose=_verbose(args),
-        )
+        clf = _new_estimator(VAEClassifier, args)
         meta = {
             **_data_metadata(args.data, ds, args),
             "command": "classify",
