@@ -53,6 +53,9 @@ MODELS = {
 EXIT_BROKEN_PIPE = 141
 #: Most images ``vaekit generate`` puts in one PNG grid (100 x 100 tiles).
 MAX_GRID_SAMPLES = 10_000
+#: Help of the positional arguments.
+DATA_HELP = "digits, fashion-mnist, mnist, an IDX file or folder, a .npy/.npz, or an image folder"
+RUN_HELP = "a run directory: the --out of train, cluster or classify (or demo's vae/, ...)"
 #: ``vaekit cluster`` settings when not given (a resumed run keeps its own).
 CLUSTER_DEFAULTS = {"n_clusters": 10, "method": "kmeans", "manifold": "spectral"}
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
@@ -1184,7 +1187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model and save a run directory")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument(
         "--model",
         choices=MODELS,
@@ -1203,7 +1206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cluster", help="cluster images without labels")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument(
         "--n-clusters",
         type=_n_clusters,
@@ -1249,7 +1252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "classify", help="classify images with N labeled training images (all if omitted)"
     )
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument(
         "--labels",
         type=_positive_int,
@@ -1268,7 +1271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("evaluate", help="test-split metrics of a trained run")
-    p.add_argument("run", metavar="RUN")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("data", metavar="DATA", nargs="?", help="default: the run's training data")
     p.add_argument(
         "--out",
@@ -1281,8 +1284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("embed", help="write latent means of DATA as .npy")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", metavar="FILE.npy", required=True)
     p.add_argument(
         "--split",
@@ -1302,7 +1305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE.npy as DATA to the other commands. Image folders are decoded block by block, "
         "so they may be larger than memory.",
     )
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", metavar="FILE.npy", required=True)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the train/test split (0)")
     _add_data_args(p)
@@ -1310,7 +1313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("generate", help="sample images from a trained run into a PNG grid")
-    p.add_argument("run", metavar="RUN")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--n",
         type=_int_in(1, MAX_GRID_SAMPLES),
