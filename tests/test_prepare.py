@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -340,3 +341,14 @@ def test_prepare_skip_bad_survives_a_block_of_only_unreadable_images(
         Path(path).write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"none of the 8 images in .* can be read"):
         prepare(src, tmp_path / "p.npy", skip_bad=True)
+
+
+@pytest.mark.parametrize(
+    ("array", "shape"), [(np.array(5), "()"), (np.zeros((30, 64)), "(30, 64)")]
+)
+def test_prepare_of_a_npy_that_holds_no_images_names_its_shape(tmp_path, array, shape) -> None:
+    """A 0-d array ended in an IndexError traceback; a 2-D one was reported as one row."""
+    np.save(tmp_path / "a.npy", array)
+    with pytest.raises(DataError, match=re.escape(f"has shape {shape}")):
+        prepare(tmp_path / "a.npy", tmp_path / "p.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]

@@ -282,14 +282,9 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
         raise VaekitError(f"--out must end in {suffix}, got {out!r}")
     path = Path(out)
     _check_writable(path, "--out")
+    _refuse_replacing_data(path, data)
     if path.exists():
         target = path.resolve()
-        if data is not None and Path(data).exists():
-            source = Path(data).resolve()
-            if target in (source, source.with_suffix(".json")):
-                raise VaekitError(
-                    f"--out '{path}' is the data being read ({data!r}); choose another file"
-                )
         if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
             raise VaekitError(
                 f"--out '{path}' is a file of the run in '{path.parent}'; choose a new file"
@@ -297,9 +292,34 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
     return path
 
 
+def _refuse_replacing_data(path: Path, data: str | None) -> None:
+    """Refuse an output file that is the data file ``data`` or a prepared array's manifest."""
+    if data is None or not path.exists() or not Path(data).exists():
+        return
+    source = Path(data).resolve()
+    if path.resolve() in (source, source.with_suffix(".json")):
+        raise VaekitError(f"--out '{path}' is the data being read ({data!r}); choose another file")
+
+
+def _builtin_name(spec: str) -> str | None:
+    """Name the built-in dataset ``spec`` loads (``Digits``: ``digits``), as load_dataset does."""
+    from vaekit.data.registry import _known_name
+
+    known = _known_name(spec)
+    if known is None or (spec != known and Path(spec).expanduser().exists()):
+        return None  # a folder spelled unlike the name is a path
+    return known
+
+
 def _is_run_data(spec: str, meta: dict[str, Any]) -> bool:
-    """Whether DATA ``spec`` names the data a run recorded (as given, or resolved)."""
-    return spec == meta.get("data") or str(Path(spec).resolve()) == meta.get("data")
+    """Whether DATA ``spec`` names the data a run recorded (as given, resolved, or built-in)."""
+    recorded = meta.get("data")
+    if recorded is None:
+        return False
+    if spec == recorded or str(Path(spec).resolve()) == recorded:
+        return True
+    builtin = _builtin_name(spec)
+    return builtin is not None and builtin == _builtin_name(recorded)
 
 
 def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
@@ -576,9 +596,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     are printed (and written to ``--out`` if given), leaving the run's metrics as they are.
     """
     own = Path(args.run) / "metrics.json"
-    if args.out and Path(args.out).resolve() == own.resolve():
-        args.out = None  # the run's own file, named: merged as without --out
-    out = _output_file(args.out, ".json", args.data) if args.out else own
+    names_own = bool(args.out) and Path(args.out).resolve() == own.resolve()
+    if args.out and not names_own:
+        _output_file(args.out, ".json", args.data)  # before any work
     est, config = _load_estimator(args.run)
     from vaekit.metrics import generative_metrics
 
@@ -587,6 +607,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if spec is None:
         raise VaekitError(f"'{args.run}' does not record its data; pass DATA")
     run_data = _is_run_data(spec, meta)
+    if names_own and not run_data:
+        raise VaekitError(
+            f"--out '{args.out}' is the run's own metrics file, which holds its scores on "
+            f"its own data; write the scores on {spec!r} to another file"
+        )
+    if names_own:
+        args.out = None  # the run's own file, named: merged as without --out
+    if args.out:
+        _refuse_replacing_data(Path(args.out), spec)  # DATA left out: the run's recorded data
+    out = Path(args.out) if args.out else own
     if not args.out and run_data:
         _check_writable(out, "metrics file")
     _data_options_of_run(args, meta)

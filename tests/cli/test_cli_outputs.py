@@ -119,3 +119,33 @@ def test_demo_quiet_prints_only_its_folder(fast_cli: Cli | Preloaded, tmp_path: 
     res = fast_cli("demo", "--out", tmp_path / "d", "--epochs", "1", "-q")
     assert_ok(res)
     assert res.stdout.splitlines() == [str(tmp_path / "d")]
+
+
+def test_evaluate_out_guards_the_recorded_data_and_the_runs_metrics(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Found by a review of the first version of these guards:
+
+    - DATA left out: --out was checked against nothing, so 'evaluate RUN --out pp.json'
+      replaced the manifest of the run's prepared data (the data then loaded differently);
+    - other DATA with --out RUN/metrics.json printed the scores, wrote nothing, exit 0;
+    - 'Digits' and 'digits' load the same data but counted as other data.
+    """
+    from vaekit.data.prepared import prepare
+
+    prepare("digits", tmp_path / "pp.npy")
+    manifest = (tmp_path / "pp.json").read_bytes()
+    run = tmp_path / "run"
+    assert_ok(fast_cli("train", tmp_path / "pp.npy", *TINY, "--out", run, "-q"))
+    line = assert_user_error(fast_cli("evaluate", run, "--out", tmp_path / "pp.json"))
+    assert "the data being read" in line
+    assert (tmp_path / "pp.json").read_bytes() == manifest
+    before = (run / "metrics.json").read_bytes()
+    line = assert_user_error(fast_cli("evaluate", run, "digits", "--out", run / "metrics.json"))
+    assert "own metrics file" in line
+    assert (run / "metrics.json").read_bytes() == before
+
+    spelled = tmp_path / "spelled"
+    assert_ok(fast_cli("train", "Digits", *TINY, "--out", spelled, "-q"))
+    assert_ok(fast_cli("evaluate", spelled, "digits"))  # the run's own data: merged
+    assert "evaluate_seconds" in json.loads((spelled / "metrics.json").read_text())

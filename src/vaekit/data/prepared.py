@@ -477,8 +477,8 @@ def prepare_npy(
     from vaekit.data.registry import as_requested
 
     src = open_npy(path, shown)
-    if src.ndim not in (3, 4) or len(src) == 0:  # as_requested says what is wrong
-        as_requested(src[:1], shown, image_size=image_size, color=color)
+    if src.ndim not in (3, 4) or len(src) == 0:  # as_requested says what is wrong (shape
+        as_requested(src, shown, image_size=image_size, color=color)  # checks read no pixels)
     train, test = seeded_split(len(src), None, test_fraction, random_state, source=repr(shown))
     order = np.concatenate([train, test])
     block = max(1, min(PREPARE_BLOCK, PREPARE_BLOCK_BYTES // max(1, src[:1].nbytes)))
