@@ -116,18 +116,24 @@ def test_cli_prepare(tmp_path: Path) -> None:
         assert {p: p.read_bytes() for p in (out, mine)} == before
 
 
-CHILD = """
-import resource, sys, numpy as np
-import torch
-from vaekit import VAE, load_dataset
-from vaekit.data.prepared import all_images
-
+#: The child scripts' reading of their own memory use (bytes of a /proc/self/status field).
+VM_OF_SELF = """
 def vm(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(key)
+"""
 
+CHILD = (
+    """
+import resource, sys, numpy as np
+import torch
+from vaekit import VAE, load_dataset
+from vaekit.data.prepared import all_images
+"""
+    + VM_OF_SELF
+    + """
 torch.set_num_threads(2)
 ds = load_dataset(sys.argv[1])
 x = all_images(ds)
@@ -150,6 +156,7 @@ assert z.shape == (len(x), 4) and np.isfinite(z).all()
 assert np.isfinite(vae.history_[-1]["loss"]) and "val_loss" in vae.history_[-1]
 print("OK", x.nbytes, limit, vm("VmHWM"), vm("RssAnon"))
 """
+)
 
 
 def test_training_on_data_larger_than_the_memory_limit(tmp_path: Path) -> None:
@@ -242,18 +249,15 @@ def test_prepare_on_a_full_disk_names_the_file_and_leaves_nothing(
     assert sorted(p.name for p in out_dir.iterdir()) == ["keep.npy"]
 
 
-NPY_CHILD = """
+NPY_CHILD = (
+    """
 import resource, sys
 from vaekit import load_dataset
 from vaekit.data.prepared import prepare
 from vaekit.errors import DataError
-
-def vm(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
+"""
+    + VM_OF_SELF
+    + """
 src, out, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import sklearn.model_selection  # imports cost memory too: made before the limit
 limit = vm("VmData") + budget  # private writable memory from here on (not file mappings)
@@ -266,6 +270,7 @@ except DataError as exc:
 meta = prepare(src, out)  # streams
 print("OK", meta["n_train"], meta["n_test"])
 """
+)
 
 
 def test_prepare_streams_a_npy_larger_than_the_memory_limit(tmp_path: Path) -> None:
