@@ -4,6 +4,8 @@ own files, and ``evaluate`` on other data leaves the run's metrics as they were.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,12 @@ from cli_helpers import (
     TrainedRun,
     assert_ok,
     assert_user_error,
+    console_script,
     copy_run,
 )
 
 from vaekit import VAE, load_dataset
+from vaekit.data.prepared import prepare
 
 
 def _other_npz(path: Path, n_train: int = 50, n_test: int = 20) -> Path:
@@ -98,11 +102,6 @@ def test_a_closed_stdout_stops_quietly(trained_run: TrainedRun, tmp_path: Path) 
     Before: 'error: cannot read or write (Broken pipe); check the path, its permissions and
     free space', exit 2.
     """
-    import os
-    import subprocess
-
-    from cli_helpers import console_script
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [console_script(), "evaluate", str(trained_run.path), "--out", str(tmp_path / "m.json")],
@@ -131,8 +130,6 @@ def test_evaluate_out_guards_the_recorded_data_and_the_runs_metrics(
     - other DATA with --out RUN/metrics.json printed the scores, wrote nothing, exit 0;
     - 'Digits' and 'digits' load the same data but counted as other data.
     """
-    from vaekit.data.prepared import prepare
-
     prepare("digits", tmp_path / "pp.npy")
     manifest = (tmp_path / "pp.json").read_bytes()
     run = tmp_path / "run"
