@@ -28,7 +28,7 @@ import numpy as np
 from vaekit.data.arrays import Color
 from vaekit.data.dataset import UNLABELED, Dataset, seeded_split
 from vaekit.data.images import decode_images, list_image_folder, report_skipped
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import DataError
 
 FORMAT = "vaekit-prepared"
 VERSION = 1
@@ -414,7 +414,12 @@ def prepare(
     """
     from vaekit.data.dataset import check_split_args
     from vaekit.data.idx import find_idx_files
-    from vaekit.data.registry import COLORS, _check_image_size, _known_name, load_dataset
+    from vaekit.data.registry import (
+        _check_color,
+        _check_image_size,
+        _known_name,
+        load_dataset,
+    )
 
     out = Path(out)
     if not out.name.lower().endswith(".npy"):
@@ -434,8 +439,7 @@ def prepare(
             random_state=random_state,
         )
     if path.is_file() and path.name.lower().endswith(".npy") and not is_prepared(path):
-        if color not in COLORS:
-            raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+        _check_color(color)
         check_split_args(test_fraction, random_state)
         return prepare_npy(
             path,

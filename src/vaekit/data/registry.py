@@ -119,6 +119,11 @@ REMOTE: dict[str, RemoteDataset] = {
 _Parts = tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]
 
 
+def _check_color(color: object) -> None:
+    if color not in COLORS:
+        raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+
+
 def _check_image_size(image_size: object) -> tuple[int, int] | None:
     if image_size is None:
         return None
@@ -408,8 +413,7 @@ def load_dataset(
     ((1, 8, 8), 10, False)
     """
     size = _check_image_size(image_size)
-    if color not in COLORS:
-        raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+    _check_color(color)
     check_split_args(test_fraction, random_state)
     common = {
         "image_size": size,
