@@ -301,25 +301,11 @@ def _refuse_replacing_data(path: Path, data: str | None) -> None:
         raise VaekitError(f"--out '{path}' is the data being read ({data!r}); choose another file")
 
 
-def _builtin_name(spec: str) -> str | None:
-    """Name the built-in dataset ``spec`` loads (``Digits``: ``digits``), as load_dataset does."""
-    from vaekit.data.registry import _known_name
-
-    known = _known_name(spec)
-    if known is None or (spec != known and Path(spec).expanduser().exists()):
-        return None  # a folder spelled unlike the name is a path
-    return known
-
-
 def _is_run_data(spec: str, meta: dict[str, Any]) -> bool:
     """Whether DATA ``spec`` names the data a run recorded (as given, resolved, or built-in)."""
-    recorded = meta.get("data")
-    if recorded is None:
-        return False
-    if spec == recorded or str(Path(spec).resolve()) == recorded:
-        return True
-    builtin = _builtin_name(spec)
-    return builtin is not None and builtin == _builtin_name(recorded)
+    from vaekit.data.registry import same_data
+
+    return same_data(spec, meta.get("data"))
 
 
 def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:

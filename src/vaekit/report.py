@@ -42,6 +42,7 @@ from vaekit import plots
 from vaekit._version import __version__
 from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text, read_history
 from vaekit.data.prepared import all_images
+from vaekit.data.registry import same_data
 from vaekit.errors import CheckpointError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -755,8 +756,7 @@ def _other_data(run: RunData) -> bool:
     recorded = run.config.get("metadata", {}).get("data")
     if run.dataset is None or recorded is None:
         return False
-    name = run.dataset.name
-    return name != recorded and str(Path(name).resolve()) != recorded
+    return not same_data(run.dataset.name, recorded)
 
 
 def _data_html(run: RunData) -> str:

@@ -151,6 +151,28 @@ def _known_name(spec: str | os.PathLike[str]) -> str | None:
     return name if name in KNOWN_NAMES else None
 
 
+def _builtin_name(spec: str) -> str | None:
+    """Name the built-in dataset ``spec`` loads (``Digits``: ``digits``), as load_dataset does."""
+    known = _known_name(spec)
+    if known is None or (spec != known and Path(spec).expanduser().exists()):
+        return None  # a folder spelled unlike the name is a path
+    return known
+
+
+def same_data(spec: str, recorded: str | None) -> bool:
+    """Whether DATA ``spec`` loads the data a run recorded as ``recorded`` (its ``data``).
+
+    A path is recorded resolved; a built-in name as typed, in any spelling load_dataset
+    accepts (``Digits``, ``fashion_mnist``).
+    """
+    if recorded is None:
+        return False
+    if spec == recorded or str(Path(spec).resolve()) == recorded:
+        return True
+    builtin = _builtin_name(spec)
+    return builtin is not None and builtin == _builtin_name(recorded)
+
+
 def cache_root() -> Path:
     """Folder of downloaded datasets: ``$VAEKIT_CACHE`` or ``~/.cache/vaekit``.
 
