@@ -398,3 +398,29 @@ def test_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path, monkeypatch) -
     assert isinstance(x, np.ndarray) and x.shape == full.shape
     diff = np.abs(x.astype(int) - full)
     assert diff.mean() < 1 and diff.max() <= 4  # the same picture
+
+
+def test_netpbm_and_jfif_names_are_images(tmp_path: Path) -> None:
+    """Face datasets (e.g. AT&T's) come as .pgm; some browsers save JPEGs as .jfif."""
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(["a/x.pgm", "a/y.ppm", "b/z.jfif", "b/w.pnm"]):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        mode = "L" if i % 2 == 0 else "RGB"
+        size = (5, 6) if mode == "L" else (5, 6, 3)
+        img = Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), mode)
+        img.save(tmp_path / name, format="JPEG" if name.endswith(".jfif") else "PPM")
+    ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert ds.classes == ("a", "b") and ds.image_shape == (3, 5, 6)
+    assert len(ds.x_train) + len(ds.x_test) == 4
+
+
+@pytest.mark.parametrize("fmt", ["PCX", "TGA", "ICO"])
+def test_only_listed_decoders_read_a_file_whatever_its_name(
+    tmp_path: Path, save_image, fmt: str
+) -> None:
+    """Pillow picks its decoder from the content: an 'x.png' that is really another format
+    (PostScript would go to Ghostscript) is refused, not decoded."""
+    _labeled(tmp_path, save_image, n=2, gray_only=True)
+    Image.new("L", (8, 8), 7).save(tmp_path / "cat" / "odd.png", format=fmt)
+    with pytest.raises(DataError, match=r"image 'cat/odd.png' cannot be read"):
+        load_dataset(tmp_path)

@@ -15,6 +15,7 @@ other systems add (``SKIPPED_DIRS``) and files that are not images are ignored.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,15 @@ from vaekit.data.arrays import Color, resample_filter, thread_count
 from vaekit.data.dataset import UNLABELED
 from vaekit.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    | {".pgm", ".ppm", ".pbm", ".pnm", ".avif"}  # Netpbm (face datasets), AVIF (phones)
+)
+#: The only Pillow decoders vaekit lets read a file, whatever its name says. Pillow picks a
+#: decoder by the file's content, so without this an ``x.png`` holding PostScript would be
+#: handed to Ghostscript. MPO is how Pillow reads many cameras' JPEGs. AVIF where this
+#: Pillow has it (11.2 and newer).
+DECODERS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
 #: Largest image (width x height) vaekit decodes; bigger ones are treated as decompression
 #: bombs. Pillow's own default limit is about 89 MP.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -296,10 +305,17 @@ def _to_mode(im: Image.Image, color: Color) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
+@functools.cache
+def _decoders() -> tuple[str, ...]:
+    """Return the ``DECODERS`` this Pillow has (naming one it lacks raises ``KeyError``)."""
+    Image.init()
+    return tuple(f for f in DECODERS if f in Image.OPEN)
+
+
 def _decode(path: str, size: tuple[int, int] | None, color: Color) -> np.ndarray | _Bad:
     """Read one image as ``uint8 (H, W)`` or ``(H, W, 3)``, or say why it cannot be read."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=_decoders()) as im:
             n_pixels = im.size[0] * im.size[1]
             if n_pixels > MAX_IMAGE_PIXELS:
                 return _Bad(
