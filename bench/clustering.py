@@ -48,6 +48,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="max VAE epochs per seed")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument(
+        "--hidden-dims",
+        type=lambda v: tuple(int(d) for d in v.split(",")),
+        default=None,
+        help="VAE hidden layers, e.g. 500,500,2000 (default: VAEClustering's)",
+    )
+    parser.add_argument(
         "--shift-average",
         type=float,
         default=0.04,
@@ -85,7 +91,8 @@ def main() -> None:
     print(
         f"data:    {len(x):,} images, K=10, method={args.method}, "
         f"manifold={args.manifold}, shift_average={args.shift_average}, "
-        f"epochs<={args.epochs}, precision={args.precision} "
+        f"hidden_dims={args.hidden_dims or 'default'}, epochs<={args.epochs}, "
+        f"precision={args.precision} "
         f"(-> {resolve_precision(args.precision, torch.device('cpu')) or 'fp32'} on the CPU)"
     )
 
@@ -110,6 +117,7 @@ def main() -> None:
                 manifold_dim=args.manifold_dim,
                 shift_average=args.shift_average,
                 latent_dim=args.latent_dim,
+                hidden_dims=args.hidden_dims,
                 max_epochs=args.epochs,
                 precision=args.precision,
                 random_state=seed,
