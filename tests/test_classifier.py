@@ -69,12 +69,13 @@ DIGITS_MODEL = dict(**DEMO_CLASSIFIER, random_state=0, device="cpu")
 #: and random_state = seed: seeds 0-4 gave 0.822/0.814, 0.828/0.775, 0.811/0.781,
 #: 0.744/0.764, 0.778/0.753 (mean margin +0.020; seeds 0-2, the ones tested: +0.030).
 #: With more labels the margin shrinks and turns: 5 per class +0.006 (two seeds of five
-#: lose), 10 per class -0.026 (all five lose). Pinned: the mean over seeds 0-2 must win by
-#: >= MARGIN.
+#: lose), 10 per class -0.026 (all five lose). On a 2-core Xeon (2026-12-06, one thread)
+#: seeds 0-2 gave margins 0.008, 0.041, 0.030: the weights, and so the margins, move with
+#: the CPU. Pinned: the mean over seeds 0-2 must win by >= MARGIN, well below both means.
 SEMI_EPOCHS = 12
 SEMI_LABELS_PER_CLASS = 3
 SEMI_SEEDS = (0, 1, 2)
-MARGIN = 0.015
+MARGIN = 0.005
 
 
 def test_unlabeled_images_help_on_digits(digits):

@@ -96,7 +96,7 @@ def test_auto_k_reports_the_criterion():
 
 @pytest.mark.parametrize(
     ("kw", "pinned"),
-    [({}, 0.65), ({"method": "gmm", "manifold": None}, 0.70)],
+    [({}, 0.62), ({"method": "gmm", "manifold": None}, 0.64)],
     ids=["default-spectral", "gmm"],
 )
 def test_digits_beats_pinned_threshold(kw, pinned):
@@ -104,7 +104,9 @@ def test_digits_beats_pinned_threshold(kw, pinned):
     # spectral embedding, 50 restarts) ACC 0.723, the GMM on the latents 0.746; k-means on
     # pixels gives 0.794. On 8x8 digits the default is no better than the GMM (five seeds:
     # python bench/clustering.py --dataset digits --epochs 40); it won on Fashion-MNIST
-    # (BENCHMARKS.md). Pinned with a margin for thread-count differences.
+    # (BENCHMARKS.md). fp32 training ends at other weights on another CPU or thread count,
+    # so seed 0 is one draw of five-seed spreads of 0.720 +- 0.031 (default) and 0.714 +-
+    # 0.022 (GMM): pinned about three standard deviations below those means.
     d = load_digits()
     x = (d.images * 255 / 16).round().astype(np.uint8)
     clu = VAEClustering(n_clusters=10, max_epochs=40, random_state=0, **kw).fit(x)

@@ -19,6 +19,7 @@ from playwright.sync_api import sync_playwright
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # a container's 64 MB /dev/shm can crash the renderer
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",

@@ -26,7 +26,7 @@ from cli_helpers import (
 from safetensors.torch import load_file
 
 TRAIN = (
-    "train", "digits", "--epochs", "6", "--batch-size", "16", "--hidden-dims", "64",
+    "train", "digits", "--epochs", "10", "--batch-size", "16", "--hidden-dims", "64",
     "--latent-dim", "4", "--seed", "3", "--quiet",
 )  # fmt: skip
 
@@ -39,11 +39,11 @@ def _losses(path: Path) -> list[str]:
 #: ``vaekit classify`` with few labels (the label spreading runs again on resume) and
 #: ``vaekit cluster``: tiny models, enough epochs to be killed in the middle.
 CLASSIFY = (
-    "classify", "digits", "--labels", "50", "--epochs", "8", "--batch-size", "16",
+    "classify", "digits", "--labels", "50", "--epochs", "12", "--batch-size", "16",
     "--hidden-dims", "8,16", "--latent-dim", "3", "--seed", "2", "--quiet",
 )  # fmt: skip
 CLUSTER = (
-    "cluster", "digits", "--epochs", "8", "--batch-size", "16", "--hidden-dims", "64",
+    "cluster", "digits", "--epochs", "12", "--batch-size", "16", "--hidden-dims", "64",
     "--latent-dim", "4", "--seed", "1", "--quiet",
 )  # fmt: skip
 
