@@ -35,8 +35,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 #: The only Pillow decoders vaekit lets read a file, whatever its name says. Pillow picks a
 #: decoder by the file's content, so without this an ``x.png`` holding PostScript would be
-#: handed to Ghostscript. MPO is how Pillow reads many cameras' JPEGs. AVIF where this
-#: Pillow has it (11.2 and newer).
+#: handed to Ghostscript. MPO is how Pillow reads many cameras' JPEGs; AVIF needs a Pillow
+#: built with it (files are then refused as unreadable).
 DECODERS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
 #: Largest image (width x height) vaekit decodes; bigger ones are treated as decompression
 #: bombs. Pillow's own default limit is about 89 MP.
