@@ -234,6 +234,37 @@ def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
         )
 
 
+def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
+    """Refuse to start a new ``kind`` run in ``run_dir`` when its config.json would be replaced.
+
+    Reads only: nothing in ``run_dir`` is touched. A missing or empty folder, or one of
+    other files only, is fine.
+
+    Raises
+    ------
+    CheckpointError
+        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`), a run of
+        ``kind`` (``fit(..., resume=True)`` continues it), or a ``config.json`` of the user's.
+    """
+    check_run_kind(run_dir, kind)
+    path = Path(run_dir) / CONFIG_FILE
+    if not os.path.lexists(path):
+        return
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, or not JSON: no run of vaekit's
+        held = None
+    if isinstance(held, dict) and "format_version" in held:
+        raise CheckpointError(
+            f"'{run_dir}' already holds a run; pass resume=True to continue it or choose "
+            "another run_dir"
+        )
+    raise CheckpointError(
+        f"'{run_dir}' holds a {CONFIG_FILE} that is not a vaekit run and fit would replace it; "
+        "choose another run_dir"
+    )
+
+
 def save_model(
     run_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> None:

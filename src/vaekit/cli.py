@@ -100,17 +100,25 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--epochs",
         type=_positive_int,
         metavar="N",
-        help="maximum epochs (VaDE: of its mixture phase, after N/2 epochs of pre-training)",
+        help="maximum epochs; early stopping may end sooner (default: 50; m2 and classify: "
+        "30; VaDE: of its mixture phase, after N/2 epochs of pre-training)",
     )
-    g.add_argument("--latent-dim", type=_positive_int, metavar="D", help="latent size")
+    g.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        metavar="D",
+        help="latent size (default: 10; m2 and classify: 16)",
+    )
     g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder family")
     g.add_argument(
         "--hidden-dims", metavar="A,B,...", type=_int_tuple, help="layer widths or channels"
     )
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"))
     g.add_argument("--beta", type=_positive_float, help="KL weight (1 = ELBO)")
-    g.add_argument("--batch-size", type=_positive_int, metavar="B")
-    g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
+    g.add_argument("--batch-size", type=_positive_int, metavar="B", help="(default: 128)")
+    g.add_argument(
+        "--lr", type=_positive_float, metavar="LR", help="learning rate (default: 0.001)"
+    )
     # None until main() sets 0: a resumed run refuses a --seed given other than its own.
     g.add_argument("--seed", type=_seed, help="random seed (default: 0)")
     g.add_argument(
@@ -217,11 +225,13 @@ def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
 
 
 def _data_options_of_run(args: argparse.Namespace, meta: dict[str, Any]) -> None:
-    """Default ``--image-size`` and ``--color`` to what the run was trained with."""
+    """Default ``--image-size``, ``--color`` and ``--skip-bad`` to what the run was trained with."""
     if args.image_size is None and meta.get("image_size"):
         args.image_size = meta["image_size"]
     if args.color == "auto" and meta.get("color") in ("grayscale", "rgb"):
         args.color = meta["color"]
+    if meta.get("skip_bad") is True and hasattr(args, "skip_bad"):
+        args.skip_bad = True  # before: evaluate and report stopped at the image it skipped
 
 
 def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -237,6 +247,7 @@ def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, An
         "classes": list(ds.classes),
         "image_size": getattr(args, "image_size", None),
         "color": getattr(args, "color", "auto"),
+        "skip_bad": bool(getattr(args, "skip_bad", False)),
         "image_shape": list(ds.image_shape),
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
@@ -394,8 +405,16 @@ def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
+    def show(v: float | int) -> str:  # counts in full: n_train=60000, not 6e+04
+        return str(v) if isinstance(v, int) else f"{v:.4g}"
+
     keys = [k for k, v in metrics.items() if isinstance(v, float | int)]
-    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+    return "  ".join(f"{k}={show(metrics[k])}" for k in keys)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _load_estimator(run: str):
@@ -492,6 +511,11 @@ def _resumed_run(
     return out, config, params, meta
 
 
+def _has(params: dict[str, Any], fixed: dict[str, Any]) -> bool:
+    """Whether ``params`` hold every value of ``fixed`` (a run made by that ``MODELS`` entry)."""
+    return all(params.get(k) == v for k, v in fixed.items())
+
+
 def _refuse_changes(out: Path, changed: list[str]) -> None:
     """Refuse options (``changed``: each with the run's value) that would alter a resumed run."""
     if changed:
@@ -528,26 +552,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model and save a run directory."""
     if args.resume:
         out, config, params, meta = _resumed_run(args, "train")
-        ds = _load_data(args.data, args, params.get("random_state") or 0)
         from vaekit import estimators
 
         name = config.get("estimator")
-        if name not in {kind for kind, _ in MODELS.values()}:
+        models = [m for m, (kind, fixed) in MODELS.items() if kind == name and _has(params, fixed)]
+        if not models:
             raise CheckpointError(
                 f"'{out / CONFIG_FILE}' names estimator {name!r}, which vaekit train does "
                 "not make; it was modified — start a new run without --resume"
             )
+        if args.model is not None and args.model != models[0]:
+            _refuse_changes(out, [f"--model (the run has {models[0]!r})"])
+        ds = _load_data(args.data, args, params.get("random_state") or 0)
         est = _estimator_from(getattr(estimators, name), params, out)
     else:
         out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
         ds = _load_data(args.data, args, args.seed)
+        model = args.model or "vae"
         if out is None:
-            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{args.model}")
+            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{model}")
         from vaekit import estimators
 
-        name, fixed = MODELS[args.model]
+        name, fixed = MODELS[model]
         est = _new_estimator(getattr(estimators, name), args, **fixed)
         meta = {**_data_metadata(args.data, ds, args), "command": "train"}
+    est._check_params(len(ds.x_train))  # a bad setting fails before the 'training' line
     _say(
         args,
         f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
@@ -568,9 +597,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seconds": est.fit_seconds_ + time.perf_counter() - t0,
     }
     _write_metrics(out / "metrics.json", metrics)
-    _say(
-        args, f"{est.n_epochs_} epochs in {est.fit_seconds_:.1f} s; test {_format_metrics(metrics)}"
-    )
+    took = f"{_count(est.n_epochs_, 'epoch')} in {est.fit_seconds_:.1f} s"
+    _say(args, f"{took}; test {_format_metrics(metrics)}")
     print(out)
     return 0
 
@@ -736,7 +764,13 @@ def _shift_share(text: str) -> float:
 def _n_clusters(text: str) -> int | str:
     if text == "auto":
         return text
-    return _positive_int(text)
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 2, got {text!r}")
+    return v
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -753,6 +787,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         for option, name in (("--manifold", "manifold"), ("--shift-average", "shift_average")):
             if given.get(name) not in (None, "none", 0.0):  # "none" and 0 mean off
                 raise VaekitError(f"{option} applies to --method gmm or kmeans; drop it for vade")
+    no_manifold = given.get("method") == "vade" or given.get("manifold") == "none"
+    if "manifold_dim" in given and no_manifold:  # before: silently unused
+        raise VaekitError("--manifold-dim applies to --manifold umap or spectral; drop it")
     if "manifold" in given and given["manifold"] == "none":
         given["manifold"] = None
     from vaekit.data.prepared import all_images
@@ -769,13 +806,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         meta = {**_data_metadata(args.data, ds, args), "command": "cluster"}
     x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
+    clu._check_params(len(x))  # a bad setting fails before the 'clustering' line
     _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
     start = time.perf_counter()
     clu.fit(x, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():
         return 0
     metrics = _write_cluster_run(clu, ds, x, paths, out, clu.random_state or 0, start)
-    _say(args, f"{clu.n_clusters_} clusters; {_format_metrics(metrics)}")
+    _say(args, f"{_count(clu.n_clusters_, 'cluster')}; {_format_metrics(metrics)}")
     print(out)
     return 0
 
@@ -924,6 +962,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         }
     n_labeled = int((y >= 0).sum())
     spread = " (labels first spread over a VAE's latent graph)" if n_labeled < len(y) else ""
+    clf._check_params()  # a bad setting fails before the 'classifying' line
     _say(
         args,
         f"classifying {ds.name}: {n_labeled} labeled and {len(y) - n_labeled} unlabeled "
@@ -934,7 +973,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not _is_main_process():
         return 0
     metrics = _write_classify_run(clf, ds, n_labeled, out, start)
-    _say(args, f"{clf.n_epochs_} epochs; test {_format_metrics(metrics)}")
+    _say(args, f"{_count(clf.n_epochs_, 'epoch')}; test {_format_metrics(metrics)}")
     print(out)
     return 0
 
@@ -1094,7 +1133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     n = min(32, len(ds.x_test))
     pairs = np.stack([ds.x_test[:n] / 255.0, vae.reconstruct(ds.x_test[:n])], axis=1)
     save_image_grid(out / "reconstructions.png", pairs.reshape(2 * n, *ds.image_shape), ncols=16)
-    _say(args, f"VAE: {vae.n_epochs_} epochs in {vae.fit_seconds_:.1f} s")
+    _say(args, f"VAE: {_count(vae.n_epochs_, 'epoch')} in {vae.fit_seconds_:.1f} s")
     _say(args, f"test ELBO: {metrics['elbo']:.2f} nats/image")
     _say(
         args,
@@ -1198,7 +1237,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_EPOCHS,
         help=f"maximum epochs; early stopping usually ends sooner ({DEMO_EPOCHS})",
     )
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -1207,9 +1246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         choices=MODELS,
-        default="vae",
-        help="model family: vae; vade (mixture prior of 10 components, as 'vaekit cluster "
-        "--method vade'); or m2 (semi-supervised classifier; -1 labels unlabeled)",
+        help="model family: vae (default); vade (mixture prior of 10 components, as 'vaekit "
+        "cluster --method vade'); or m2 (semi-supervised classifier; -1 labels unlabeled)",
     )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-MODEL[-N])")
     p.add_argument(
@@ -1338,7 +1376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Python: VAE.sample)",
     )
     p.add_argument("--cluster", type=int, metavar="C", help="sample from one cluster")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--out", metavar="FILE.png", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_generate)

@@ -170,7 +170,7 @@ def assert_user_error(res: subprocess.CompletedProcess[str], *names: object) -> 
     """Exit status 2 and exactly one stderr line, naming each of ``names``; return it."""
     shown = f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     assert res.returncode == 2, shown
-    assert "Traceback" not in res.stderr, shown
+    assert "Traceback" not in res.stderr and not res.stdout, shown  # nothing "started" first
     lines = res.stderr.splitlines()
     assert len(lines) == 1, shown
     line = lines[0]

@@ -239,6 +239,28 @@ def case_negative_epochs(d: Path, run: Path) -> Case:
 
 
 @case
+def case_one_cluster(d: Path, run: Path) -> Case:
+    """Before: trained to the end, then reported ACC 0.10 and NMI 0."""
+    return Case(["cluster", "digits", "--n-clusters", "1", "--out", d / "o"], ("--n-clusters", "1"))
+
+
+@case
+def case_manifold_dim_without_a_manifold(d: Path, run: Path) -> Case:
+    """Before: accepted, written into the run's settings, and never used."""
+    args = ["cluster", "digits", "--manifold", "none", "--manifold-dim", "5", "--out", d / "o"]
+    return Case(args, ("--manifold-dim",), absent=[d / "o"])
+
+
+@case
+def case_more_clusters_than_images(d: Path, run: Path) -> Case:
+    """Before: 'clustering 1797 images ...' was printed on stdout first."""
+    return Case(
+        ["cluster", "digits", *TINY, "--n-clusters", "5000", "--out", d / "o"],
+        ("n_clusters=5000",),
+    )
+
+
+@case
 def case_epochs_not_a_number(d: Path, run: Path) -> Case:
     return Case(["train", "digits", "--epochs", "abc"], ("--epochs", "abc"))
 

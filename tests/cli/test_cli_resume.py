@@ -149,7 +149,11 @@ def test_resume_refuses_options_that_change_the_run(
     line = assert_user_error(fast_cli("train", "digits", "--out", run, "--resume", *other_data))
     for option in ("--seed (the run has 0)", "--image-size (the run has None)", "--color"):
         assert option in line
+    # Before, --model was silently ignored: the VAE went on training.
+    line = assert_user_error(fast_cli("train", "digits", "--out", run, "--resume", "--model", "m2"))
+    assert "--model (the run has 'vae')" in line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert_ok(fast_cli("train", "digits", "--out", run, "--resume", "--model", "vae", "--quiet"))
 
 
 def test_train_into_an_existing_run_is_refused(fast_cli: Cli | Preloaded, tmp_path: Path) -> None:

@@ -47,3 +47,16 @@ def test_evaluate_and_report_reuse_the_colour_of_the_run(
     for res in results.values():
         assert_ok(res)
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["elbo"])
+
+
+def test_evaluate_and_report_skip_the_images_the_run_skipped(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Before, a run trained with --skip-bad forgot it: evaluate stopped at the bad image."""
+    root = write_image_folder(tmp_path / "imgs", n=12)
+    (root / "cats" / "broken.png").write_bytes(b"not a png")
+    run = tmp_path / "run"
+    assert_ok(fast_cli("train", root, *TINY, "--skip-bad", "--out", run, "-q"))
+    assert_ok(fast_cli("evaluate", run, "-q"))
+    assert_ok(fast_cli("report", run, "-q"))
+    assert (run / "report-reconstructions.png").exists()

@@ -169,3 +169,8 @@ def test_draw_labels_spreads_the_remainder_and_explains_shortfalls() -> None:
         draw_labels(y, 3, seed=0)
     with pytest.raises(ConfigError, match="11 labeled images of class 'a'"):
         draw_labels(y, 44, seed=0, classes=("a", "b", "c", "d"))
+
+
+def test_dataset_repr_summarises_instead_of_printing_the_arrays() -> None:
+    text = repr(load_dataset("digits"))
+    assert text == "Dataset('digits', 1437 train + 360 test, 1x8x8, 10 classes, seeded split)"

@@ -101,6 +101,15 @@ class Dataset:
                     f"dataset {self.name!r}: {part} has {len(paths)} entries for {len(x)} images"
                 )
 
+    def __repr__(self) -> str:
+        """Summarise, not print the arrays: ``Dataset('digits', 1437 train + 360 test, ...)``."""
+        labels = f"{len(self.classes)} classes" if self.classes else "unlabeled"
+        split = "official split" if self.official_split else "seeded split"
+        return (
+            f"Dataset({self.name!r}, {len(self.x_train)} train + {len(self.x_test)} test, "
+            f"{'x'.join(map(str, self.image_shape))}, {labels}, {split})"
+        )
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image."""

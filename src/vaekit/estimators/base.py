@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -25,7 +26,7 @@ from vaekit.data.arrays import to_nchw
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.models.base import GenerativeModel, check_likelihood, fixed_posterior_noise
 from vaekit.nn import default_hidden_dims
-from vaekit.training import TrainConfig, resolve_device, train
+from vaekit.training import TrainConfig, distributed, resolve_device, train
 from vaekit.training.distributed import is_main_process
 from vaekit.training.loop import check_split, history_csv, seed_from
 
@@ -82,7 +83,13 @@ class BaseVAEEstimator(BaseEstimator):
     #: reproduces how a run saved without them was trained.
     _params_added: ClassVar[dict[str, Any]] = {}
 
-    def _check_params(self) -> None:
+    def _check_params(self, n_samples: int | None = None) -> None:
+        """Raise ``ConfigError`` for a bad parameter.
+
+        With ``n_samples`` (the images to train on), also when the validation split would
+        leave no image on one side.
+        """
+
         def positive_int(name: str) -> None:
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
@@ -110,6 +117,13 @@ class BaseVAEEstimator(BaseEstimator):
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
         resolve_device(self.device)  # raises now, before any training or file in run_dir
+        if n_samples is not None:
+            self._check_n_samples(n_samples)
+
+    def _check_n_samples(self, n_samples: int) -> None:
+        """Raise when ``n_samples`` images are too few to train on with these parameters."""
+        if isinstance(self.validation_fraction, numbers.Real):
+            check_split(n_samples, float(self.validation_fraction))
 
     def _fitted(self, name: str) -> Any:
         """Parameter ``name`` as the model was fitted with (``set_params`` acts at the next fit)."""
@@ -207,6 +221,34 @@ class BaseVAEEstimator(BaseEstimator):
                 "--image-size), smaller hidden_dims or arch='conv'"
             )
 
+    def _check_new_run(self, run_dir: str | Path | None, resume: bool) -> None:
+        """Refuse, before any work, to start a new run where it would replace one.
+
+        ``fit(X, run_dir=D)`` without ``resume`` refuses a ``D`` that holds a run or any
+        ``config.json`` (:func:`vaekit.checkpoint.check_new_run`); nothing in ``D`` is
+        touched. Under torchrun rank 0, which alone writes there, decides and tells the
+        other ranks, so that every rank raises alike and none starts training; a rank that
+        looked itself could find the config.json rank 0 has just written for this run.
+        """
+        if run_dir is None or resume:
+            return
+        refusal: str | None = None
+        if is_main_process():
+            try:
+                checkpoint.check_new_run(run_dir, self._estimator_name)
+            except CheckpointError as exc:
+                refusal = str(exc)
+        if distributed.env_world_size() > 1:
+            device = resolve_device(self.device)
+            if distributed.init_from_env(device):  # joined now or earlier; train() reuses it
+                box = [refusal]
+                dist.broadcast_object_list(
+                    box, src=0, device=device if device.type == "cuda" else None
+                )
+                refusal = box[0]
+        if refusal is not None:
+            raise CheckpointError(refusal)
+
     def _start_run(self, run_dir: str | Path | None, resume: bool) -> None:
         """Mark ``run_dir`` as a run in training (its config.json), so a kill can be resumed.
 
@@ -238,7 +280,9 @@ class BaseVAEEstimator(BaseEstimator):
     ) -> None:
         """Run the training loop on ``self.module_``; ``overrides`` change TrainConfig fields.
 
-        Histories of successive calls (e.g. pre-training, then fine-tuning) are appended.
+        Histories of successive calls (e.g. pre-training, then fine-tuning) are appended,
+        and so are their times: ``fit_seconds_`` is the wall time of the whole run, a
+        resumed run's seconds before this call included.
         """
         cfg = replace(self._train_config(self.seed_), **overrides)
         check_split(len(data[0]), cfg.validation_fraction)  # before anything is written
@@ -249,7 +293,7 @@ class BaseVAEEstimator(BaseEstimator):
         self.best_epoch_ = result.best_epoch
         self.n_epochs_ = len(self.history_)
         self.stopped_early_ = result.stopped_early
-        self.fit_seconds_ += time.perf_counter() - start
+        self.fit_seconds_ += result.resumed_seconds + time.perf_counter() - start
         self.module_.eval()
 
     # -- inference helpers -----------------------------------------------------------------
@@ -345,6 +389,9 @@ class BaseVAEEstimator(BaseEstimator):
         ``model.safetensors`` (weights and fitted state) and ``history.csv`` (the training
         curves, when there are any). Nothing is pickled. ``fit(X, run_dir=path)`` ends
         with a ``save(path)``.
+
+        A model of the same estimator already saved in ``path`` is replaced; a run of
+        another estimator there is refused (``CheckpointError``), and nothing is written.
         """
         check_is_fitted(self, "module_")
         state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
@@ -442,11 +489,14 @@ def keeps_state_on_failure(fit: Any) -> Any:
     """Decorate a ``fit``: if it raises (or is interrupted), the estimator is as it was.
 
     A refit that fails on bad input must not leave a fitted estimator answering from new,
-    untrained weights, nor a first fit that fails leave one that looks fitted.
+    untrained weights, nor a first fit that fails leave one that looks fitted. The ``fit``
+    first refuses to replace a run in its ``run_dir`` (``_check_new_run``), before any
+    work: the VAEClassifier trains a helper VAE before its own training starts.
     """
 
     @functools.wraps(fit)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._check_new_run(kwargs.get("run_dir"), bool(kwargs.get("resume", False)))
         before = dict(self.__dict__)
         try:
             return fit(self, *args, **kwargs)

@@ -225,7 +225,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self.compile = compile
 
     # -- parameters ------------------------------------------------------------------------
-    def _check_params(self) -> None:
+    def _check_params(self, n_samples: int | None = None) -> None:
+        """Raise ``ConfigError`` for a bad parameter.
+
+        ``n_samples`` is not used: the split that must not come out empty is of the labeled
+        images, checked in ``fit``.
+        """
         super()._check_params()
         for name in ("alpha",):
             v = getattr(self, name)

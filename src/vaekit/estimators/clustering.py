@@ -286,7 +286,11 @@ class VAEClustering(ClusterMixin, VAE):
         self.pretrain_epochs = pretrain_epochs
 
     # -- parameters ------------------------------------------------------------------------
-    def _check_params(self) -> None:
+    def _check_params(self, n_samples: int | None = None) -> None:
+        """Raise ``ConfigError`` for a bad parameter, ``DataError`` for more clusters than images.
+
+        ``n_samples``, when given, is the number of images to be clustered.
+        """
         super()._check_params()
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -299,9 +303,9 @@ class VAEClustering(ClusterMixin, VAE):
             raise ConfigError(f"manifold_dim must be a positive integer or None, got {d!r}")
         k = self.n_clusters
         if not (
-            k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1)
+            k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 2)
         ):
-            raise ConfigError(f"n_clusters must be a positive integer or 'auto', got {k!r}")
+            raise ConfigError(f"n_clusters must be an integer >= 2 or 'auto', got {k!r}")
         for name in ("n_init", "max_clusters"):
             v = getattr(self, name)
             if name == "n_init" and v is None:
@@ -319,6 +323,14 @@ class VAEClustering(ClusterMixin, VAE):
         v = self.shift_average
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < 0.5:
             raise ConfigError(f"shift_average must be a number in [0, 0.5), got {v!r}")
+        if n_samples is not None:
+            self._check_n_samples(n_samples)
+
+    def _check_n_samples(self, n_samples: int) -> None:
+        k = self.n_clusters
+        if k != "auto" and k > n_samples:
+            raise DataError(f"n_clusters={k} is more than n_samples={n_samples}; lower it")
+        super()._check_n_samples(n_samples)
 
     def _build_module(self, input_shape: tuple[int, ...]):
         if self._fitted("method") != "vade":
@@ -355,10 +367,7 @@ class VAEClustering(ClusterMixin, VAE):
             The fitted estimator, with ``labels_``.
         """
         x = to_tensor(X)
-        self._check_params()
-        k = self.n_clusters
-        if k != "auto" and k > len(x):
-            raise DataError(f"n_clusters={k} is more than n_samples={len(x)}; lower it")
+        self._check_params(len(x))
         if hasattr(self, "n_clusters_"):
             del self.n_clusters_  # refitting: the model is sized from the parameters again
         self._setup_fit(x, metadata)

@@ -138,12 +138,18 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns: per-epoch history and how training ended."""
+    """What ``train`` returns: per-epoch history and how training ended.
+
+    ``seconds`` is the wall time of this call's epochs; ``resumed_seconds`` the wall time
+    the run had trained before this call resumed it (0 for a new run), as its checkpoint
+    recorded, so the whole run took ``resumed_seconds`` plus this call's time.
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    resumed_seconds: float = 0.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -250,6 +256,7 @@ class _Loop:
         run_dir: Path | None,
         on_epoch_end: Callable[[dict[str, float]], None] | None = None,
     ):
+        self.started = time.perf_counter()
         self.cfg = cfg
         self.on_epoch_end = on_epoch_end
         self.device = resolve_device(cfg.device)
@@ -293,6 +300,8 @@ class _Loop:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.finished = False
         self.stopped_early = False
+        # Wall seconds the run trained before this call (restored on resume).
+        self.resumed_seconds = 0.0
 
     def _make_step_fn(self):
         """Build the callable ``(*batch, kl_weight) -> (total, reconstruction, kl, extras)``."""
@@ -385,6 +394,8 @@ class _Loop:
             "train_config": asdict(self.cfg),
             "world_size": self.world,
             "history": self.history,
+            # Wall time of the run up to this checkpoint, over all its resumes.
+            "train_seconds": self.resumed_seconds + time.perf_counter() - self.started,
         }
         checkpoint.save_train_state(self.run_dir, tensors, info)
         checkpoint.atomic_write_text(
@@ -446,6 +457,13 @@ class _Loop:
             raise ValueError(f"epoch {epoch!r}")
         if not (isinstance(history, list) and len(history) == epoch):
             raise ValueError("history")
+        seconds = info.get("train_seconds")
+        if seconds is None:  # saved before it was recorded: the epochs' own times
+            seconds = sum(row["seconds"] for row in history if "seconds" in row)
+        if isinstance(seconds, bool) or not (
+            isinstance(seconds, (int, float)) and 0 <= seconds < math.inf
+        ):
+            raise ValueError(f"train_seconds {seconds!r}")
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         same_world = info.get("world_size", 1) == self.world
         suffix = f".{self.rank}" if self.world > 1 and same_world else ""
@@ -462,6 +480,7 @@ class _Loop:
         self.finished = bool(info["finished"])
         self.stopped_early = bool(info["stopped_early"])
         self.history = history
+        self.resumed_seconds = float(seconds)
 
     # -- one epoch ---------------------------------------------------------------------
     def _train_epoch(self, bar: tqdm | None) -> dict[str, float]:
@@ -579,6 +598,7 @@ class _Loop:
             best_epoch=self.best_epoch or self.epoch,
             stopped_early=self.stopped_early,
             seconds=time.perf_counter() - start,
+            resumed_seconds=self.resumed_seconds,
         )
 
     def _early_stopping(self, val_loss: float) -> None:
@@ -642,8 +662,10 @@ def train(
     Returns
     -------
     TrainResult
-        History (one dict per epoch), best epoch, whether it stopped early, wall seconds.
-        The model holds the best validation weights (the last ones without validation).
+        History (one dict per epoch), best epoch, whether it stopped early, wall seconds
+        (of this call, and of the run before a resume: ``train_seconds`` of the saved
+        state, or its epochs' ``seconds`` for a state saved without it). The model holds
+        the best validation weights (the last ones without validation).
     """
     run_path = Path(run_dir) if run_dir is not None else None
     distributed.init_from_env(resolve_device(config.device))

@@ -1,0 +1,118 @@
+"""``fit(X, run_dir=D)``: a new run never replaces what D holds; a resume keeps the run's time."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from vaekit import VAE, VAEClassifier, VAEClustering, checkpoint, load_dataset
+from vaekit.errors import CheckpointError
+from vaekit.training import loop
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").x_train[:300]
+
+
+def tiny(**kw):
+    params = dict(hidden_dims=(8,), latent_dim=2, max_epochs=2, batch_size=64, random_state=0)
+    return VAE(**{**params, **kw})
+
+
+def files(folder):
+    return {f.name: f.read_bytes() for f in folder.iterdir()}
+
+
+def test_a_new_fit_refuses_a_run_dir_holding_a_run(digits, tmp_path, monkeypatch):
+    run = tmp_path / "rd"
+    tiny().fit(digits, run_dir=run)
+    before = files(run)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("fit started before refusing the run directory")
+
+    monkeypatch.setattr(VAE, "_setup_fit", trained)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^'.*rd' already holds a run; pass resume=True to continue it or choose "
+        r"another run_dir$",
+    ):
+        tiny(max_epochs=3, latent_dim=5).fit(digits, run_dir=run)
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("kind", [VAE, VAEClustering, VAEClassifier])
+def test_every_estimator_refuses_before_any_training(digits, tmp_path, monkeypatch, kind):
+    run = tmp_path / "run"
+    checkpoint.save_model(run, {}, {"estimator": kind.__name__})  # a saved run of this kind
+    before = files(run)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("fit started before refusing the run directory")
+
+    monkeypatch.setattr(kind, "_setup_fit", trained)
+    y = np.arange(len(digits)) % 3
+    with pytest.raises(CheckpointError, match="already holds a run; pass resume=True"):
+        kind().fit(digits, y, run_dir=run)
+    assert files(run) == before
+
+
+def test_a_users_config_json_is_not_replaced(digits, tmp_path):
+    (tmp_path / "config.json").write_text('{"lr": 0.1}\n')
+    with pytest.raises(CheckpointError, match=r"config\.json that is not a vaekit run.*another"):
+        tiny().fit(digits, run_dir=tmp_path)
+    assert files(tmp_path) == {"config.json": b'{"lr": 0.1}\n'}
+
+
+def test_an_empty_run_dir_is_fine(digits, tmp_path):
+    tiny().fit(digits, run_dir=tmp_path)
+    assert VAE.load(tmp_path).n_epochs_ == 2
+
+
+def _set_train_seconds(run, seconds):
+    """Record ``seconds`` as the run's training time (None: a state saved without it)."""
+    tensors, info = checkpoint.load_train_state(run)
+    if seconds is None:
+        del info["train_seconds"]
+        info["history"] = [{**row, "seconds": 100.0} for row in info["history"]]
+    else:
+        info["train_seconds"] = seconds
+    checkpoint.save_train_state(run, tensors, info)
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [(1000.0, 1000.0), (None, 200.0)])
+def test_resuming_a_finished_run_keeps_its_training_time(digits, tmp_path, recorded, expected):
+    run = tmp_path / "run"
+    first = tiny().fit(digits, run_dir=run)
+    assert 0 < json.loads((run / "train_state.json").read_text())["train_seconds"]
+    fitted = json.loads((run / "config.json").read_text())["fitted"]
+    assert first.fit_seconds_ == fitted["fit_seconds"]
+    _set_train_seconds(run, recorded)  # None: the epochs' seconds (2 x 100) count
+    start = time.perf_counter()
+    again = tiny().fit(digits, run_dir=run, resume=True)
+    took = time.perf_counter() - start
+    assert again.n_epochs_ == 2
+    assert expected <= again.fit_seconds_ <= expected + took
+    assert VAE.load(run).fit_seconds_ == again.fit_seconds_
+
+
+def test_resuming_a_killed_run_adds_to_its_training_time(digits, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    save = loop._Loop.save
+
+    def killed_after_epoch_1(self):
+        save(self)
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Loop, "save", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        tiny().fit(digits, run_dir=run)
+    monkeypatch.undo()
+    _set_train_seconds(run, 500.0)
+    resumed = tiny().fit(digits, run_dir=run, resume=True)
+    assert resumed.n_epochs_ == 2 and resumed.fit_seconds_ > 500.0
+    recorded = json.loads((run / "train_state.json").read_text())["train_seconds"]
+    assert 500.0 < recorded <= resumed.fit_seconds_
