@@ -50,6 +50,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.base import ClusterMixin
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
@@ -538,7 +539,10 @@ class VAEClustering(ClusterMixin, VAE):
             n_init=self._n_init(GMM_N_INIT),
             reg_covar=GMM_REG_COVAR,
             random_state=self.seed_,
-        ).fit(z)
+        )
+        with warnings.catch_warnings():  # it only starts the prior, which training then fits;
+            warnings.simplefilter("ignore", ConvergenceWarning)  # its max_iter is no option
+            gmm.fit(z)
         dev = self._device()
         module.set_prior(
             *(
