@@ -1311,9 +1311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         type=_positive_int,
         metavar="N",
-        help="labeled training images to keep, N/K of each of the K classes drawn with --seed "
-        "(each class needs that many; default: all); the rest of the training split is used "
-        "unlabeled",
+        help="labeled training images to keep, about N/K of each of the K classes, drawn "
+        "with --seed (each class needs that many; default: all); the rest of the training "
+        "split is used unlabeled",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(
