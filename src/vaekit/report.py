@@ -105,6 +105,7 @@ METRIC_DESCRIPTIONS = {
     "n_train": "training images",
     "n_test": "test images",
     "seconds": "wall-clock seconds of the run",
+    "evaluate_seconds": "wall-clock seconds of the last vaekit evaluate",
 }
 
 
