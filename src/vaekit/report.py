@@ -98,7 +98,8 @@ METRIC_DESCRIPTIONS = {
     "recall_macro": "recall averaged over classes (higher is better)",
     "f1_macro": "F1 score averaged over classes (higher is better)",
     "ece": "expected calibration error: confidence minus accuracy, binned (lower is better)",
-    "n_labeled": "labeled training images used",
+    "n_labeled": "labeled training images given (a part may be held out to calibrate the "
+    "probabilities)",
     "n_scored": "labeled test images scored",
     "temperature": "softmax temperature fitted on held-out training labels to calibrate the "
     "probabilities (1: too few labels were held out to fit one)",
@@ -797,7 +798,7 @@ def _data_html(run: RunData) -> str:
         rows.append(("images with a label in the data", f"{int((y >= 0).sum())} of {len(y)}"))
         if meta.get("n_labeled") is not None and not other:  # classify keeps some labels
             rows.append(
-                ("labels used in training", f"{meta['n_labeled']} of {len(ds.x_train)} images")
+                ("labels given for training", f"{meta['n_labeled']} of {len(ds.x_train)} images")
             )
         per = ", ".join(
             f"{n}: {c}" for n, c in zip(_names_for(classes, len(counts)), counts, strict=True)

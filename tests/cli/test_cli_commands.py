@@ -217,7 +217,7 @@ def test_demo_writes_everything_and_prints_test_metrics(demo_run: TrainedRun) ->
     page = (demo / "report.html").read_text(encoding="utf-8")
     ids = re.findall(r' id="([^"]+)"', page)
     assert len(ids) == len(set(ids)) > 3
-    assert "labels used in training" in page and "100 of 1437 images" in page
+    assert "labels given for training" in page and "100 of 1437 images" in page
 
 
 def test_a_built_in_name_is_recorded_as_such_beside_a_folder_of_that_name(
