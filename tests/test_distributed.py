@@ -70,6 +70,8 @@ def _kill_9_with_workers(proc: subprocess.Popen) -> None:
 
 def _descendants(pid: int) -> list[int]:
     """Processes below ``pid``, from ``/proc`` (each one's parent is field 4 of its stat)."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finding torchrun's workers needs Linux /proc")
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -181,6 +183,50 @@ def test_torchrun_resume_is_exact(tmp_path: Path, request: pytest.FixtureRequest
     assert all(torch.equal(a[k], b[k]) for k in a)
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in _history(full)]
     assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in _history(part)]
+
+
+SPAWNED_FIT = """
+import datetime, sys
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from vaekit import VAE, load_dataset
+from vaekit.errors import CheckpointError
+
+def work(rank, store, run):
+    dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    x = load_dataset("digits").x_train
+    try:
+        VAE(hidden_dims=(8,), latent_dim=2, max_epochs=1).fit(x, run_dir=run)
+        print(rank, "trained", flush=True)
+    except CheckpointError as exc:
+        print(rank, "refused:", exc, flush=True)
+
+if __name__ == "__main__":
+    mp.spawn(work, args=(sys.argv[1], sys.argv[2]), nprocs=2, join=True)
+"""
+
+
+def test_a_group_started_without_torchrun_refuses_a_used_run_dir_on_every_rank(
+    tmp_path: Path,
+) -> None:
+    """A process group of the user's own (no torchrun variables): every rank must refuse.
+
+    Before, only rank 0 looked at the folder and raised; rank 1 went on into training and
+    waited in its first collective until the group's timeout.
+    """
+    run = tmp_path / "run"
+    x = load_dataset("digits").x_train
+    VAE(hidden_dims=(8,), latent_dim=2, max_epochs=1).fit(x, run_dir=run)
+    script = tmp_path / "spawned_fit.py"
+    script.write_text(SPAWNED_FIT)
+    env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, str(script), str(tmp_path / "store"), str(run)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = sorted(res.stdout.splitlines())
+    assert [line.split(" ", 1)[0] for line in lines] == ["0", "1"], res.stdout
+    assert all("refused: " in line and "already holds a run" in line for line in lines), lines
 
 
 def test_torchrun_prints_warnings_once_and_errors_by_rank(tmp_path: Path) -> None:

@@ -424,3 +424,15 @@ def test_only_listed_decoders_read_a_file_whatever_its_name(
     Image.new("L", (8, 8), 7).save(tmp_path / "cat" / "odd.png", format=fmt)
     with pytest.raises(DataError, match=r"image 'cat/odd.png' cannot be read"):
         load_dataset(tmp_path)
+
+
+def test_avif_files_are_left_out_where_pillow_cannot_read_them(
+    tmp_path: Path, save_image, monkeypatch
+) -> None:
+    """Pillow reads AVIF from 11.2 on; an older one must not turn a folder's phone photos
+    into unreadable-image errors (before 2026-12-06 .avif files were not looked at)."""
+    _labeled(tmp_path, save_image, n=2, gray_only=True)
+    (tmp_path / "cat" / "phone.avif").write_bytes(b"not decodable here")
+    monkeypatch.setattr(images, "_decoders", lambda: ("PNG", "JPEG"))
+    ds = load_dataset(tmp_path, test_fraction=0.5)
+    assert len(ds.x_train) + len(ds.x_test) == 4

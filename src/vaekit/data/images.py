@@ -31,12 +31,14 @@ from vaekit.errors import DataError
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    | {".pgm", ".ppm", ".pbm", ".pnm", ".avif"}  # Netpbm (face datasets), AVIF (phones)
+    | {".pgm", ".ppm", ".pbm", ".pnm"}  # Netpbm: face datasets ship so
 )
+#: Images read only where this Pillow has the decoder (AVIF: Pillow 11.2 and newer); on
+#: an older one such files are left out of a folder, as before, not refused as unreadable.
+OPTIONAL_SUFFIXES = {".avif": "AVIF"}
 #: The only Pillow decoders vaekit lets read a file, whatever its name says. Pillow picks a
 #: decoder by the file's content, so without this an ``x.png`` holding PostScript would be
-#: handed to Ghostscript. MPO is how Pillow reads many cameras' JPEGs; AVIF needs a Pillow
-#: built with it (files are then refused as unreadable).
+#: handed to Ghostscript. MPO is how older Pillows read many cameras' JPEGs.
 DECODERS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
 #: Largest image (width x height) vaekit decodes; bigger ones are treated as decompression
 #: bombs. Pillow's own default limit is about 89 MP.
@@ -68,7 +70,10 @@ SKIP_BAD_HINT = "or pass --skip-bad (skip_bad=True) to skip unreadable images"
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    suffix = os.path.splitext(name)[1].lower()
+    if name.startswith("."):
+        return False
+    return suffix in IMAGE_SUFFIXES or OPTIONAL_SUFFIXES.get(suffix, "-") in _decoders()
 
 
 def _is_skipped_dir(name: str) -> bool:

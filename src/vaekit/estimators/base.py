@@ -236,9 +236,12 @@ class BaseVAEEstimator(BaseEstimator):
         if is_main_process():
             try:
                 checkpoint.check_new_run(run_dir, self._estimator_name)
-            except CheckpointError as exc:
+            except Exception as exc:  # any failure must reach the other ranks, or they wait
+                if not distributed.is_distributed() and distributed.env_world_size() <= 1:
+                    raise
                 refusal = str(exc)
-        if distributed.env_world_size() > 1:
+        # A group started by the user (mp.spawn, no torchrun variables) counts too.
+        if distributed.is_distributed() or distributed.env_world_size() > 1:
             device = resolve_device(self.device)
             if distributed.init_from_env(device):  # joined now or earlier; train() reuses it
                 box = [refusal]
