@@ -201,6 +201,7 @@ def work(rank, store, run):
         print(rank, "trained", flush=True)
     except CheckpointError as exc:
         print(rank, "refused:", exc, flush=True)
+    dist.destroy_process_group()  # exiting with the group alive may abort ("terminate called")
 
 if __name__ == "__main__":
     mp.spawn(work, args=(sys.argv[1], sys.argv[2]), nprocs=2, join=True)
