@@ -319,6 +319,25 @@ def _is_run_data(spec: str, meta: dict[str, Any]) -> bool:
     return same_data(spec, meta.get("data"))
 
 
+def _warn_if_split_changed(ds: Any, meta: dict[str, Any], spec: str) -> None:
+    """Warn when the run's data now splits into other counts than when it was trained.
+
+    Files added to or removed from a folder since give another seeded split, so images the
+    run trained on may be scored as test images.
+    """
+    was = (meta.get("n_train"), meta.get("n_test"))
+    now = (len(ds.x_train), len(ds.x_test))
+    if None not in was and tuple(was) != now and _is_run_data(spec, meta):
+        import warnings
+
+        warnings.warn(
+            f"{spec!r} now gives {now[0]} training and {now[1]} test images, the run was "
+            f"trained with {was[0]} and {was[1]}: files were added or removed since, so the "
+            "test images are not the ones the run held out",
+            stacklevel=2,
+        )
+
+
 def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
     """Refuse data whose image shape differs from the one the run was trained on."""
     want, got = tuple(est.input_shape_), tuple(ds.image_shape)
@@ -636,6 +655,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _data_options_of_run(args, meta)
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
+    _warn_if_split_changed(ds, meta, spec)
     t0 = time.perf_counter()
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
@@ -686,6 +706,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     # The run's seed draws the split, so rows line up with its clusters.csv / predictions.csv.
     ds = _load_data(args.data, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, args.data)
+    _warn_if_split_changed(ds, meta, args.data)
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
     z = np.concatenate([est.transform(x) for x in parts[args.split]])
     buf = io.BytesIO()
@@ -1046,6 +1067,7 @@ def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> 
             ds = datasets[key]
         if ds is not None:
             _check_image_shape(est, ds, str(path), spec)
+            _warn_if_split_changed(ds, meta, spec)
         loaded.append(report.read_run(path, config, estimator=est, dataset=ds))
     return report.write_report(
         out,

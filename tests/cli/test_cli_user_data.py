@@ -60,3 +60,23 @@ def test_evaluate_and_report_skip_the_images_the_run_skipped(
     assert_ok(fast_cli("evaluate", run, "-q"))
     assert_ok(fast_cli("report", run, "-q"))
     assert (run / "report-reconstructions.png").exists()
+
+
+def test_evaluate_warns_when_the_folder_changed_since_training(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Images added since training give another seeded split: say so, do not score quietly."""
+    root = write_image_folder(tmp_path / "imgs", n=10)
+    run = tmp_path / "run"
+    assert_ok(fast_cli("train", root, *TINY, "--out", run, "-q"))
+    res = fast_cli("evaluate", run, "-q")
+    assert_ok(res)
+    assert "warning" not in res.stderr
+    write_image_folder(tmp_path / "more", n=5, seed=1)
+    for c in ("cats", "dogs"):
+        for f in (tmp_path / "more" / c).iterdir():
+            f.rename(root / c / f"new-{f.name}")
+    res = fast_cli("evaluate", run, "-q")
+    assert_ok(res)
+    assert "now gives 24 training and 6 test images" in res.stderr, res.stderr
+    assert "trained with 16 and 4" in res.stderr, res.stderr
