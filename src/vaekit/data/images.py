@@ -70,9 +70,9 @@ SKIP_BAD_HINT = "or pass --skip-bad (skip_bad=True) to skip unreadable images"
 
 
 def _is_image_name(name: str) -> bool:
-    suffix = os.path.splitext(name)[1].lower()
     if name.startswith("."):
         return False
+    suffix = os.path.splitext(name)[1].lower()
     return suffix in IMAGE_SUFFIXES or OPTIONAL_SUFFIXES.get(suffix, "-") in _decoders()
 
 

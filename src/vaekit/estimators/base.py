@@ -232,16 +232,17 @@ class BaseVAEEstimator(BaseEstimator):
         """
         if run_dir is None or resume:
             return
+        # A group started by the user (mp.spawn, no torchrun variables) counts too.
+        shared = distributed.is_distributed() or distributed.env_world_size() > 1
         refusal: str | None = None
         if is_main_process():
             try:
                 checkpoint.check_new_run(run_dir, self._estimator_name)
             except Exception as exc:  # any failure must reach the other ranks, or they wait
-                if not distributed.is_distributed() and distributed.env_world_size() <= 1:
+                if not shared:
                     raise
                 refusal = str(exc)
-        # A group started by the user (mp.spawn, no torchrun variables) counts too.
-        if distributed.is_distributed() or distributed.env_world_size() > 1:
+        if shared:
             device = resolve_device(self.device)
             if distributed.init_from_env(device):  # joined now or earlier; train() reuses it
                 box = [refusal]
