@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit.training.adam import Adam
+from vaekit.training.adam import FLUSH_EVERY, Adam
 
 
 def _model() -> nn.Module:
@@ -134,3 +134,47 @@ def test_state_that_does_not_fit_is_refused_and_nothing_changes(tamper: str) -> 
     with pytest.raises(ValueError):
         fresh.load_state_tensors(tensors, groups)
     assert fresh.state == {} and fresh.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def _train_with_blank_pixel(model: nn.Module, opt, steps: range) -> None:
+    """Input 0 is blank in every image, so its column of the first weight has gradient
+    exactly zero after step 0 and its first moments decay towards zero."""
+    for s in steps:
+        g = torch.Generator().manual_seed(s)
+        x, y = torch.randn(8, 6, generator=g), torch.randn(8, 3, generator=g)
+        if s > 0:
+            x[:, 0] = 0.0
+        opt.zero_grad()
+        (model(x) - y).pow(2).mean().backward()
+        opt.step()
+
+
+def test_subnormal_moments_are_flushed_and_weights_stay_torchs() -> None:
+    """Where torch's first moments get stuck on subnormal numbers (x86's slow path), ours
+    are zero after the next flush; the weights stay torch's to the bit, and a resumed
+    optimiser flushes on the same steps."""
+    ours, ref, resumed = _model(), _model(), _model()
+    opt = Adam(ours.parameters(), lr=1e-2)
+    topt = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True)
+    steps = range(32 * FLUSH_EVERY)  # 0.9 ** 800 times a moment of ~1e-2 is subnormal
+    _train_with_blank_pixel(ours, opt, steps)
+    _train_with_blank_pixel(ref, topt, steps)
+    tiny = torch.finfo(torch.float32).tiny
+    stuck = topt.state[ref[0].weight]["exp_avg"][:, 0]
+    assert (stuck != 0).all() and (stuck.abs() < tiny).all()  # what the flush is for
+    assert (opt.state[0]["exp_avg"][:, 0] == 0).all()
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    half = len(steps) // 2 + 3  # resume between two flushes
+    opt_a = Adam(resumed.parameters(), lr=1e-2)
+    _train_with_blank_pixel(resumed, opt_a, steps[:half])
+    tensors, groups = opt_a.state_tensors()
+    opt_b = Adam(resumed.parameters(), lr=1e-2)
+    opt_b.load_state_tensors({k: v.clone() for k, v in tensors.items()}, groups)
+    assert opt_b.n_steps == half
+    _train_with_blank_pixel(resumed, opt_b, steps[half:])
+    for a, b in zip(ours.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for st, st_b in zip(opt.state.values(), opt_b.state.values(), strict=True):
+        assert all(torch.equal(st[k], st_b[k]) for k in st)
