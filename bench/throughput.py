@@ -4,7 +4,8 @@ Protocol
 --------
 Every method trains the same 784-400-20 MLP VAE with a Bernoulli likelihood on
 Fashion-MNIST's 60,000 training images, batch size 128, Adam with learning rate 1e-3, for
-the same number of epochs:
+the same number of epochs. ``--arch clustering`` gives every method the sizes of vaekit's
+default clustering VAE instead, 784-512-256-10, and changes nothing else:
 
 * **plain** - the pytorch/examples VAE recipe: ``fc1`` 784->400, ``fc21``/``fc22`` 400->20
   (mean, log-variance), ``fc3`` 20->400, ``fc4`` 400->784, ReLU hidden units and a sigmoid
@@ -64,6 +65,7 @@ all matrix multiplies, more than the plain loop.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -83,8 +85,10 @@ from torch.utils.data import DataLoader, TensorDataset
 import _common
 
 N_PIXELS = 784
-HIDDEN = 400
-LATENT = 20
+#: ``--arch``: (hidden layer widths, latent size). "recipe" is the pytorch/examples VAE
+#: (784-400-20); "clustering" is vaekit's default clustering VAE (``VAEClustering()``:
+#: 784-512-256-10), which benchmarks.md asks to time as well.
+ARCHS = {"recipe": ((400,), 20), "clustering": ((512, 256), 10)}
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 #: Images in the untimed warm-up run of each method (one epoch).
@@ -105,20 +109,28 @@ Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 # --- (b) the plain PyTorch loop: the pytorch/examples VAE recipe ---------------------------
 class PlainVAE(nn.Module):
-    """The pytorch/examples MLP VAE: 784-400-(20, 20) encoder, 20-400-784 decoder."""
+    """The pytorch/examples MLP VAE: 784-400-(20, 20) encoder, 20-400-784 decoder.
 
-    def __init__(self) -> None:
+    ``hidden`` and ``latent`` give other sizes the same shape (ReLU hidden layers, a mean
+    and a log-variance head, a mirrored decoder); the layers are created in the recipe's
+    order, so the default sizes draw the recipe's initial weights.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (400,), latent: int = 20) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(N_PIXELS, HIDDEN)
-        self.fc21 = nn.Linear(HIDDEN, LATENT)
-        self.fc22 = nn.Linear(HIDDEN, LATENT)
-        self.fc3 = nn.Linear(LATENT, HIDDEN)
-        self.fc4 = nn.Linear(HIDDEN, N_PIXELS)
+        sizes = [N_PIXELS, *hidden]
+        self.enc = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.fc21 = nn.Linear(hidden[-1], latent)
+        self.fc22 = nn.Linear(hidden[-1], latent)
+        sizes = [latent, *reversed(hidden)]
+        self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.out = nn.Linear(hidden[0], N_PIXELS)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of flat images ``(B, 784)``."""
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
+        for layer in self.enc:
+            x = F.relu(layer(x))
+        return self.fc21(x), self.fc22(x)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """One sample ``mu + std * eps`` from the posterior."""
@@ -128,7 +140,9 @@ class PlainVAE(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid decoder output ``(B, 784)`` (used only by the common evaluation)."""
-        return self.fc4(F.relu(self.fc3(z)))
+        for layer in self.dec:
+            z = F.relu(layer(z))
+        return self.out(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities ``(B, 784)``."""
@@ -151,9 +165,9 @@ def plain_loss(
 
 
 def plain_epochs(
-    x01: torch.Tensor, epochs: int, seed: int, device: str
+    x01: torch.Tensor, epochs: int, seed: int, device: str, arch: str
 ) -> Iterator[tuple[float, PlainVAE]]:
-    """Train the recipe on float images ``x01`` in [0, 1], yielding after every epoch.
+    """Train the recipe, sizes ``ARCHS[arch]``, on images ``x01`` in [0, 1], by epochs.
 
     Yields
     ------
@@ -161,7 +175,7 @@ def plain_epochs(
         The epoch's mean loss per image and the model.
     """
     torch.manual_seed(seed)
-    model = PlainVAE().to(device)
+    model = PlainVAE(*ARCHS[arch]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     train_loader = DataLoader(TensorDataset(x01), batch_size=BATCH_SIZE, shuffle=True)
     for _epoch in range(epochs):
@@ -180,14 +194,17 @@ def plain_epochs(
 
 
 # --- (a) vaekit -------------------------------------------------------------------------
-def make_vae(epochs: int, seed: int, device: str, precision: str, compile_mode: str) -> Any:
-    """The estimator of the protocol (unfitted)."""
+def make_vae(
+    epochs: int, seed: int, device: str, precision: str, compile_mode: str, arch: str = "recipe"
+) -> Any:
+    """The estimator of the protocol (unfitted), sizes ``ARCHS[arch]``."""
     from vaekit import VAE
 
+    hidden, latent = ARCHS[arch]
     return VAE(
         arch="mlp",
-        hidden_dims=(HIDDEN,),
-        latent_dim=LATENT,
+        hidden_dims=hidden,
+        latent_dim=latent,
         likelihood="bernoulli",
         batch_size=BATCH_SIZE,
         learning_rate=LEARNING_RATE,
@@ -217,12 +234,12 @@ def vaekit_child(args: argparse.Namespace, x_uint8: np.ndarray, channel: Channel
     if args.child == "fast":
         precision, compile_mode = args.fast_precision, args.fast_compile
     # Untimed warm-up: one epoch on N_WARMUP images (for "fast" this compiles).
-    warm = make_vae(1, args.seed, args.device, precision, compile_mode)
+    warm = make_vae(1, args.seed, args.device, precision, compile_mode, args.arch)
     xw = to_tensor(x_uint8[:N_WARMUP])
     warm._setup_fit(xw, None)
     train(warm.module_, [xw], warm._train_config(warm.seed_))
 
-    vae = make_vae(args.epochs, args.seed, args.device, precision, compile_mode)
+    vae = make_vae(args.epochs, args.seed, args.device, precision, compile_mode, args.arch)
     x = to_tensor(x_uint8)
     vae._setup_fit(x, None)  # what VAE.fit does before the loop: seed, model
     cfg = vae._train_config(vae.seed_)
@@ -248,10 +265,10 @@ def plain_child(args: argparse.Namespace, x_uint8: np.ndarray, channel: Channel)
     """Serve the plain loop epoch by epoch, on this process's main thread."""
     x_t = torch.from_numpy(np.ascontiguousarray(x_uint8))
     x01 = x_t.to(torch.float32).div_(255.0)  # the recipe's float dataset
-    for _ in plain_epochs(x01[:N_WARMUP], 1, args.seed, args.device):  # untimed warm-up
+    for _ in plain_epochs(x01[:N_WARMUP], 1, args.seed, args.device, args.arch):  # warm-up
         pass
     model = None
-    epochs = plain_epochs(x01, args.epochs, args.seed, args.device)
+    epochs = plain_epochs(x01, args.epochs, args.seed, args.device, args.arch)
     channel.send(n_train=len(x01))
     for _ in range(args.epochs):
         channel.wait("epoch")
@@ -323,6 +340,8 @@ class MethodProcess:
             str(args.seed),
             "--device",
             args.device,
+            "--arch",
+            args.arch,
             "--fast-precision",
             args.fast_precision,
             "--fast-compile",
@@ -381,7 +400,7 @@ def negative_elbo(
     encode : callable
         ``(B, 1, 28, 28)`` float images in [0, 1] -> posterior ``(mean, logvar)``.
     decode_logits : callable
-        Latents ``(B, 20)`` -> Bernoulli logits with ``B * 784`` elements.
+        Latents ``(B, latent)`` -> Bernoulli logits with ``B * 784`` elements.
     x_uint8 : torch.Tensor
         ``uint8`` images ``(N, 1, 28, 28)``.
     seed : int
@@ -427,6 +446,12 @@ def evaluate_vaekit(vae: Any, x_uint8: torch.Tensor, seed: int, device: str) -> 
     return negative_elbo(encode, module.decode, x_uint8, seed, device)
 
 
+def architecture(arch: str) -> str:
+    """Layer sizes of ``ARCHS[arch]`` as text, e.g. ``784-400-20``."""
+    hidden, latent = ARCHS[arch]
+    return "-".join(map(str, (N_PIXELS, *hidden, latent)))
+
+
 def n_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -442,6 +467,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
     p.add_argument("--device", default="cpu", help="torch device of all runs (default cpu)")
+    p.add_argument(
+        "--arch",
+        default="recipe",
+        choices=tuple(ARCHS),
+        help="model sizes: the pytorch/examples VAE 784-400-20 (recipe, default) or "
+        "vaekit's default clustering VAE 784-512-256-10 (clustering)",
+    )
     p.add_argument("--fast", action="store_true", help="also time vaekit's fast path")
     p.add_argument("--fast-precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--fast-compile", default="on", choices=("auto", "on", "off"))
@@ -495,7 +527,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     print(f"vaekit:  {vaekit.__version__} from {Path(vaekit.__file__).parent}")
     print(
-        f"setup:   Fashion-MNIST train (60,000), MLP 784-{HIDDEN}-{LATENT}, Bernoulli, "
+        f"setup:   Fashion-MNIST train (60,000), MLP {architecture(args.arch)}, Bernoulli, "
         f"batch {BATCH_SIZE}, Adam lr {LEARNING_RATE:g}, epochs={args.epochs}, "
         f"seed={args.seed}, device={args.device}, methods interleaved by epoch: "
         f"{', '.join(methods)}{fast_desc}",
@@ -614,7 +646,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": args.device,
             "batch_size": BATCH_SIZE,
             "learning_rate": LEARNING_RATE,
-            "architecture": f"{N_PIXELS}-{HIDDEN}-{LATENT}",
+            "architecture": architecture(args.arch),
             "n_train": n_train,
             "warmup_images": N_WARMUP,
         },
