@@ -59,7 +59,9 @@ number of CPUs other processes kept busy, on average, during a method's epochs (
 ``/proc/stat``, minus the method's own CPU time); the report warns when it exceeds a
 quarter of a CPU. It cannot see a neighbour on the host that shares the physical cores:
 such phases slow matrix multiplies most, and so the fp32 vaekit loop, whose time is almost
-all matrix multiplies, more than the plain loop.
+all matrix multiplies, more than the plain loop. Nor can it see a slowdown from within:
+until 2026-12-06 vaekit's own step slowed by about a third after a few hundred steps, on
+Adam moments stuck at subnormal values (see ``vaekit/training/adam.py``).
 """
 
 from __future__ import annotations
