@@ -779,7 +779,10 @@ def _data_html(run: RunData) -> str:
     sizes = {"n_train": meta.get("n_train"), "n_test": meta.get("n_test")}
     if ds is not None:
         sizes = {"n_train": len(ds.x_train), "n_test": len(ds.x_test)}
-    if run.kind == "clustering" and None not in sizes.values():
+    # `vaekit cluster` (and the demo) cluster every image; `train --model vade` trains on
+    # the training part alone, like any other `train` run.
+    clustered_all = run.kind == "clustering" and meta.get("command") != "train"
+    if clustered_all and None not in sizes.values():
         rows.append(("images clustered (train and test parts)", sum(sizes.values())))
     else:
         for key, name in (("n_train", "training images"), ("n_test", "test images")):

@@ -108,6 +108,11 @@ def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_
     assert {"elbo", "n_train", "n_test"} <= json.loads((out / "metrics.json").read_text()).keys()
     assert_ok(fast_cli("train", "digits", "--out", out, "--resume", "-q"))
     assert_ok(fast_cli("generate", out, "--cluster", "9", "--n", "4", "--out", tmp_path / "g.png"))
+    # It trained on the training split only: the report must not say it clustered all 1797.
+    assert_ok(fast_cli("report", out))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "images clustered" not in html
+    assert '<tr><td>training images</td><td class="num">1437</td></tr>' in html
 
 
 def test_cluster_and_report_data_whose_test_part_has_no_labels(
