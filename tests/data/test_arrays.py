@@ -82,6 +82,34 @@ def test_int_out_of_range(tmp_path: Path) -> None:
         load_dataset(tmp_path / "i.npy")
 
 
+def test_nearly_black_integer_images_warn_once(tmp_path: Path) -> None:
+    """Integers are 0..255 intensities; a file whose brightest pixel is 16 (scikit-learn's
+    digits) is valid but nearly black, so the loader says so, once, naming the file."""
+    np.save(tmp_path / "d.npy", RNG.integers(0, 17, (10, 8, 8)).astype(np.int64))
+    with pytest.warns(UserWarning, match=r"d\.npy' holds integers from 0 to 16") as caught:
+        load_dataset(tmp_path / "d.npy")
+    assert len(caught) == 1
+    with pytest.warns(UserWarning, match=r"X holds integers from 0 to 1.*booleans"):
+        as_image_array(RNG.integers(0, 2, (4, 1, 5, 5)), name="X")
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros((4, 5, 5), dtype=np.uint8),  # all black: nothing to say
+        np.full((4, 5, 5), 32, dtype=np.int64),
+        RNG.integers(0, 5, (4, 20)),  # feature vectors, not images
+        RNG.random((4, 5, 5)) * 0.01,  # dim floats are floats in [0, 1] as asked
+    ],
+)
+def test_other_arrays_do_not_warn(x: np.ndarray) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_image_array(x)
+
+
 @pytest.mark.parametrize("shape", [(10, 784), (10, 4, 4, 4), (10,), (2, 2, 3, 4, 4)])
 def test_bad_shapes(tmp_path: Path, shape: tuple[int, ...]) -> None:
     np.save(tmp_path / "s.npy", np.zeros(shape, dtype=np.uint8))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,9 @@ Color = Literal["auto", "grayscale", "rgb"]
 CHANNELS = (1, 3)
 #: Largest value of an integer image; float images lie in [0, 1].
 MAX_PIXEL = 255
+#: Integer images whose brightest pixel is below this are warned about: read as 0..255
+#: they are nearly black, which usually means another scale (digits' 0..16, 0/1 masks).
+DIM_INTEGER_MAX = 32
 #: ITU-R BT.601 luma weights in thousandths, the ones Pillow's ``convert("L")`` uses.
 LUMA_WEIGHTS_PER_MILLE = (299, 587, 114)
 #: npz keys for the training images and labels, in the order they are looked up.
@@ -65,8 +69,12 @@ def _check_not_empty(x: np.ndarray, what: str) -> None:
         raise DataError(f"{what} is empty (shape {x.shape}); give at least one image")
 
 
-def _check_values(x: np.ndarray, what: str) -> None:
-    """Integers must lie in 0..255, floats must be finite and lie in [0, 1]."""
+def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
+    """Integers must lie in 0..255, floats must be finite and lie in [0, 1].
+
+    With ``warn_dim``, integer images whose brightest pixel is below ``DIM_INTEGER_MAX``
+    get a warning (they are valid, but almost surely on another scale).
+    """
     kind = x.dtype.kind
     if kind in "iu":
         lo, hi = x.min(), x.max()
@@ -74,6 +82,13 @@ def _check_values(x: np.ndarray, what: str) -> None:
             raise DataError(
                 f"{what} holds integers from {lo} to {hi}; integer images must lie in "
                 f"0..{MAX_PIXEL}"
+            )
+        if warn_dim and x.ndim == 4 and 0 < hi < DIM_INTEGER_MAX:
+            warnings.warn(
+                f"{what} holds integers from {lo} to {hi}, read as intensities out of "
+                f"{MAX_PIXEL}: the images are nearly black; if {hi} means white, pass "
+                f"x / {hi} as floats in [0, 1] (or booleans for 0/1 masks)",
+                stacklevel=3,
             )
     elif kind == "f":
         n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
@@ -112,7 +127,7 @@ def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     )
 
 
-def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
+def to_uint8_images(x: np.ndarray, what: str, *, warn_dim: bool = True) -> np.ndarray:
     """Validate an image array and return it as contiguous ``uint8 (N, C, H, W)``.
 
     Parameters
@@ -122,6 +137,9 @@ def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
         integers in 0..255, floats in [0, 1] or booleans.
     what : str
         How to name the array in error messages, e.g. ``"file 'a.npy'"``.
+    warn_dim : bool, default=True
+        Warn when integer images are nearly black (see ``DIM_INTEGER_MAX``); callers
+        converting an array that was checked already pass False.
 
     Returns
     -------
@@ -136,7 +154,7 @@ def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
     _check_numeric(x, what)
     x = to_nchw(x, what)
     _check_not_empty(x, what)
-    _check_values(x, what)
+    _check_values(x, what, warn_dim=warn_dim)
     if x.dtype.kind == "f":
         x = np.rint(x * np.float32(MAX_PIXEL))
     elif x.dtype.kind == "b":

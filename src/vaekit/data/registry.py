@@ -328,7 +328,8 @@ def as_requested(
 
     Each image is converted on its own, so converting blocks of rows gives the same result.
     """
-    x = to_uint8_images(x, f"images of {name!r}")  # e.g. IDX (N, H, W) -> (N, 1, H, W)
+    # e.g. IDX (N, H, W) -> (N, 1, H, W); a loader already warned about dim integer images
+    x = to_uint8_images(x, f"images of {name!r}", warn_dim=False)
     if image_size is not None and color == "rgb":
         return convert_color(resize_images(x, image_size), color)  # resize 1 channel, not 3
     x = convert_color(x, color)
