@@ -1027,16 +1027,21 @@ def _write_classify_run(
     return metrics
 
 
-def _write_report(runs: Sequence[Path], out: Path, args: argparse.Namespace) -> list[Path]:
+def _write_report(
+    runs: Sequence[Path], out: Path, args: argparse.Namespace, *, progress: bool = False
+) -> list[Path]:
     """Load each run with its data (``args.data`` or the one it records); write the report.
 
-    Returns the files written (the figure PNGs, then ``out``).
+    With ``progress`` and several runs, says which run it reads (scoring a run takes
+    seconds). Returns the files written (the figure PNGs, then ``out``).
     """
     from vaekit import report
 
     datasets: dict[tuple[Any, ...], Any] = {}
     loaded = []
-    for path in runs:
+    for i, path in enumerate(runs, 1):
+        if progress and len(runs) > 1:
+            _say(args, f"reading run {i} of {len(runs)}: {path}")
         est, config = _load_estimator(str(path))
         meta = config.get("metadata", {})
         spec = getattr(args, "data", None) or meta.get("data")
@@ -1094,7 +1099,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     _check_writable(out, "report")
     start = time.perf_counter()
-    written = _write_report(runs, out, args)
+    written = _write_report(runs, out, args, progress=True)
     _say(
         args,
         f"report of {len(runs)} run{'s' * (len(runs) > 1)} with {len(written) - 1} figures "

@@ -73,12 +73,15 @@ def reports(
     rows = (edited / "clusters.csv").read_text().splitlines()
     rows[1] = ",".join([*rows[1].split(",")[:2], "-1", rows[1].split(",")[3]])
     (edited / "clusters.csv").write_text("\n".join(rows) + "\n")
+    copy_run(vae, root / "runs" / "a")
+    copy_run(root / "clu", root / "runs" / "b")
     results |= fast_cli.many(
         {
             "report clu": ["report", root / "clu", "--out", root / "out" / "clu.html", "-q"],
             "edited clusters": ["report", edited],
             "data gone": ["report", root / "pets-run"],
             "two runs": ["report", vae, root / "clu", "--out", root / "two.html"],
+            "folder of runs": ["report", root / "runs"],
         }
     )
     return Reports(root, results)
@@ -124,6 +127,15 @@ def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> No
     edited = root / "clu-edited"
     assert_user_error(reports["edited clusters"], edited / "clusters.csv", "'-1'")
     assert not list(edited.glob("report*"))
+
+
+def test_report_of_a_folder_of_runs_says_which_run_it_reads(reports: Reports) -> None:
+    res = reports["folder of runs"]
+    assert_ok(res)
+    lines = res.stdout.splitlines()
+    runs = reports.root / "runs"
+    assert lines[:2] == [f"reading run 1 of 2: {runs / 'a'}", f"reading run 2 of 2: {runs / 'b'}"]
+    assert lines[-1] == str(runs / "report.html")
 
 
 def test_report_of_a_run_whose_data_is_gone_warns_and_leaves_out_its_figures(
