@@ -290,7 +290,7 @@ def test_fit_into_a_run_dir_leaves_a_run_that_loads(digits, tmp_path):
 
 
 def test_save_writes_this_models_history_over_another(digits, tmp_path):
-    tiny(max_epochs=3).fit(digits, run_dir=tmp_path / "run")  # a 3-epoch history.csv there
+    tiny(max_epochs=3).fit(digits).save(tmp_path / "run")  # a 3-epoch history.csv there
     one = tiny(max_epochs=1).fit(digits).save(tmp_path / "run")
     back = VAE.load(tmp_path / "run")
     assert back.n_epochs_ == 1 and back.history_ == one.history_

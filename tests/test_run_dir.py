@@ -71,6 +71,36 @@ def test_an_empty_run_dir_is_fine(digits, tmp_path):
     assert VAE.load(tmp_path).n_epochs_ == 2
 
 
+def test_a_folder_of_other_files_is_refused_by_fit_and_save(digits, tmp_path):
+    """As the CLI's --out: a run's files must not land among a dataset's images."""
+    (tmp_path / "cat.png").write_bytes(b"not really a png")
+    with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no run"):
+        tiny().fit(digits, run_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no saved model"):
+        tiny().fit(digits).save(tmp_path)
+    assert files(tmp_path) == {"cat.png": b"not really a png"}
+
+
+def test_save_replaces_a_saved_model_but_not_a_training_run(digits, tmp_path):
+    """A training run's state and metrics describe its model: saving another one there
+    would leave them (and --resume) pointing at the wrong weights."""
+    run, saved = tmp_path / "run", tmp_path / "saved"
+    trained = tiny().fit(digits, run_dir=run)
+    (run / "metrics.json").write_text("{}")  # as the CLI leaves it
+    before = files(run)
+    other = tiny(random_state=1, max_epochs=1).fit(digits)
+    with pytest.raises(CheckpointError, match=r"holds a training run.*another folder"):
+        other.save(run)
+    assert files(run) == before
+    trained.save(run)  # the model the run holds: nothing to contradict
+    assert files(run) == before
+
+    trained.save(saved)
+    other.save(saved)  # a model saved before is replaced, history and all
+    assert VAE.load(saved).n_epochs_ == 1
+    assert len((saved / "history.csv").read_text().splitlines()) == 2  # header + 1 epoch
+
+
 def _set_train_seconds(run, seconds):
     """Record ``seconds`` as the run's training time (None: a state saved without it)."""
     tensors, info = checkpoint.load_train_state(run)

@@ -94,6 +94,23 @@ def is_temp_file(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def foreign_files(folder: str | os.PathLike) -> list[str]:
+    """Sorted names in ``folder`` other than the atomic writers' temp files ([] if none).
+
+    A run's files would replace files of the same name (metrics.json, say) in a folder of
+    the user's, or land among a dataset's images, so new runs go to new or empty folders.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if not is_temp_file(p.name))
+
+
+def _listed(names: list[str]) -> str:
+    """``'a.png', ...`` for messages: the first name, and whether there are more."""
+    return f"{names[0]!r}{', ...' if len(names) > 1 else ''}"
+
+
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
     """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``)."""
     for tmp in Path(run_dir).glob(".*.tmp"):  # the names is_temp_file accepts
@@ -237,18 +254,24 @@ def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
 def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
     """Refuse to start a new ``kind`` run in ``run_dir`` when its config.json would be replaced.
 
-    Reads only: nothing in ``run_dir`` is touched. A missing or empty folder, or one of
-    other files only, is fine.
+    Reads only: nothing in ``run_dir`` is touched. A missing or empty folder is fine.
 
     Raises
     ------
     CheckpointError
         ``run_dir`` holds a run of another estimator (:func:`check_run_kind`), a run of
-        ``kind`` (``fit(..., resume=True)`` continues it), or a ``config.json`` of the user's.
+        ``kind`` (``fit(..., resume=True)`` continues it), a ``config.json`` of the user's,
+        or other files (:func:`foreign_files`).
     """
     check_run_kind(run_dir, kind)
     path = Path(run_dir) / CONFIG_FILE
     if not os.path.lexists(path):
+        theirs = foreign_files(run_dir)
+        if theirs:
+            raise CheckpointError(
+                f"'{run_dir}' already holds files ({_listed(theirs)}) and no run; choose a "
+                "new or empty run_dir"
+            )
         return
     try:
         held = json.loads(path.read_text(encoding="utf-8"))
@@ -265,24 +288,70 @@ def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
     )
 
 
+def check_save_target(run_dir: str | os.PathLike, kind: Any, model_sha256: str) -> None:
+    """Refuse ``save`` into ``run_dir`` unless it is new, empty or a saved ``kind`` model.
+
+    A model saved there before is replaced; a training run is not (its training state and
+    metrics would then describe another model, and ``--resume`` would continue that one)
+    unless it holds this very model (``model_sha256``, as after ``fit(run_dir=...)``), nor
+    is a folder of other files. Reads only.
+
+    Raises
+    ------
+    CheckpointError
+        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`), a training
+        run of another model (``train_state.*``), or files but no ``config.json``.
+    """
+    check_run_kind(run_dir, kind)
+    theirs = foreign_files(run_dir)
+    if not theirs:
+        return
+    if CONFIG_FILE not in theirs:
+        raise CheckpointError(
+            f"'{run_dir}' already holds files ({_listed(theirs)}) and no saved model; save "
+            "to a new or empty folder"
+        )
+    if STATE_FILE in theirs or STATE_JSON in theirs:
+        try:
+            held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            held = None
+        if isinstance(held, dict) and held.get("model_sha256") == model_sha256:
+            return
+        raise CheckpointError(
+            f"'{run_dir}' holds a training run (its {STATE_JSON} and metrics belong to that "
+            "model); save to another folder"
+        )
+
+
 def save_model(
-    run_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    run_dir: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    guard: bool = False,
 ) -> None:
     """Write ``model.safetensors`` then ``config.json`` recording its SHA-256.
 
     The config is written last, so a crash in between leaves a hash mismatch that
     ``load_model`` reports instead of silently pairing new weights with an old config.
+    With ``guard`` (a user's ``save``), ``run_dir`` must also pass
+    :func:`check_save_target`; the training loop's own run folders need not.
 
     Raises
     ------
     CheckpointError
-        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`); nothing is
-        written.
+        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`), or with
+        ``guard`` fails :func:`check_save_target`; nothing is written.
     """
-    check_run_kind(run_dir, config.get("estimator"))
+    kind = config.get("estimator")
+    check_run_kind(run_dir, kind)
     data = tensors_to_bytes(state_dict)
+    sha = sha256_bytes(data)
+    if guard:
+        check_save_target(run_dir, kind, sha)
     atomic_write_bytes(Path(run_dir) / MODEL_FILE, data)
-    write_config(run_dir, {**config, "model_sha256": sha256_bytes(data)})
+    write_config(run_dir, {**config, "model_sha256": sha})
 
 
 def run_command(config: Mapping[str, Any]) -> str:

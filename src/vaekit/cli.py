@@ -364,9 +364,9 @@ def _fresh_dir(out: str | None, default: str) -> Path:
         # of the user's, or land among a dataset's images. Left-over temporary files of an
         # interrupted start (.NAME.tmp) are vaekit's own.
         if path.is_dir() and _is_main_process():
-            from vaekit.checkpoint import is_temp_file
+            from vaekit.checkpoint import foreign_files
 
-            theirs = sorted(p.name for p in path.iterdir() if not is_temp_file(p.name))
+            theirs = foreign_files(path)
             if theirs:
                 raise VaekitError(
                     f"--out '{path}' is a folder that already holds files ({theirs[0]!r}"

@@ -272,7 +272,7 @@ class BaseVAEEstimator(BaseEstimator):
         ``fit(X, run_dir=DIR)`` then leaves a run that ``load(DIR)`` opens, as ``save`` does.
         """
         if run_dir is not None and is_main_process():
-            self.save(run_dir)
+            self._write(run_dir)
 
     def _train_module(
         self,
@@ -394,10 +394,17 @@ class BaseVAEEstimator(BaseEstimator):
         curves, when there are any). Nothing is pickled. ``fit(X, run_dir=path)`` ends
         with a ``save(path)``.
 
-        A model of the same estimator already saved in ``path`` is replaced; a run of
-        another estimator there is refused (``CheckpointError``), and nothing is written.
+        A model of the same estimator saved in ``path`` before is replaced. Refused
+        (``CheckpointError``, nothing written): a run of another estimator, a training run
+        of another model (``fit(run_dir=...)`` or the CLI: its training state and metrics
+        would describe the old model), and a folder of other files.
         """
         check_is_fitted(self, "module_")
+        self._write(path, guard=True)
+        return self
+
+    def _write(self, path: str | Path, *, guard: bool = False) -> None:
+        """Write the model files of :meth:`save`; ``guard`` checks ``path`` first."""
         state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
         state.update({f"extra.{k}": v for k, v in self._extra_tensors().items()})
         config = self._config(status="fitted")
@@ -409,12 +416,12 @@ class BaseVAEEstimator(BaseEstimator):
             "fit_seconds": self.fit_seconds_,
             **self._extra_json(),
         }
-        checkpoint.save_model(path, state, config)
-        if self.history_:  # the curves of this model, not of another run saved there before
-            checkpoint.atomic_write_text(
-                Path(path) / checkpoint.HISTORY_FILE, history_csv(self.history_)
-            )
-        return self
+        checkpoint.save_model(path, state, config, guard=guard)
+        history = Path(path) / checkpoint.HISTORY_FILE
+        if self.history_:  # the curves of this model, not of another model saved there before
+            checkpoint.atomic_write_text(history, history_csv(self.history_))
+        else:
+            history.unlink(missing_ok=True)
 
     @classmethod
     def params_from_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
