@@ -165,10 +165,14 @@ def test_pillow_bomb_warning_is_an_error(tmp_path: Path, save_image, monkeypatch
         load_dataset(tmp_path)
 
 
-def test_empty_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoders", [("PNG", "AVIF"), ("PNG",)])
+def test_empty_folder(tmp_path: Path, monkeypatch, decoders) -> None:
+    """The message lists what this installation reads: .avif only where Pillow has AVIF."""
+    monkeypatch.setattr(images, "_decoders", lambda: decoders)
     (tmp_path / "readme.txt").write_text("hi")
-    with pytest.raises(DataError, match=r"holds no images"):
+    with pytest.raises(DataError, match=r"holds no images \(looked for \.") as exc:
         load_dataset(tmp_path)
+    assert (".avif" in str(exc.value)) == ("AVIF" in decoders)
 
 
 def test_mixed_sizes(tmp_path: Path, save_image) -> None:

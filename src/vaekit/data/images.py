@@ -76,6 +76,12 @@ def _is_image_name(name: str) -> bool:
     return suffix in IMAGE_SUFFIXES or OPTIONAL_SUFFIXES.get(suffix, "-") in _decoders()
 
 
+def _readable_suffixes() -> list[str]:
+    """Return the suffixes this installation reads, sorted (``.avif`` where Pillow has AVIF)."""
+    optional = {s for s, decoder in OPTIONAL_SUFFIXES.items() if decoder in _decoders()}
+    return sorted(IMAGE_SUFFIXES | optional)
+
+
 def _is_skipped_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIPPED_DIRS
 
@@ -233,7 +239,7 @@ def list_image_folder(root: Path, shown: str) -> tuple[ImageListing, ImageListin
     ]
     for listing, d in zip(listings, split_dirs, strict=True):
         if not listing.files:
-            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            suffixes = ", ".join(_readable_suffixes())
             raise DataError(
                 f"folder {shown if d == '.' else d!r} holds no images (looked for {suffixes}); "
                 f"add images or pass another path"
