@@ -185,6 +185,7 @@ def test_string_classes_keep_their_dtype_through_save_and_load(dtype, tmp_path):
         ({"propagation_epochs": 0}, np.tile([0, 1], 10), "propagation_epochs"),
         ({"x": lambda x: x * 3 - 1}, np.tile([0, 1], 10), r"from -1 to 2.*MinMaxScaler"),
         ({"x": lambda x: x[:19]}, np.tile([0, 1], 10), "19 samples but y has 20"),
+        ({}, np.zeros(15, int), "20 samples but y has 15"),  # not "at least 2 classes"
     ],
 )
 def test_bad_input(kw, y, match):

@@ -321,12 +321,10 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self : VAEClassifier
             The fitted estimator.
         """
-        y_idx = self._encode_labels(y)  # the labels first: their errors are sklearn's
+        _check_lengths(X, y)  # a mismatch, not whatever the first labels happen to be
+        y_idx = self._encode_labels(y)  # the labels next: their errors are sklearn's
         x = to_tensor(X)
-        if len(y_idx) != len(x):
-            raise DataError(
-                f"X has {len(x)} samples but y has {len(y_idx)}; pass one label per image"
-            )
+        _check_lengths(x, y_idx)
         self._setup_fit(x, metadata)
         train_idx, cal_idx = self._calibration_split(y_idx)
         unlabeled = np.flatnonzero(y_idx == UNLABELED)
@@ -571,3 +569,24 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         # transformer checks apply as well.
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
+
+
+def _n_rows(a: Any) -> int | None:
+    """Rows of an array-like, or None where it has none (a scalar, an unsized object)."""
+    shape = getattr(a, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) else None
+    try:
+        return len(a)
+    except TypeError:
+        return None
+
+
+def _check_lengths(X: Any, y: Any) -> None:
+    """Refuse ``X`` and ``y`` of different lengths.
+
+    Inputs without a length pass here: the validation of ``X`` or ``y`` says what is wrong.
+    """
+    n_x, n_y = _n_rows(X), _n_rows(y)
+    if None not in (n_x, n_y) and n_x != n_y:
+        raise DataError(f"X has {n_x} samples but y has {n_y}; pass one label per image")
