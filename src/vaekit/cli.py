@@ -1464,7 +1464,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        hint = ""
+        if args.command in ("train", "cluster", "classify"):
+            out = f"--out '{args.out}'" if args.out else "--out set to the folder printed above"
+            hint = (
+                f"; once it has saved an epoch, the same command with {out} and --resume "
+                "continues the run from there"
+            )
+        print(f"vaekit {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

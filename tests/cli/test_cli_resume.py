@@ -48,6 +48,39 @@ CLUSTER = (
 )  # fmt: skip
 
 
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
+    cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """A real SIGINT during training: exit 130, one line that names --out and --resume."""
+    run = tmp_path / "run"
+    args = [*TRAIN[:3], "200", *TRAIN[4:]]  # long enough to be stopped in the middle
+    proc = subprocess.Popen(
+        [*PYTHON_M, *args, "--out", str(run)],
+        cwd=cli.cwd,
+        env=dict(cli.env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        start = time.time()
+        while time.time() < start + TIMEOUT and not (run / "train_state.json").exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines() == [
+        f"vaekit train: interrupted; once it has saved an epoch, the same command with "
+        f"--out '{run}' and --resume continues the run from there"
+    ]
+    assert_ok(fast_cli(*args, "--out", run, "--resume", "--epochs", "200"))
+
+
 def _kill_9_after_epoch_2(cli: Cli, args: Sequence[str], run: Path) -> None:
     """Start ``vaekit ARGS --out RUN`` in its own process and ``kill -9`` it after epoch 2."""
     log = run.with_name(f"{run.name}.stderr")
