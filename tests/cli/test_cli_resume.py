@@ -62,6 +62,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background jobs (CI's, say) with SIGINT
+        # ignored, and children inherit that; a user's terminal delivers it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         start = time.time()
