@@ -364,8 +364,7 @@ def build_figures(
     if est is not None and ds is not None and hasattr(est, "reconstruct"):
         x = ds.x_test if len(ds.x_test) else ds.x_train
         x = x[:N_RECONSTRUCTIONS]
-        # A clustering trains on every image, the test part included.
-        held_out = len(ds.x_test) > 0 and run.kind != "clustering"
+        held_out = len(ds.x_test) > 0 and not _clusters_every_image(run)
         inputs = "held-out images" if held_out else "images the model was trained on"
         items.append(
             FigureItem(
@@ -761,6 +760,16 @@ def _other_data(run: RunData) -> bool:
     return not same_data(run.dataset.name, recorded)
 
 
+def _clusters_every_image(run: RunData) -> bool:
+    """Whether the run trained on every image of its data, the test part included.
+
+    `vaekit cluster` (and the demo's clustering) do; `train --model vade` trains on the
+    training part alone, like any other `train` run.
+    """
+    meta = run.config.get("metadata", {})
+    return run.kind == "clustering" and meta.get("command") != "train"
+
+
 def _data_html(run: RunData) -> str:
     meta = run.config.get("metadata", {})
     ds = run.dataset
@@ -779,10 +788,7 @@ def _data_html(run: RunData) -> str:
     sizes = {"n_train": meta.get("n_train"), "n_test": meta.get("n_test")}
     if ds is not None:
         sizes = {"n_train": len(ds.x_train), "n_test": len(ds.x_test)}
-    # `vaekit cluster` (and the demo) cluster every image; `train --model vade` trains on
-    # the training part alone, like any other `train` run.
-    clustered_all = run.kind == "clustering" and meta.get("command") != "train"
-    if clustered_all and None not in sizes.values():
+    if _clusters_every_image(run) and None not in sizes.values():
         rows.append(("images clustered (train and test parts)", sum(sizes.values())))
     else:
         for key, name in (("n_train", "training images"), ("n_test", "test images")):

@@ -113,6 +113,7 @@ def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "images clustered" not in html
     assert '<tr><td>training images</td><td class="num">1437</td></tr>' in html
+    assert "Odd columns: held-out images" in html  # the reconstructions show test images
 
 
 def test_cluster_and_report_data_whose_test_part_has_no_labels(
