@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -349,8 +350,18 @@ def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
         )
 
 
+#: The run folder this process chose last (for the hint after Ctrl-C; None before).
+_chosen_run_dir: list[Path] = []
+
+
 def _fresh_dir(out: str | None, default: str) -> Path:
     """``out`` if given (must not hold a run); else ``default`` with -2, -3, ... if taken."""
+    path = _pick_fresh_dir(out, default)
+    _chosen_run_dir[:] = [path]
+    return path
+
+
+def _pick_fresh_dir(out: str | None, default: str) -> Path:
     if out is not None:
         path = Path(out)
         _check_writable(path, "--out", folder=True)
@@ -364,14 +375,13 @@ def _fresh_dir(out: str | None, default: str) -> Path:
         # of the user's, or land among a dataset's images. Left-over temporary files of an
         # interrupted start (.NAME.tmp) are vaekit's own.
         if path.is_dir() and _is_main_process():
-            from vaekit.checkpoint import foreign_files
+            from vaekit.checkpoint import foreign_files, name_list
 
             theirs = foreign_files(path)
             if theirs:
                 raise VaekitError(
-                    f"--out '{path}' is a folder that already holds files ({theirs[0]!r}"
-                    f"{', ...' if len(theirs) > 1 else ''}) and no run; give a new or empty "
-                    "folder"
+                    f"--out '{path}' is a folder that already holds files ({name_list(theirs)})"
+                    " and no run; give a new or empty folder"
                 )
         return path
     path, i = Path(default), 1
@@ -1465,11 +1475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         hint = ""
-        if args.command in ("train", "cluster", "classify"):
-            out = f"--out '{args.out}'" if args.out else "--out set to the folder printed above"
+        run = args.out or (_chosen_run_dir[0] if _chosen_run_dir else None)
+        if args.command in ("train", "cluster", "classify") and run is not None:
             hint = (
-                f"; once it has saved an epoch, the same command with {out} and --resume "
-                "continues the run from there"
+                f"; once it has saved an epoch, the same command with --out "
+                f"{shlex.quote(str(run))} and --resume continues the run from there"
             )
         print(f"vaekit {args.command}: interrupted{hint}", file=sys.stderr)
         return 130

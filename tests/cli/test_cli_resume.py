@@ -48,15 +48,19 @@ CLUSTER = (
 )  # fmt: skip
 
 
+@pytest.mark.parametrize("out_given", [True, False])
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
-    cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path
+    cli: Cli, fast_cli: Cli | Preloaded, tmp_path: Path, out_given: bool
 ) -> None:
-    """A real SIGINT during training: exit 130, one line that names --out and --resume."""
-    run = tmp_path / "run"
+    """A real SIGINT during training: exit 130, one line that names --out and --resume,
+    also when vaekit chose the folder (under -q nothing else names it)."""
     args = [*TRAIN[:3], "60", *TRAIN[4:]]  # long enough to be stopped in the middle
+    run, shown = tmp_path / "run", str(tmp_path / "run")
+    if not out_given:
+        run, shown = tmp_path / "runs" / "digits-vae", "runs/digits-vae"
     proc = subprocess.Popen(
-        [*PYTHON_M, *args, "--out", str(run)],
-        cwd=cli.cwd,
+        [*PYTHON_M, *args, *(("--out", str(run)) if out_given else ())],
+        cwd=tmp_path,
         env=dict(cli.env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -79,7 +83,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
     assert proc.returncode == 130, err
     assert err.splitlines() == [
         f"vaekit train: interrupted; once it has saved an epoch, the same command with "
-        f"--out '{run}' and --resume continues the run from there"
+        f"--out {shown} and --resume continues the run from there"
     ]
     assert_ok(fast_cli(*args, "--out", run, "--resume"))
 
