@@ -76,9 +76,26 @@ def test_a_folder_of_other_files_is_refused_by_fit_and_save(digits, tmp_path):
     (tmp_path / "cat.png").write_bytes(b"not really a png")
     with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no run"):
         tiny().fit(digits, run_dir=tmp_path)
-    with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no saved model"):
+    with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no run; save"):
         tiny().fit(digits).save(tmp_path)
+    with pytest.raises(CheckpointError, match=r"holds files \('cat\.png'\) and no run"):
+        tiny().fit(digits, run_dir=tmp_path, resume=True)  # nothing to resume: a new run
     assert files(tmp_path) == {"cat.png": b"not really a png"}
+
+
+def test_hidden_files_and_a_killed_saves_model_leave_a_folder_usable(digits, tmp_path):
+    """.DS_Store and the like do not make a folder 'hold files'; nor does the
+    model.safetensors a save killed before its config.json left."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"\0")
+    tiny().fit(digits, run_dir=tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"half a save")
+    model = tiny().fit(digits)
+    model.save(tmp_path / "b")
+    np.testing.assert_array_equal(
+        VAE.load(tmp_path / "b").transform(digits), model.transform(digits)
+    )
 
 
 def test_save_replaces_a_saved_model_but_not_a_training_run(digits, tmp_path):

@@ -43,6 +43,8 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 HISTORY_FILE = "history.csv"
+#: What a ``save`` killed before its config.json can leave behind (the model is written first).
+SAVE_LEFTOVERS = frozenset({MODEL_FILE, HISTORY_FILE})
 
 
 def _new_file_mode() -> int:
@@ -95,18 +97,20 @@ def is_temp_file(name: str) -> bool:
 
 
 def foreign_files(folder: str | os.PathLike) -> list[str]:
-    """Sorted names in ``folder`` other than the atomic writers' temp files ([] if none).
+    """Sorted names in ``folder`` other than hidden ones ([] if none or no folder).
 
     A run's files would replace files of the same name (metrics.json, say) in a folder of
     the user's, or land among a dataset's images, so new runs go to new or empty folders.
+    Hidden names are the atomic writers' temp files (``.NAME.*.tmp``) and the likes of
+    ``.DS_Store``, which leave a folder empty to its owner.
     """
     path = Path(folder)
     if not path.is_dir():
         return []
-    return sorted(p.name for p in path.iterdir() if not is_temp_file(p.name))
+    return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
 
 
-def _listed(names: list[str]) -> str:
+def name_list(names: list[str]) -> str:
     """``'a.png', ...`` for messages: the first name, and whether there are more."""
     return f"{names[0]!r}{', ...' if len(names) > 1 else ''}"
 
@@ -233,6 +237,22 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def _held_config(run_dir: str | os.PathLike) -> Any:
+    """Return the parsed ``run_dir/config.json``, or None when it is missing or not JSON."""
+    try:
+        return json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_other_files(run_dir: str | os.PathLike, theirs: list[str], fix: str) -> None:
+    """Refuse a folder holding ``theirs`` that are not (all) leftovers of a save of ours."""
+    if not set(theirs) <= SAVE_LEFTOVERS:
+        raise CheckpointError(
+            f"'{run_dir}' already holds files ({name_list(theirs)}) and no run; {fix}"
+        )
+
+
 def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
     """Refuse to write a ``kind`` run into ``run_dir`` when it holds a run of another estimator.
 
@@ -241,10 +261,7 @@ def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
     CheckpointError
         ``run_dir/config.json`` parses and names an ``estimator`` other than ``kind``.
     """
-    try:
-        held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no config.json, or one that cannot be read: no run to mix
-        return
+    held = _held_config(run_dir)  # none, or unreadable: no run to mix
     if isinstance(held, dict) and "estimator" in held and held["estimator"] != kind:
         raise CheckpointError(
             f"'{run_dir}' holds a {held['estimator']} run; write the {kind} to another directory"
@@ -252,9 +269,10 @@ def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
 
 
 def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
-    """Refuse to start a new ``kind`` run in ``run_dir`` when its config.json would be replaced.
+    """Refuse to start a new ``kind`` run in ``run_dir`` when it would replace what is there.
 
-    Reads only: nothing in ``run_dir`` is touched. A missing or empty folder is fine.
+    Reads only: nothing in ``run_dir`` is touched. A missing or empty folder is fine, and
+    so is one holding only what a killed ``save`` left (``SAVE_LEFTOVERS``).
 
     Raises
     ------
@@ -264,19 +282,10 @@ def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
         or other files (:func:`foreign_files`).
     """
     check_run_kind(run_dir, kind)
-    path = Path(run_dir) / CONFIG_FILE
-    if not os.path.lexists(path):
-        theirs = foreign_files(run_dir)
-        if theirs:
-            raise CheckpointError(
-                f"'{run_dir}' already holds files ({_listed(theirs)}) and no run; choose a "
-                "new or empty run_dir"
-            )
+    if not os.path.lexists(Path(run_dir) / CONFIG_FILE):
+        _refuse_other_files(run_dir, foreign_files(run_dir), "choose a new or empty run_dir")
         return
-    try:
-        held = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # unreadable, or not JSON: no run of vaekit's
-        held = None
+    held = _held_config(run_dir)
     if isinstance(held, dict) and "format_version" in held:
         raise CheckpointError(
             f"'{run_dir}' already holds a run; pass resume=True to continue it or choose "
@@ -291,10 +300,11 @@ def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
 def check_save_target(run_dir: str | os.PathLike, kind: Any, model_sha256: str) -> None:
     """Refuse ``save`` into ``run_dir`` unless it is new, empty or a saved ``kind`` model.
 
-    A model saved there before is replaced; a training run is not (its training state and
-    metrics would then describe another model, and ``--resume`` would continue that one)
-    unless it holds this very model (``model_sha256``, as after ``fit(run_dir=...)``), nor
-    is a folder of other files. Reads only.
+    A model saved there before is replaced, and so are the leftovers of a killed save; a
+    training run is not (its training state and metrics would then describe another
+    model, and ``--resume`` would continue that one) unless it holds this very model
+    (``model_sha256``, as after ``fit(run_dir=...)``), nor is a folder of other files.
+    Reads only.
 
     Raises
     ------
@@ -304,24 +314,15 @@ def check_save_target(run_dir: str | os.PathLike, kind: Any, model_sha256: str) 
     """
     check_run_kind(run_dir, kind)
     theirs = foreign_files(run_dir)
-    if not theirs:
-        return
     if CONFIG_FILE not in theirs:
-        raise CheckpointError(
-            f"'{run_dir}' already holds files ({_listed(theirs)}) and no saved model; save "
-            "to a new or empty folder"
-        )
-    if STATE_FILE in theirs or STATE_JSON in theirs:
-        try:
-            held = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            held = None
-        if isinstance(held, dict) and held.get("model_sha256") == model_sha256:
-            return
-        raise CheckpointError(
-            f"'{run_dir}' holds a training run (its {STATE_JSON} and metrics belong to that "
-            "model); save to another folder"
-        )
+        _refuse_other_files(run_dir, theirs, "save to a new or empty folder")
+    elif STATE_FILE in theirs or STATE_JSON in theirs:
+        held = _held_config(run_dir)
+        if not (isinstance(held, dict) and held.get("model_sha256") == model_sha256):
+            raise CheckpointError(
+                f"'{run_dir}' holds a training run (its {STATE_JSON} and metrics belong to "
+                "that model); save to another folder"
+            )
 
 
 def save_model(
@@ -330,13 +331,18 @@ def save_model(
     config: Mapping[str, Any],
     *,
     guard: bool = False,
-) -> None:
+) -> bool:
     """Write ``model.safetensors`` then ``config.json`` recording its SHA-256.
 
     The config is written last, so a crash in between leaves a hash mismatch that
     ``load_model`` reports instead of silently pairing new weights with an old config.
     With ``guard`` (a user's ``save``), ``run_dir`` must also pass
     :func:`check_save_target`; the training loop's own run folders need not.
+
+    Returns
+    -------
+    bool
+        Whether this replaced another model saved there (other weights).
 
     Raises
     ------
@@ -350,8 +356,10 @@ def save_model(
     sha = sha256_bytes(data)
     if guard:
         check_save_target(run_dir, kind, sha)
+    held = _held_config(run_dir)
     atomic_write_bytes(Path(run_dir) / MODEL_FILE, data)
     write_config(run_dir, {**config, "model_sha256": sha})
+    return isinstance(held, dict) and held.get("model_sha256") not in (None, sha)
 
 
 def run_command(config: Mapping[str, Any]) -> str:

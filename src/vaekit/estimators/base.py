@@ -224,20 +224,23 @@ class BaseVAEEstimator(BaseEstimator):
     def _check_new_run(self, run_dir: str | Path | None, resume: bool) -> None:
         """Refuse, before any work, to start a new run where it would replace one.
 
-        ``fit(X, run_dir=D)`` without ``resume`` refuses a ``D`` that holds a run or any
-        ``config.json`` (:func:`vaekit.checkpoint.check_new_run`); nothing in ``D`` is
-        touched. Under torchrun rank 0, which alone writes there, decides and tells the
-        other ranks, so that every rank raises alike and none starts training; a rank that
-        looked itself could find the config.json rank 0 has just written for this run.
+        ``fit(X, run_dir=D)`` refuses a ``D`` that holds a run (unless ``resume``), any
+        other ``config.json``, or other files (:func:`vaekit.checkpoint.check_new_run`);
+        ``resume=True`` where ``D`` holds no run starts a new one, under the same rule.
+        Nothing in ``D`` is touched. Under torchrun rank 0, which alone writes there,
+        decides and tells the other ranks, so that every rank raises alike and none starts
+        training; a rank that looked itself could find the config.json rank 0 has just
+        written for this run.
         """
-        if run_dir is None or resume:
+        if run_dir is None:
             return
         # A group started by the user (mp.spawn, no torchrun variables) counts too.
         shared = distributed.is_distributed() or distributed.env_world_size() > 1
         refusal: str | None = None
         if is_main_process():
             try:
-                checkpoint.check_new_run(run_dir, self._estimator_name)
+                if not (resume and (Path(run_dir) / checkpoint.CONFIG_FILE).exists()):
+                    checkpoint.check_new_run(run_dir, self._estimator_name)
             except Exception as exc:  # any failure must reach the other ranks, or they wait
                 if not shared:
                     raise
@@ -392,7 +395,7 @@ class BaseVAEEstimator(BaseEstimator):
         Files: ``config.json`` (parameters, shapes, metadata, checksum),
         ``model.safetensors`` (weights and fitted state) and ``history.csv`` (the training
         curves, when there are any). Nothing is pickled. ``fit(X, run_dir=path)`` ends
-        with a ``save(path)``.
+        by writing the same files there. Under torchrun only rank 0 writes.
 
         A model of the same estimator saved in ``path`` before is replaced. Refused
         (``CheckpointError``, nothing written): a run of another estimator, a training run
@@ -400,7 +403,8 @@ class BaseVAEEstimator(BaseEstimator):
         would describe the old model), and a folder of other files.
         """
         check_is_fitted(self, "module_")
-        self._write(path, guard=True)
+        if is_main_process():  # ranks saving the same model into one folder would race
+            self._write(path, guard=True)
         return self
 
     def _write(self, path: str | Path, *, guard: bool = False) -> None:
@@ -416,11 +420,11 @@ class BaseVAEEstimator(BaseEstimator):
             "fit_seconds": self.fit_seconds_,
             **self._extra_json(),
         }
-        checkpoint.save_model(path, state, config, guard=guard)
+        replaced = checkpoint.save_model(path, state, config, guard=guard)
         history = Path(path) / checkpoint.HISTORY_FILE
         if self.history_:  # the curves of this model, not of another model saved there before
             checkpoint.atomic_write_text(history, history_csv(self.history_))
-        else:
+        elif replaced:
             history.unlink(missing_ok=True)
 
     @classmethod
