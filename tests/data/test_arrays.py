@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from vaekit.data import as_image_array, load_dataset
 from vaekit.data.arrays import convert_color, encode_labels, resize_images
 from vaekit.errors import DataError
+from vaekit.estimators.base import to_tensor
 
 RNG = np.random.default_rng(0)
 
@@ -86,11 +88,17 @@ def test_nearly_black_integer_images_warn_once(tmp_path: Path) -> None:
     """Integers are 0..255 intensities; a file whose brightest pixel is 16 (scikit-learn's
     digits) is valid but nearly black, so the loader says so, once, naming the file."""
     np.save(tmp_path / "d.npy", RNG.integers(0, 17, (10, 8, 8)).astype(np.int64))
-    with pytest.warns(UserWarning, match=r"d\.npy' holds integers from 0 to 16") as caught:
+    with pytest.warns(UserWarning, match=r"d\.npy' holds integers of at most 16") as caught:
         load_dataset(tmp_path / "d.npy")
     assert len(caught) == 1
-    with pytest.warns(UserWarning, match=r"X holds integers from 0 to 1.*booleans"):
+    with pytest.warns(UserWarning, match=r"X holds integers of at most 1,.*booleans"):
         as_image_array(RNG.integers(0, 2, (4, 1, 5, 5)), name="X")
+    with pytest.warns(UserWarning, match=r"X holds integers of at most 16"):
+        to_tensor(RNG.integers(0, 17, (4, 8, 8)).astype(np.uint8))  # estimators' uint8 path
+    np.save(tmp_path / "u8.npy", RNG.integers(0, 17, (4, 8, 8)).astype(np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a memory-mapped file is not read just to warn
+        to_tensor(np.load(tmp_path / "u8.npy", mmap_mode="r"))
 
 
 @pytest.mark.parametrize(
@@ -103,8 +111,6 @@ def test_nearly_black_integer_images_warn_once(tmp_path: Path) -> None:
     ],
 )
 def test_other_arrays_do_not_warn(x: np.ndarray) -> None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         as_image_array(x)

@@ -69,6 +69,21 @@ def _check_not_empty(x: np.ndarray, what: str) -> None:
         raise DataError(f"{what} is empty (shape {x.shape}); give at least one image")
 
 
+def warn_if_dim(hi: Any, what: str) -> None:
+    """Warn when integer images whose brightest pixel is ``hi`` are nearly black.
+
+    Integers are read as intensities out of 255; a brightest pixel in ``1..31`` almost
+    surely means another scale (scikit-learn's 0..16 digits, a 0/1 mask).
+    """
+    if 0 < hi < DIM_INTEGER_MAX:
+        warnings.warn(
+            f"{what} holds integers of at most {hi}, read as intensities out of "
+            f"{MAX_PIXEL}: the images are nearly black; if {hi} means white, divide by {hi} "
+            "and give floats in [0, 1] (or booleans for 0/1 masks)",
+            stacklevel=4,
+        )
+
+
 def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
     """Integers must lie in 0..255, floats must be finite and lie in [0, 1].
 
@@ -83,13 +98,8 @@ def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
                 f"{what} holds integers from {lo} to {hi}; integer images must lie in "
                 f"0..{MAX_PIXEL}"
             )
-        if warn_dim and x.ndim == 4 and 0 < hi < DIM_INTEGER_MAX:
-            warnings.warn(
-                f"{what} holds integers from {lo} to {hi}, read as intensities out of "
-                f"{MAX_PIXEL}: the images are nearly black; if {hi} means white, pass "
-                f"x / {hi} as floats in [0, 1] (or booleans for 0/1 masks)",
-                stacklevel=3,
-            )
+        if warn_dim and x.ndim == 4:
+            warn_if_dim(hi, what)
     elif kind == "f":
         n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
         if n_bad:

@@ -328,7 +328,8 @@ def as_requested(
 
     Each image is converted on its own, so converting blocks of rows gives the same result.
     """
-    # e.g. IDX (N, H, W) -> (N, 1, H, W); a loader already warned about dim integer images
+    # e.g. IDX (N, H, W) -> (N, 1, H, W). The .npy/.npz loaders have warned about nearly
+    # black integer images already (IDX files and image folders hold 0..255 by format).
     x = to_uint8_images(x, f"images of {name!r}", warn_dim=False)
     if image_size is not None and color == "rgb":
         return convert_color(resize_images(x, image_size), color)  # resize 1 channel, not 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import mmap
 import numbers
 import os
 import time
@@ -22,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from vaekit import checkpoint
 from vaekit.data import as_image_array
-from vaekit.data.arrays import to_nchw
+from vaekit.data.arrays import to_nchw, warn_if_dim
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.models.base import GenerativeModel, check_likelihood, fixed_posterior_noise
 from vaekit.nn import default_hidden_dims
@@ -54,6 +55,8 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
         if arr.ndim > 2:  # (N, H, W) and channels-last (N, H, W, C) -> (N, C, H, W)
             arr = to_nchw(arr, name)
+            if not _is_memory_mapped(arr):  # one cheap pass in memory; a map stays unread
+                warn_if_dim(arr.max(), name)
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:
             # Read-only memory map: torch warns that the tensor must not be written to;
@@ -63,6 +66,16 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
                 return torch.from_numpy(arr)
         return torch.from_numpy(arr)
     return torch.from_numpy(as_image_array(arr, name=name))
+
+
+def _is_memory_mapped(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is a view of a memory-mapped file (``np.load(..., mmap_mode=...)``)."""
+    base: Any = arr
+    while base is not None:
+        if isinstance(base, np.memmap | mmap.mmap):
+            return True
+        base = getattr(base, "base", None)
+    return False
 
 
 def _json_param(value: Any) -> Any:

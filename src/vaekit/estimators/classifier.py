@@ -572,7 +572,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
 
 
 def _n_rows(a: Any) -> int | None:
-    """Rows of an array-like, or None where it has none (a scalar, an unsized object)."""
+    """Rows of an array-like, or None where it has none (a scalar, a string, an object)."""
+    if isinstance(a, str | bytes):
+        return None
     shape = getattr(a, "shape", None)
     if shape is not None:
         return int(shape[0]) if len(shape) else None
