@@ -362,6 +362,7 @@ def _fresh_dir(out: str | None, default: str) -> Path:
 
 
 def _pick_fresh_dir(out: str | None, default: str) -> Path:
+    """Return the folder :func:`_fresh_dir` gives (checked, not recorded)."""
     if out is not None:
         path = Path(out)
         _check_writable(path, "--out", folder=True)
@@ -1452,6 +1453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seed_given = getattr(args, "seed", None) is not None
     if hasattr(args, "seed") and args.seed is None:
         args.seed = 0
+    _chosen_run_dir.clear()  # a process may run several commands (tests, notebooks)
     try:
         with _warnings_to_stderr():
             return int(args.func(args))
