@@ -40,7 +40,13 @@ import numpy as np
 
 from vaekit import plots
 from vaekit._version import __version__
-from vaekit.checkpoint import CONFIG_FILE, HISTORY_FILE, atomic_write_text, read_history
+from vaekit.checkpoint import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    atomic_write_text,
+    read_history,
+    run_command,
+)
 from vaekit.data.prepared import all_images
 from vaekit.data.registry import same_data
 from vaekit.errors import CheckpointError, DataError
@@ -766,8 +772,7 @@ def _clusters_every_image(run: RunData) -> bool:
     `vaekit cluster` (and the demo's clustering) do; `train --model vade` trains on the
     training part alone, like any other `train` run.
     """
-    meta = run.config.get("metadata", {})
-    return run.kind == "clustering" and meta.get("command") != "train"
+    return run.kind == "clustering" and run_command(run.config) == "cluster"
 
 
 def _data_html(run: RunData) -> str:

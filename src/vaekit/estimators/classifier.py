@@ -324,7 +324,6 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         _check_lengths(X, y)  # a mismatch, not whatever the first labels happen to be
         y_idx = self._encode_labels(y)  # the labels next: their errors are sklearn's
         x = to_tensor(X)
-        _check_lengths(x, y_idx)
         self._setup_fit(x, metadata)
         train_idx, cal_idx = self._calibration_split(y_idx)
         unlabeled = np.flatnonzero(y_idx == UNLABELED)
