@@ -101,8 +101,6 @@ def main() -> None:
     variants = {"vaekit_direct_gmm": dict(method="gmm", manifold=None, shift_average=0)}
     if args.shift_average:
         variants["vaekit_no_shift_avg"] = dict(shift_average=0)
-    if args.manifold == "spectral" and args.method != "vade":
-        variants["vaekit_plain_graph"] = dict(shared_neighbors=False)
     results.update({name: [] for name in variants})
     if not args.skip_baseline:
         t0 = time.perf_counter()

@@ -150,11 +150,10 @@ def test_runs_saved_before_shift_average_keep_clustering_plain_means(tmp_path):
     clu.save(tmp_path / "run")
     config_path = tmp_path / "run" / "config.json"
     config = json.loads(config_path.read_text())
-    del config["params"]["shift_average"]  # as written before the parameters existed
-    del config["params"]["shared_neighbors"]
+    del config["params"]["shift_average"]  # as written before the parameter existed
     config_path.write_text(json.dumps(config))
     back = VAEClustering.load(tmp_path / "run")
-    assert back.shift_average == 0.0 and back.shared_neighbors is False
+    assert back.shift_average == 0.0
     np.testing.assert_array_equal(back.predict(x), clu.labels_)
 
 
@@ -195,8 +194,6 @@ def test_coinciding_points_get_finite_probabilities(method):
         {"shift_average": -0.1},
         {"shift_average": 0.5},
         {"shift_average": True},
-        {"shared_neighbors": "yes"},
-        {"shared_neighbors": 1},
         {"n_clusters": "auto", "max_clusters": 1},
         {"method": "vade", "pretrain_epochs": -3},
         {"method": "vade", "pretrain_epochs": 0},

@@ -31,21 +31,6 @@ def test_knn_graph_of_tiny_inputs():
     assert w.nnz == 6
 
 
-def test_shared_neighbours_weigh_each_edge_by_the_neighbours_its_ends_share():
-    # Points 0, 1, 2 close together, 3 and 4 far along a line; 2 nearest neighbours each:
-    # N(0) = {0, 1, 2}, N(1) = {1, 0, 2}, N(2) = {2, 1, 0}, N(3) = {3, 4, 2}, N(4) = {4, 3, 2}.
-    z = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
-    plain = knn_graph(z, n_neighbors=2, scale_neighbor=2)
-    shared = knn_graph(z, n_neighbors=2, scale_neighbor=2, shared=True)
-    assert (shared != 0).toarray().tolist() == (plain != 0).toarray().tolist()
-    assert abs(shared - shared.T).max() == 0
-    ratio = {(i, j): shared[i, j] / plain[i, j] for i, j in zip(*plain.nonzero(), strict=True)}
-    assert ratio[0, 1] == pytest.approx(1.0)  # {0, 1, 2} in common
-    assert ratio[2, 3] == pytest.approx(1 / 3)  # only 2 itself: the bridge is weakened
-    assert ratio[3, 4] == pytest.approx(1.0)  # {2, 3, 4}
-    assert shared.diagonal().max() == 0
-
-
 def test_one_label_per_blob_labels_every_blob():
     z, y_true = blobs()
     y = np.full(len(z), -1)

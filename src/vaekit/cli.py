@@ -477,7 +477,6 @@ OPTION_OF_PARAM = {
     "manifold": "--manifold",
     "manifold_dim": "--manifold-dim",
     "shift_average": "--shift-average",
-    "shared_neighbors": "--graph",
 }
 
 
@@ -814,7 +813,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         "manifold": args.manifold,
         "manifold_dim": args.manifold_dim,
         "shift_average": args.shift_average,
-        "shared_neighbors": None if args.graph is None else args.graph == "shared",
     }
     given = {k: v for k, v in given.items() if v is not None}
     if given.get("method") == "vade":
@@ -824,8 +822,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     no_manifold = given.get("method") == "vade" or given.get("manifold") == "none"
     if "manifold_dim" in given and no_manifold:  # before: silently unused
         raise VaekitError("--manifold-dim applies to --manifold umap or spectral; drop it")
-    if "shared_neighbors" in given and (no_manifold or given.get("manifold") == "umap"):
-        raise VaekitError("--graph applies to the spectral step (--manifold spectral); drop it")
     if "manifold" in given and given["manifold"] == "none":
         given["manifold"] = None
     from vaekit.data.prepared import all_images
@@ -1334,13 +1330,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="for gmm/kmeans, average each image's latent mean over its 9 shifts by 0 and "
         "+-s pixels, s = F x its shorter side rounded (default 0.04: 1 pixel from 13 to 37 "
         "pixels, none below); 0 turns it off",
-    )
-    p.add_argument(
-        "--graph",
-        choices=("shared", "plain"),
-        help="neighbour graph of the spectral step: shared weights each edge by the nearest "
-        "neighbours its two images share, plain is the locally scaled graph alone "
-        "(default: shared)",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(

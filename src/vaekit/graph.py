@@ -5,9 +5,6 @@ Both the spectral step of :class:`~vaekit.VAEClustering` and the label propagati
 ``n_neighbors`` nearest neighbours with locally scaled Gaussian weights
 ``exp(-d_ij^2 / (s_i s_j))``, where ``s_i`` is the distance from point ``i`` to its
 ``scale_neighbor``-th neighbour (Zelnik-Manor & Perona 2004), symmetrised by the maximum.
-Optionally (``shared=True``) each edge is further weighted by the share of nearest
-neighbours its two points have in common (shared nearest neighbours, Jarvis & Patrick
-1973), which weakens the edges that cross between dense groups.
 """
 
 from __future__ import annotations
@@ -28,11 +25,7 @@ SPREADING_TOL = 1e-6
 
 
 def knn_graph(
-    z: np.ndarray,
-    n_neighbors: int = N_NEIGHBORS,
-    scale_neighbor: int = SCALE_NEIGHBOR,
-    *,
-    shared: bool = False,
+    z: np.ndarray, n_neighbors: int = N_NEIGHBORS, scale_neighbor: int = SCALE_NEIGHBOR
 ) -> sp.csr_matrix:
     """Symmetric locally scaled k-nearest-neighbour affinity matrix ``(N, N)`` of ``z``.
 
@@ -44,10 +37,6 @@ def knn_graph(
         Neighbours per point (capped at ``N - 1``).
     scale_neighbor : int
         Which neighbour's distance sets a point's kernel width.
-    shared : bool
-        Multiply each edge ``(i, j)`` by ``|N(i) & N(j)| / (k + 1)``, where ``N(i)`` is
-        point ``i`` with its ``k`` nearest neighbours. Joined points share at least one of
-        them, so no edge disappears.
 
     Returns
     -------
@@ -58,19 +47,12 @@ def knn_graph(
     k = min(n_neighbors, n - 1)
     if k < 1:
         return sp.csr_matrix((n, n))
-    dist, near = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
-    dist, ind = dist[:, 1:].astype(np.float64), near[:, 1:]  # drop each point itself
+    dist, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    dist, ind = dist[:, 1:].astype(np.float64), ind[:, 1:]  # drop each point itself
     scale = dist[:, min(scale_neighbor, k) - 1] + 1e-12
     w = np.exp(-(dist**2) / (scale[:, None] * scale[ind]))
     graph = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
-    graph = graph.maximum(graph.T).tocsr()
-    if shared:
-        # Row i of `member` marks N(i); (member @ member.T)[i, j] = |N(i) & N(j)|.
-        member = sp.csr_matrix(
-            (np.ones(near.size), (np.repeat(np.arange(n), k + 1), near.ravel())), shape=(n, n)
-        )
-        graph = graph.multiply(member @ member.T).tocsr() / (k + 1)
-    return graph
+    return graph.maximum(graph.T).tocsr()
 
 
 def label_spreading(

@@ -26,10 +26,8 @@ the mixture or k-means is fitted there:
   ``min_dist=0`` (needs ``umap-learn``).
 - ``"spectral"`` is the spectral embedding of the latents' nearest-neighbour graph (Ng,
   Jordan & Weiss 2002): ``SPECTRAL_NEIGHBORS`` neighbours weighted by a locally scaled
-  Gaussian kernel (Zelnik-Manor & Perona 2004), each edge also weighted by the share of
-  nearest neighbours its two ends have in common (``shared_neighbors``, Jarvis & Patrick
-  1973), the leading eigenvectors of the normalised affinity matrix, each row scaled to unit
-  length. It needs only SciPy.
+  Gaussian kernel (Zelnik-Manor & Perona 2004), the leading eigenvectors of the normalised
+  affinity matrix, each row scaled to unit length. It needs only SciPy.
 
 Neither has a closed-form map for new images, so the fitted state keeps the reference
 latents and their cluster probabilities. An image whose features are those of a reference
@@ -128,14 +126,11 @@ def _gmm_log_resp(
     return log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)
 
 
-def spectral_embedding(
-    z: np.ndarray, dim: int, *, seed: int = 0, shared_neighbors: bool = True
-) -> np.ndarray:
+def spectral_embedding(z: np.ndarray, dim: int, *, seed: int = 0) -> np.ndarray:
     """Ng-Jordan-Weiss spectral embedding of points ``(N, D)``, ``(N, dim)`` float64.
 
     Builds the locally scaled nearest-neighbour graph of :func:`vaekit.graph.knn_graph`
-    (``SPECTRAL_NEIGHBORS`` neighbours, width from the ``SPECTRAL_SCALE_NEIGHBOR``-th; with
-    ``shared_neighbors``, each edge weighted by the neighbours its ends share); takes
+    (``SPECTRAL_NEIGHBORS`` neighbours, width from the ``SPECTRAL_SCALE_NEIGHBOR``-th); takes
     the ``dim`` eigenvectors of ``D^-1/2 W D^-1/2`` with the largest eigenvalues and scales
     each row to unit length. Deterministic for a given ``seed`` (the eigensolver's start vector).
 
@@ -148,7 +143,7 @@ def spectral_embedding(
     dim = max(1, min(dim, n - 2))
     if k < 1 or n < 3:
         return np.ones((n, 1))
-    graph = knn_graph(z, SPECTRAL_NEIGHBORS, SPECTRAL_SCALE_NEIGHBOR, shared=shared_neighbors)
+    graph = knn_graph(z, SPECTRAL_NEIGHBORS, SPECTRAL_SCALE_NEIGHBOR)
     degree = np.asarray(graph.sum(axis=1)).ravel()
     tau = 0.0
     if connected_components(graph, directed=False)[0] > 1:
@@ -196,10 +191,6 @@ class VAEClustering(ClusterMixin, VAE):
         passes per image at fit and predict time; edges replicated), where
         ``s = round(shift_average * min(H, W))``: 1 pixel on 28 x 28 images, 0 (plain means)
         below 13 pixels. 0 turns it off. :meth:`transform` stays the plain posterior mean.
-    shared_neighbors : bool, default=True
-        Spectral step only: weight each edge of the neighbour graph by the share of nearest
-        neighbours its two images have in common (Jarvis & Patrick 1973), so that edges
-        between dense groups count less. False gives the plain locally scaled graph.
     n_init : int or None, default=None
         EM / k-means restarts; the best is chosen by likelihood or inertia. None means
         ``GMM_N_INIT`` (5) EM runs or ``KMEANS_N_INIT`` (50) k-means runs, which cost
@@ -235,9 +226,8 @@ class VAEClustering(ClusterMixin, VAE):
     """
 
     _estimator_name = "VAEClustering"
-    #: Runs saved before ``shift_average`` existed clustered the plain posterior means, and
-    #: before ``shared_neighbors`` on the plain neighbour graph.
-    _params_added: ClassVar[dict[str, Any]] = {"shift_average": 0.0, "shared_neighbors": False}
+    #: Runs saved before ``shift_average`` existed clustered the plain posterior means.
+    _params_added: ClassVar[dict[str, Any]] = {"shift_average": 0.0}
 
     def __init__(
         self,
@@ -247,7 +237,6 @@ class VAEClustering(ClusterMixin, VAE):
         manifold: str | None = "spectral",
         manifold_dim: int | None = None,
         shift_average: float = 0.04,
-        shared_neighbors: bool = True,
         n_init: int | None = None,
         max_clusters: int = 20,
         pretrain_epochs: int | None = None,
@@ -293,7 +282,6 @@ class VAEClustering(ClusterMixin, VAE):
         self.manifold = manifold
         self.manifold_dim = manifold_dim
         self.shift_average = shift_average
-        self.shared_neighbors = shared_neighbors
         self.n_init = n_init
         self.max_clusters = max_clusters
         self.pretrain_epochs = pretrain_epochs
@@ -333,9 +321,6 @@ class VAEClustering(ClusterMixin, VAE):
         v = self.pretrain_epochs
         if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"pretrain_epochs must be a positive integer or None, got {v!r}")
-        v = self.shared_neighbors
-        if not isinstance(v, bool | np.bool_):
-            raise ConfigError(f"shared_neighbors must be True or False, got {v!r}")
         v = self.shift_average
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < 0.5:
             raise ConfigError(f"shift_average must be a number in [0, 0.5), got {v!r}")
@@ -445,8 +430,7 @@ class VAEClustering(ClusterMixin, VAE):
             u = self._umap(z_ref, int(self.manifold_dim or k))  # N2D: as many dims as clusters
         else:
             dim = int(self.manifold_dim or round(SPECTRAL_DIM_PER_CLUSTER * k))
-            shared = bool(self._fitted("shared_neighbors"))
-            u = spectral_embedding(z_ref, dim, seed=self.seed_, shared_neighbors=shared)
+            u = spectral_embedding(z_ref, dim, seed=self.seed_)
         self._fit_clusterer(u)
         resp = self._proba_from_params(u)
         self.ref_latents_ = z_ref
