@@ -60,6 +60,12 @@ def main() -> None:
         help="VAEClustering's shift_average (default 0.04: one pixel on 28 x 28; 0: off)",
     )
     parser.add_argument(
+        "--input-dropout",
+        type=float,
+        default=0.2,
+        help="VAEClustering's input_dropout (default 0.2: a denoising VAE; 0: the plain VAE)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
@@ -91,6 +97,7 @@ def main() -> None:
     print(
         f"data:    {len(x):,} images, K=10, method={args.method}, "
         f"manifold={args.manifold}, shift_average={args.shift_average}, "
+        f"input_dropout={args.input_dropout}, "
         f"hidden_dims={args.hidden_dims or 'default'}, epochs<={args.epochs}, "
         f"precision={args.precision} "
         f"(-> {resolve_precision(args.precision, torch.device('cpu')) or 'fp32'} on the CPU)"
@@ -116,6 +123,7 @@ def main() -> None:
                 manifold=args.manifold,
                 manifold_dim=args.manifold_dim,
                 shift_average=args.shift_average,
+                input_dropout=args.input_dropout,
                 latent_dim=args.latent_dim,
                 hidden_dims=args.hidden_dims,
                 max_epochs=args.epochs,

@@ -16,7 +16,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +477,7 @@ OPTION_OF_PARAM = {
     "manifold": "--manifold",
     "manifold_dim": "--manifold-dim",
     "shift_average": "--shift-average",
+    "input_dropout": "--input-dropout",
 }
 
 
@@ -783,14 +784,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shift_share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {text!r}")
-    return value
+def _share_below(limit: float) -> Callable[[str], float]:
+    """Return an argparse type that accepts a number in ``[0, limit)``."""
+
+    def share(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < limit:
+            raise argparse.ArgumentTypeError(f"expected a number in [0, {limit:g}), got {text!r}")
+        return value
+
+    return share
 
 
 def _n_clusters(text: str) -> int | str:
@@ -813,10 +819,15 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         "manifold": args.manifold,
         "manifold_dim": args.manifold_dim,
         "shift_average": args.shift_average,
+        "input_dropout": args.input_dropout,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if given.get("method") == "vade":
-        for option, name in (("--manifold", "manifold"), ("--shift-average", "shift_average")):
+        for option, name in (
+            ("--manifold", "manifold"),
+            ("--shift-average", "shift_average"),
+            ("--input-dropout", "input_dropout"),
+        ):
             if given.get(name) not in (None, "none", 0.0):  # "none" and 0 mean off
                 raise VaekitError(f"{option} applies to --method gmm or kmeans; drop it for vade")
     no_manifold = given.get("method") == "vade" or given.get("manifold") == "none"
@@ -1325,11 +1336,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shift-average",
-        type=_shift_share,
+        type=_share_below(0.5),
         metavar="F",
         help="for gmm/kmeans, average each image's latent mean over its 9 shifts by 0 and "
         "+-s pixels, s = F x its shorter side rounded (default 0.04: 1 pixel from 13 to 37 "
         "pixels, none below); 0 turns it off",
+    )
+    p.add_argument(
+        "--input-dropout",
+        type=_share_below(1.0),
+        metavar="P",
+        help="for gmm/kmeans, train a denoising VAE: the encoder sees each image with a share "
+        "P of its pixels dropped (default 0.2); 0 trains the plain VAE",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(

@@ -18,6 +18,12 @@ image's class does. On Fashion-MNIST (s = 1 pixel on 28 x 28) the average raised
 clustering accuracy (BENCHMARKS.md); with the default 0.04, s is 0 below 13 pixels a side
 and the plain posterior means are clustered. VaDE clusters its own latents unchanged.
 
+For ``"gmm"`` and ``"kmeans"`` the VAE is trained as a denoising VAE (``input_dropout``,
+Im et al. 2017): the encoder sees each training image with a fifth of its pixels dropped,
+as DEC's autoencoder did (Xie et al. 2016), and the decoder reconstructs the clean image.
+On Fashion-MNIST that raised both the accuracy and the NMI of the clusters
+(BENCHMARKS.md).
+
 The optional manifold step (``manifold=``, for ``"gmm"`` and ``"kmeans"``) maps the
 posterior means to a ``manifold_dim``-dimensional space that keeps local neighbourhoods, and
 the mixture or k-means is fitted there:
@@ -191,6 +197,10 @@ class VAEClustering(ClusterMixin, VAE):
         passes per image at fit and predict time; edges replicated), where
         ``s = round(shift_average * min(H, W))``: 1 pixel on 28 x 28 images, 0 (plain means)
         below 13 pixels. 0 turns it off. :meth:`transform` stays the plain posterior mean.
+    input_dropout : float, default=0.2
+        For ``"gmm"`` and ``"kmeans"``: share of input pixels dropped (set to 0, the rest
+        scaled up) for the encoder in each training step, while the decoder reconstructs
+        the clean image (a denoising VAE); 0 trains the plain VAE. Ignored by ``"vade"``.
     n_init : int or None, default=None
         EM / k-means restarts; the best is chosen by likelihood or inertia. None means
         ``GMM_N_INIT`` (5) EM runs or ``KMEANS_N_INIT`` (50) k-means runs, which cost
@@ -227,7 +237,8 @@ class VAEClustering(ClusterMixin, VAE):
 
     _estimator_name = "VAEClustering"
     #: Runs saved before ``shift_average`` existed clustered the plain posterior means.
-    _params_added: ClassVar[dict[str, Any]] = {"shift_average": 0.0}
+    #: Runs saved before ``input_dropout`` existed trained a plain VAE.
+    _params_added: ClassVar[dict[str, Any]] = {"shift_average": 0.0, "input_dropout": 0.0}
 
     def __init__(
         self,
@@ -237,6 +248,7 @@ class VAEClustering(ClusterMixin, VAE):
         manifold: str | None = "spectral",
         manifold_dim: int | None = None,
         shift_average: float = 0.04,
+        input_dropout: float = 0.2,
         n_init: int | None = None,
         max_clusters: int = 20,
         pretrain_epochs: int | None = None,
@@ -282,6 +294,7 @@ class VAEClustering(ClusterMixin, VAE):
         self.manifold = manifold
         self.manifold_dim = manifold_dim
         self.shift_average = shift_average
+        self.input_dropout = input_dropout
         self.n_init = n_init
         self.max_clusters = max_clusters
         self.pretrain_epochs = pretrain_epochs
@@ -324,6 +337,9 @@ class VAEClustering(ClusterMixin, VAE):
         v = self.shift_average
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < 0.5:
             raise ConfigError(f"shift_average must be a number in [0, 0.5), got {v!r}")
+        v = self.input_dropout
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < 1:
+            raise ConfigError(f"input_dropout must be a number in [0, 1), got {v!r}")
         if n_samples is not None:
             self._check_n_samples(n_samples)
 
@@ -335,7 +351,9 @@ class VAEClustering(ClusterMixin, VAE):
 
     def _build_module(self, input_shape: tuple[int, ...]):
         if self._fitted("method") != "vade":
-            return super()._build_module(input_shape)
+            module = super()._build_module(input_shape)
+            module.input_dropout = float(self._fitted("input_dropout"))
+            return module
         return VaDEModule(
             input_shape,
             latent_dim=int(self.latent_dim),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaekit.models.base import (
@@ -34,6 +35,11 @@ class VAEModule(GenerativeModel):
         Pixel likelihood ``p(x|z)``.
     beta : float
         Weight of the KL term (Higgins et al. 2017); 1 gives the ELBO.
+    input_dropout : float
+        While training, the encoder sees the image with this share of its pixels zeroed
+        (the rest scaled by ``1 / (1 - p)``) and the decoder reconstructs the clean image:
+        the denoising criterion of Im et al. (2017), with the input dropout of DEC's
+        autoencoder (Xie et al. 2016). 0 trains on the ELBO itself; evaluation never drops.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class VAEModule(GenerativeModel):
         hidden_dims: Sequence[int],
         likelihood: str = "bernoulli",
         beta: float = 1.0,
+        input_dropout: float = 0.0,
     ):
         super().__init__()
         check_likelihood(likelihood)
@@ -51,6 +58,7 @@ class VAEModule(GenerativeModel):
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.beta = beta
+        self.input_dropout = input_dropout
         # (B, *input_shape) -> (B, 2 * latent_dim): mean and log-variance.
         self.encoder = build_encoder(arch, self.input_shape, hidden_dims, 2 * latent_dim)
         self.decoder = build_decoder(arch, latent_dim, hidden_dims, self.input_shape)
@@ -67,8 +75,14 @@ class VAEModule(GenerativeModel):
         return self.decoder(z)
 
     def loss(self, x: torch.Tensor, kl_weight: float = 1.0) -> LossOutput:
-        """Negative ELBO, nats per image averaged over the batch, with ``beta * kl_weight``."""
-        post = self.encode(x)
+        """Negative ELBO, nats per image averaged over the batch, with ``beta * kl_weight``.
+
+        In training mode with ``input_dropout``, the encoder sees a corrupted copy of ``x``.
+        """
+        seen = x
+        if self.training and self.input_dropout > 0:
+            seen = F.dropout(x, self.input_dropout)
+        post = self.encode(seen)
         out = self.decode(post.rsample())
         rec = negative_log_likelihood(
             self.likelihood, out, x, getattr(self, "log_scale", None)
