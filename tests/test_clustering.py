@@ -157,6 +157,24 @@ def test_runs_saved_before_shift_average_keep_clustering_plain_means(tmp_path):
     np.testing.assert_array_equal(back.predict(x), clu.labels_)
 
 
+def test_denoising_vae_for_gmm_and_kmeans_only(tmp_path):
+    x, y = blobs()
+    clu = tiny(max_epochs=10).fit(x)
+    assert clu.input_dropout == 0.2 and clu.module_.input_dropout == 0.2
+    assert cluster_accuracy(y, clu.labels_) == 1.0
+    assert tiny(max_epochs=10, input_dropout=0).fit(x).module_.input_dropout == 0.0
+    assert tiny(method="vade", max_epochs=2).fit(x).module_.input_dropout == 0.0
+    # A run saved before the parameter existed trained the plain VAE.
+    clu.save(tmp_path / "run")
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["params"]["input_dropout"]
+    config_path.write_text(json.dumps(config))
+    back = VAEClustering.load(tmp_path / "run")
+    assert back.input_dropout == 0.0 and back.module_.input_dropout == 0.0
+    np.testing.assert_array_equal(back.predict(x), clu.labels_)
+
+
 def test_spectral_step_on_a_reference_sample(monkeypatch):
     # Above MANIFOLD_MAX_SAMPLES images the embedding is fitted on a seeded sample and the
     # rest are placed by their nearest reference latents: the default's path for big data.
@@ -194,6 +212,9 @@ def test_coinciding_points_get_finite_probabilities(method):
         {"shift_average": -0.1},
         {"shift_average": 0.5},
         {"shift_average": True},
+        {"input_dropout": -0.1},
+        {"input_dropout": 1.0},
+        {"input_dropout": "0.2"},
         {"n_clusters": "auto", "max_clusters": 1},
         {"method": "vade", "pretrain_epochs": -3},
         {"method": "vade", "pretrain_epochs": 0},

@@ -57,6 +57,33 @@ def test_vae_loss_contract(arch, likelihood):
     assert m.elbo(x).shape == (5,)
 
 
+def test_input_dropout_corrupts_what_the_encoder_sees_in_training_only():
+    # The denoising criterion: the encoder gets x with a share p of pixels zeroed and the
+    # rest scaled by 1 / (1 - p); the decoder's target stays the clean x.
+    torch.manual_seed(0)
+    m = VAEModule((1, 16, 16), latent_dim=3, arch="mlp", hidden_dims=(8,), input_dropout=0.25)
+    seen, targets = [], []
+    m.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+    original = negative_log_likelihood
+
+    def spy(likelihood, out, x, log_scale):
+        targets.append(x)
+        return original(likelihood, out, x, log_scale)
+
+    x = torch.rand(64, 1, 16, 16) * 0.5 + 0.25  # no pixel is 0 before the dropout
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("vaekit.models.vae.negative_log_likelihood", spy)
+        m.train()
+        m.loss(x)
+        m.eval()
+        m.loss(x)
+    dropped = seen[0] == 0
+    assert 0.2 < dropped.float().mean().item() < 0.3
+    torch.testing.assert_close(seen[0][~dropped], (x / 0.75)[~dropped])
+    torch.testing.assert_close(seen[1], x)  # evaluation: the image itself
+    assert all(t is x for t in targets)
+
+
 def test_cutout_zeroes_one_clipped_square_per_image():
     torch.manual_seed(0)
     x = torch.ones(64, 3, 10, 10)

@@ -38,6 +38,9 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
             "vade_shift": [
                 *("cluster", "digits", "--method", "vade", "--shift-average", "0.1", "--out", png)
             ],
+            "vade_dropout": [
+                *("cluster", "digits", "--method", "vade", "--input-dropout", "0.2", "--out", png)
+            ],
         }
     )
     assert_ok(results["ok"])
@@ -46,6 +49,7 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
     assert "--cluster must be in" in assert_user_error(results["bad"], "--cluster")
     assert "drop it for vade" in assert_user_error(results["vade"], "--manifold")
     assert "drop it for vade" in assert_user_error(results["vade_shift"], "--shift-average")
+    assert "drop it for vade" in assert_user_error(results["vade_dropout"], "--input-dropout")
 
     # evaluate adds the ELBO to the run's metrics and keeps the clustering's own.
     assert_ok(fast_cli("evaluate", out, "--quiet"))
@@ -66,22 +70,25 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
         "cluster", "digits", "--n-clusters", "10", "--method", "kmeans", "--epochs", "3",
         "--hidden-dims", "32", "--latent-dim", "4", "--manifold", "spectral",
     ]  # fmt: skip
+    ok = [*args, "--manifold-dim", "12", "--shift-average", "0", "--input-dropout", "0.1"]
     results = fast_cli.many(
         {
-            "ok": [*args, "--manifold-dim", "12", "--shift-average", "0", "--out", out, "--quiet"],
+            "ok": [*ok, "--out", out, "--quiet"],
             "bad": [*args, "--manifold-dim", "0", "--out", tmp_path / "bad", "--quiet"],
             "bad_shift": [*args, "--shift-average", "0.5", "--out", tmp_path / "bad", "--quiet"],
+            "bad_dropout": [*args, "--input-dropout", "1", "--out", tmp_path / "bad", "--quiet"],
         }
     )
     assert_ok(results["ok"])
     params = json.loads((out / "config.json").read_text())["params"]
     assert params["manifold"] == "spectral" and params["manifold_dim"] == 12
-    assert params["shift_average"] == 0.0
+    assert params["shift_average"] == 0.0 and params["input_dropout"] == 0.1
     metrics = json.loads((out / "metrics.json").read_text())
     # A 3-epoch VAE: far from good, but far above chance (about 0.11 for 10 classes).
     assert metrics["n_clusters"] == 10 and metrics["acc"] > 0.2
     assert_user_error(results["bad"], "--manifold-dim")
     assert_user_error(results["bad_shift"], "--shift-average")
+    assert "[0, 1)" in assert_user_error(results["bad_dropout"], "--input-dropout")
     assert not (tmp_path / "bad").exists()
 
     # A run saved before --shift-average existed clustered the plain means: resuming it
@@ -89,7 +96,8 @@ def test_cluster_with_the_spectral_step(fast_cli: Cli | Preloaded, tmp_path: Pat
     config = json.loads((out / "config.json").read_text())
     del config["params"]["shift_average"]
     (out / "config.json").write_text(json.dumps(config))
-    again = [*args, "--manifold-dim", "12", "--out", out, "--resume", "--quiet"]
+    again = [*args, "--manifold-dim", "12", "--input-dropout", "0.1", "--out", out, "--resume"]
+    again.append("--quiet")
     results = fast_cli.many(
         {"same": [*again, "--shift-average", "0"], "other": [*again, "--shift-average", "0.04"]}
     )
