@@ -20,9 +20,9 @@ def x():
     return torch.from_numpy(imgs[:, None])
 
 
-def model(seed=0):
+def model(seed=0, **kw):
     torch.manual_seed(seed)
-    return VAEModule((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
+    return VAEModule((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,), **kw)
 
 
 def cfg(**kw):
@@ -105,8 +105,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(x, tmp_path):
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 
 
-def test_resume_after_interruption_equals_uninterrupted(x, tmp_path):
-    full = model()
+@pytest.mark.parametrize("input_dropout", [0.0, 0.3])  # 0.3: the dropout masks resume too
+def test_resume_after_interruption_equals_uninterrupted(x, tmp_path, input_dropout):
+    full = model(input_dropout=input_dropout)
     train(full, [x], cfg(max_epochs=5), run_dir=tmp_path / "full")
 
     class Stop(Exception):
@@ -122,10 +123,13 @@ def test_resume_after_interruption_equals_uninterrupted(x, tmp_path):
             return super().loss(x, kl_weight)
 
     torch.manual_seed(0)
-    part = Interrupted((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
+    part = Interrupted(
+        (1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,), input_dropout=input_dropout
+    )
     with pytest.raises(Stop):
         train(part, [x], cfg(max_epochs=5), run_dir=tmp_path / "part")
-    resumed = model(seed=99)  # different init: everything must come from the checkpoint
+    # A different init: everything must come from the checkpoint.
+    resumed = model(seed=99, input_dropout=input_dropout)
     res = train(resumed, [x], cfg(max_epochs=5), run_dir=tmp_path / "part", resume=True)
     assert len(res.history) == 5
     assert same(weights(full), weights(resumed))

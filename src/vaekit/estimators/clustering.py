@@ -201,6 +201,8 @@ class VAEClustering(ClusterMixin, VAE):
         For ``"gmm"`` and ``"kmeans"``: share of input pixels dropped (set to 0, the rest
         scaled up) for the encoder in each training step, while the decoder reconstructs
         the clean image (a denoising VAE); 0 trains the plain VAE. Ignored by ``"vade"``.
+        The training loss in ``history_`` is then that of the corrupted images; the
+        validation loss, like every evaluation, is the plain ELBO.
     n_init : int or None, default=None
         EM / k-means restarts; the best is chosen by likelihood or inertia. None means
         ``GMM_N_INIT`` (5) EM runs or ``KMEANS_N_INIT`` (50) k-means runs, which cost
