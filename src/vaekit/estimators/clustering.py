@@ -353,9 +353,9 @@ class VAEClustering(ClusterMixin, VAE):
 
     def _build_module(self, input_shape: tuple[int, ...]):
         if self._fitted("method") != "vade":
-            module = super()._build_module(input_shape)
-            module.input_dropout = float(self._fitted("input_dropout"))
-            return module
+            return super()._build_module(
+                input_shape, input_dropout=float(self._fitted("input_dropout"))
+            )
         return VaDEModule(
             input_shape,
             latent_dim=int(self.latent_dim),

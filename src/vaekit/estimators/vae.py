@@ -132,7 +132,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
         self.precision = precision
         self.compile = compile
 
-    def _build_module(self, input_shape: tuple[int, ...]) -> VAEModule:
+    def _build_module(self, input_shape: tuple[int, ...], **module_params: Any) -> VAEModule:
+        """Build the VAE for ``input_shape``; ``module_params`` go on to :class:`VAEModule`."""
         return VAEModule(
             input_shape,
             latent_dim=int(self.latent_dim),
@@ -140,6 +141,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
             hidden_dims=self._hidden_dims(input_shape),
             likelihood=self.likelihood,
             beta=float(self.beta),
+            **module_params,
         )
 
     @keeps_state_on_failure
