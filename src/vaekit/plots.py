@@ -191,23 +191,41 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def figure_png(fig: Figure) -> bytes:
+def figure_png(fig: Figure, software: str | None = None) -> bytes:
     """Render the figure as PNG bytes (Agg, :data:`FIGURE_DPI`).
 
     The PNG is cropped or grown to what is drawn (a tight bounding box), so no label is
     cut off where the layout engine could not make room (axes of fixed aspect).
+    ``software``, when given, is the PNG's ``Software`` text (matplotlib's otherwise).
     """
     import matplotlib
 
     buf = io.BytesIO()
+    metadata = {"Software": software} if software else None
     with matplotlib.rc_context({"text.parse_math": False}):  # see _plain_text
-        fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.05)
+        fig.savefig(
+            buf,
+            format="png",
+            dpi=FIGURE_DPI,
+            bbox_inches="tight",
+            pad_inches=0.05,
+            metadata=metadata,
+        )
     return buf.getvalue()
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> bytes:
+def png_software(path: str | os.PathLike) -> str | None:
+    """Return the ``Software`` text of the PNG file ``path`` (None: absent, or not a PNG)."""
+    try:
+        with Image.open(path) as im:
+            return im.text.get("Software") if im.format == "PNG" else None
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, software: str | None = None) -> bytes:
     """Write the figure as a PNG file, atomically; returns the PNG bytes."""
-    data = figure_png(fig)
+    data = figure_png(fig, software)
     atomic_write_bytes(path, data)
     return data
 

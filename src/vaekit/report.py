@@ -58,6 +58,9 @@ REPORT_FILE = "report.html"
 METRICS_FILE = "metrics.json"
 CLUSTERS_FILE = "clusters.csv"
 PREDICTIONS_FILE = "predictions.csv"
+#: ``Software`` text of the report's PNGs: a figure with it may be replaced by the next
+#: report; any other file at a figure's name is the user's, and the report refuses.
+REPORT_SOFTWARE = "vaekit report"
 #: Latent maps and other per-point figures use at most this many images (seeded sample).
 MAX_POINTS = 3000
 #: Reconstruction pairs shown.
@@ -927,6 +930,11 @@ def render_html(
     )
 
 
+def _report_png(path: Path) -> bool:
+    """Whether ``path`` is a figure a vaekit report wrote (so a new report may replace it)."""
+    return (plots.png_software(path) or "").startswith(REPORT_SOFTWARE)
+
+
 def write_report(
     out: str | Path,
     runs: Sequence[RunData],
@@ -943,7 +951,8 @@ def write_report(
     runs : sequence of RunData
         One section each. The PNGs are named after ``out`` and, on a page of several runs,
         the run: ``report-latent-map.png``, ``report-vae-latent-map.png``; a name no other
-        vaekit command writes, so no picture of the user's is replaced.
+        vaekit command writes. A file already there that no report wrote (its PNG
+        ``Software`` text) is refused with a ``DataError`` before anything is written.
     latent_method : {"pca", "tsne", "umap"}, default="pca"
         Projection of the latent maps.
     max_points : int, default=3000
@@ -961,18 +970,32 @@ def write_report(
     runs = sorted(
         runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), _run_name(r))
     )
-    written: list[Path] = []
-    sections = []
+    figures = []  # every figure first, so that a clash is refused before anything is written
     for run in runs:
         prefix = f"{out.stem}-{_run_name(run)}-" if len(runs) > 1 else f"{out.stem}-"
         items = build_figures(run, latent_method=latent_method, max_points=max_points)
+        figures.append(
+            (run, items, {i.name: out.with_name(f"{prefix}{i.name}.png") for i in items})
+        )
+    for _, items, paths in figures:
+        for item in items:
+            png = paths[item.name]
+            if item.figure is not None and png.exists() and not _report_png(png):
+                raise DataError(
+                    f"'{png}' exists and no vaekit report wrote it; the report would replace "
+                    "it with a figure: move it or choose another --out"
+                )
+    written: list[Path] = []
+    sections = []
+    for run, items, paths in figures:
         pngs = {}
         for item in items:
             if item.figure is None:  # left out: the page says why
                 continue
-            png = out.with_name(f"{prefix}{item.name}.png")
-            pngs[item.name] = plots.save_figure(item.figure, png)
-            written.append(png)
+            pngs[item.name] = plots.save_figure(
+                item.figure, paths[item.name], f"{REPORT_SOFTWARE} {__version__}"
+            )
+            written.append(paths[item.name])
         sections.append((run, f"run-{_run_name(run)}", items, pngs))
     if len(runs) == 1:
         title = _run_name(runs[0])

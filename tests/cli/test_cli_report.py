@@ -52,6 +52,9 @@ def reports(
     vae = copy_run(trained_run.path, root / "vae")
     (root / "empty").mkdir()
     write_image_folder(root / "pets", mode="RGB")  # 3x8x8: not the run's 1x8x8 digits
+    (root / "mine").mkdir()  # a user's page and picture where the report's would go
+    (root / "mine" / "page.html").write_text("my page")
+    (root / "mine" / "page-samples.png").write_bytes(b"my picture")
     jobs = {
         "report vae": ["report", vae],
         "cluster": [
@@ -61,6 +64,7 @@ def reports(
         "missing": ["report", root / "nope"],
         "empty": ["report", root / "empty"],
         "bad out": ["report", vae, "--out", root / "report.txt"],
+        "user's png": ["report", vae, "--out", root / "mine" / "page.html"],
         "other shape": ["report", vae, root / "pets", "--out", root / "pets.html"],
         "train on a folder": ["train", root / "pets", *TINY, "--out", root / "pets-run", "-q"],
     }
@@ -82,6 +86,7 @@ def reports(
             "data gone": ["report", root / "pets-run"],
             "two runs": ["report", vae, root / "clu", "--out", root / "two.html"],
             "folder of runs": ["report", root / "runs"],
+            "report vae again": ["report", vae, "-q"],  # replaces its own figures
         }
     )
     return Reports(root, results)
@@ -97,6 +102,7 @@ def test_report_of_a_vae_run(reports: Reports) -> None:
     assert text.count('src="data:image/png;base64,') == len(VAE_FIGURES)
     for name in VAE_FIGURES:
         assert (run / f"report-{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert_ok(reports["report vae again"])  # over its own figures: no clash
 
 
 def test_report_of_a_clustering_run_beside_its_out_file(reports: Reports) -> None:
@@ -119,6 +125,11 @@ def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> No
     assert_user_error(reports["missing"], root / "nope", "does not exist")
     assert_user_error(reports["empty"], root / "empty", "holds no run")
     assert_user_error(reports["bad out"], "--out", ".html")
+    mine = root / "mine"
+    assert_user_error(reports["user's png"], mine / "page-samples.png", "no vaekit report wrote")
+    assert (mine / "page-samples.png").read_bytes() == b"my picture"
+    assert sorted(p.name for p in mine.iterdir()) == ["page-samples.png", "page.html"]
+    assert (mine / "page.html").read_text() == "my page"
     assert_user_error(reports["other shape"], "pets", "3x8x8")
     assert not (root / "pets.html").exists() and not (root / "report.txt").exists()
     assert snapshot([root / "empty"]) == {}
