@@ -12,6 +12,7 @@ from vaekit import checkpoint
 from vaekit.errors import CheckpointError, ConfigError, TrainingDivergedError
 from vaekit.models import LossOutput, VAEModule
 from vaekit.training import TrainConfig, train
+from vaekit.training.loop import check_split, min_split_size
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,17 @@ def test_invalid_config_says_what_it_must_be(field, value, says):
     with pytest.raises(ConfigError) as info:
         TrainConfig(**{field: value})
     assert says in str(info.value)
+
+
+@pytest.mark.parametrize(("fraction", "need"), [(0.0, 1), (0.1, 6), (0.25, 3), (0.5, 2), (0.9, 5)])
+def test_min_split_size_is_the_fewest_images_that_split(fraction, need):
+    assert min_split_size(fraction) == need
+    for n in range(need, need + 50):  # from there on every size splits
+        n_val = check_split(n, fraction)
+        assert (n_val == 0) if fraction == 0 else 1 <= n_val < n
+    if need > 1:
+        with pytest.raises(ConfigError, match=f"use at least {need} images"):
+            check_split(need - 1, fraction)
 
 
 def test_config_takes_numpy_scalars_as_plain_numbers():

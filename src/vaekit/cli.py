@@ -225,6 +225,27 @@ def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
     )
 
 
+def _check_size(est: Any, n: int, spec: str, n_test: int = 0) -> None:
+    """Check ``est``'s parameters for ``n`` training images of DATA ``spec`` before any work.
+
+    Too few images to hold out a validation share is the data's doing, not a setting's:
+    the error names DATA and how many images training needs (``n_test``: the images of
+    DATA's test part, which training does not see).
+    """
+    from vaekit.training.loop import min_split_size
+
+    est._check_params()
+    need = min_split_size(float(est.validation_fraction))
+    if n < need:
+        rest = f" (its other {n_test} are the test part)" if n_test else ""
+        raise DataError(
+            f"'{spec}' gives {n} images to train on{rest}, too few to hold out "
+            f"{est.validation_fraction:.0%} of them to validate on; add images (training "
+            f"needs at least {need})"
+        )
+    est._check_n_samples(n)
+
+
 def _data_options_of_run(args: argparse.Namespace, meta: dict[str, Any]) -> None:
     """Default ``--image-size``, ``--color`` and ``--skip-bad`` to what the run was trained with."""
     if args.image_size is None and meta.get("image_size"):
@@ -607,7 +628,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         name, fixed = MODELS[model]
         est = _new_estimator(getattr(estimators, name), args, **fixed)
         meta = {**_data_metadata(args.data, ds, args), "command": "train"}
-    est._check_params(len(ds.x_train))  # a bad setting fails before the 'training' line
+    # A bad setting fails before the 'training' line.
+    _check_size(est, len(ds.x_train), args.data, len(ds.x_test))
     _say(
         args,
         f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
@@ -849,7 +871,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         meta = {**_data_metadata(args.data, ds, args), "command": "cluster"}
     x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
-    clu._check_params(len(x))  # a bad setting fails before the 'clustering' line
+    _check_size(clu, len(x), args.data)  # a bad setting fails before the 'clustering' line
     _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
     start = time.perf_counter()
     clu.fit(x, run_dir=out, resume=args.resume, metadata=meta)

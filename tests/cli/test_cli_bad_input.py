@@ -195,7 +195,16 @@ def case_too_few_images(d: Path, run: Path) -> Case:
     folder.mkdir()
     for i in range(4):  # 3 training images: no validation image is left
         Image.new("L", (8, 8), 50 * i).save(folder / f"{i}.png")
-    return _train(folder, d, names=("validation_fraction", "at least 6 images"))
+    return _train(folder, d, names=(folder, "3 images to train on", "at least 6"))
+
+
+@case
+def case_too_few_images_to_cluster(d: Path, run: Path) -> Case:
+    data = d / "five.npy"
+    np.save(data, np.full((5, 8, 8), 100, dtype=np.uint8))  # cluster trains on all five
+    out = d / "out"
+    args = ["cluster", data, "--n-clusters", "2", *TINY, "--out", out]
+    return Case(args, (data, "5 images to train on", "at least 6"), [data], [out])
 
 
 @case

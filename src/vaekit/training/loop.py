@@ -197,18 +197,25 @@ def _kl_weight_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return min(1.0, (epoch + step / steps_per_epoch) / cfg.kl_warmup_epochs)
 
 
+def min_split_size(validation_fraction: float) -> int:
+    """Fewest images that ``validation_fraction`` splits into two non-empty parts (1 for 0)."""
+    if validation_fraction <= 0:
+        return 1
+    need = max(2, int(0.5 / validation_fraction))
+    while not 1 <= round(need * validation_fraction) < need:
+        need += 1
+    return need
+
+
 def check_split(n: int, validation_fraction: float) -> int:
     """Return the validation size for ``n`` images; raise if a split would be empty."""
-    n_val = round(n * validation_fraction)
-    if validation_fraction > 0 and (n_val < 1 or n - n_val < 1):
-        need = max(2, int(0.5 / validation_fraction))  # the smallest n that splits
-        while not 1 <= round(need * validation_fraction) < need:
-            need += 1
+    if n < min_split_size(validation_fraction):
         raise ConfigError(
-            f"validation_fraction={validation_fraction} leaves an empty split of {n} "
-            f"images; use at least {need} images (or validation_fraction=0 from Python)"
+            f"validation_fraction={validation_fraction} leaves an empty split of {n} images; "
+            f"use at least {min_split_size(validation_fraction)} images (or "
+            "validation_fraction=0)"
         )
-    return n_val
+    return round(n * validation_fraction)
 
 
 def _split(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
