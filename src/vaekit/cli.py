@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit._version import __version__
-from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.errors import CheckpointError, DataError, NearlyBlackWarning, VaekitError
 
 # numpy, torch and the layers below are imported inside the commands, so that --help,
 # --version and argument errors answer without loading them.
@@ -1529,10 +1529,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _warnings_to_stderr():
-    """Show Python warnings as one plain line each ('vaekit: warning: ...')."""
+    """Show Python warnings as one plain line each ('vaekit: warning: ...').
+
+    Nearly black images are said once: the data loader names the file, and the estimator
+    would repeat it (as 'X') each time it checks the same images.
+    """
     import warnings
 
+    said: set[type] = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
+        if category in said:
+            return
+        if issubclass(category, NearlyBlackWarning):
+            said.add(category)
         if _is_main_process():  # under torchrun every rank would print the same line
             print(f"vaekit: warning: {message}", file=sys.stderr)
 

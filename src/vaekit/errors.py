@@ -30,3 +30,7 @@ class ConfigError(VaekitError, ValueError):
 
 class TrainingDivergedError(VaekitError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class NearlyBlackWarning(UserWarning):
+    """Integer images so dark that they are almost surely on another scale than 0..255."""

@@ -80,3 +80,15 @@ def test_evaluate_warns_when_the_folder_changed_since_training(
     assert_ok(res)
     assert "now gives 24 training and 6 test images" in res.stderr, res.stderr
     assert "trained with 16 and 4" in res.stderr, res.stderr
+
+
+def test_nearly_black_integer_images_are_warned_about_once(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    data = tmp_path / "dim.npy"  # 0..15 on the 0..255 scale: valid, but surely another scale
+    np.save(data, np.random.default_rng(0).integers(0, 16, (40, 8, 8)).astype(np.uint8))
+    jobs = {cmd: [cmd, data, *TINY, "--out", tmp_path / cmd, "-q"] for cmd in ("train", "cluster")}
+    for res in fast_cli.many(jobs).values():
+        assert_ok(res)
+        warned = [line for line in res.stderr.splitlines() if "integers of at most 15" in line]
+        assert len(warned) == 1 and f"file '{data}'" in warned[0], res.stderr  # not 'X' again

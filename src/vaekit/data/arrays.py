@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from PIL import Image
 
 from vaekit.data.dataset import UNLABELED
-from vaekit.errors import DataError, DataTypeError
+from vaekit.errors import DataError, DataTypeError, NearlyBlackWarning
 
 Color = Literal["auto", "grayscale", "rgb"]
 
@@ -80,6 +80,7 @@ def warn_if_dim(hi: Any, what: str) -> None:
             f"{what} holds integers of at most {hi}, read as intensities out of "
             f"{MAX_PIXEL}: the images are nearly black; if {hi} means white, divide by {hi} "
             "and give floats in [0, 1] (or booleans for 0/1 masks)",
+            NearlyBlackWarning,
             stacklevel=4,
         )
 
