@@ -694,11 +694,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
         scores = _classification_scores(est, ds)[0]
+        if not scores:
+            raise DataError(
+                f"'{spec}' has no labeled test images to score classifier run '{args.run}' "
+                "on; pass labeled data (class sub-folders, IDX or .npz labels)"
+            )
     elif config.get("estimator") == "VAEClustering":
         # A clustering trains on every image: there is no held-out part to score.
         from vaekit.data.prepared import all_images
 
-        scores = {**generative_metrics(est, all_images(ds)), "scored_on": "all images (trained on)"}
+        scored_on = "all images (trained on)" if run_data else "all images of DATA"
+        scores = {**generative_metrics(est, all_images(ds)), "scored_on": scored_on}
     else:
         scores = generative_metrics(est, ds.x_test)
     metrics = {

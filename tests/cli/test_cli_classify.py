@@ -73,6 +73,9 @@ def results(cli: Cli, fast_cli: Cli | Preloaded, tmp_path_factory: pytest.TempPa
                 "evaluate foxes": [
                     "evaluate", root / "pets-run", root / "with-foxes", "--out", root / "f.json"
                 ],
+                "evaluate unlabeled": [
+                    "evaluate", root / "pets-run", flat, "--out", root / "u.json"
+                ],
             }
         )
     )  # fmt: skip
@@ -121,6 +124,9 @@ def test_evaluate_matches_other_data_to_the_run_classes_by_name(results):
     assert sum(cats_row) == 0 and sum(dogs_row) == evaluated["n_scored"] > 0
     assert_user_error(res["evaluate foxes"], "with-foxes", "'foxes'", "pets-run")
     assert not (root / "f.json").exists()
+    # No labels at all: nothing to score, said as such (it printed only image counts).
+    assert_user_error(res["evaluate unlabeled"], "flat", "no labeled test images", "pets-run")
+    assert not (root / "u.json").exists()
 
 
 def test_image_folder_with_unlabeled_part(results):

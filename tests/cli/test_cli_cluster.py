@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 from cli_helpers import Cli, Preloaded, assert_ok, assert_user_error
 from PIL import Image
 
@@ -59,6 +60,11 @@ def test_cluster_auto_then_generate_per_cluster(fast_cli: Cli | Preloaded, tmp_p
     }
     assert "elbo" in after and "evaluate_seconds" in after
     assert after["scored_on"] == "all images (trained on)"  # a clustering holds none out
+    other = tmp_path / "other.npy"  # images the run never saw: not "trained on"
+    np.save(other, np.random.default_rng(0).integers(0, 256, (12, 8, 8)).astype(np.uint8))
+    res = fast_cli("evaluate", out, other, "--quiet")
+    assert_ok(res)
+    assert json.loads(res.stdout)["scored_on"] == "all images of DATA"
     assert {k: after[k] for k in ("n_train", "n_test", "seconds")} == {
         k: metrics[k] for k in ("n_train", "n_test", "seconds")
     }
