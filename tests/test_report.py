@@ -396,6 +396,10 @@ def test_with_other_data_the_summary_shows_it_and_the_metrics_are_the_runs(
     assert '<td>training images</td><td class="num">20</td>' in data and "zero" in data
     assert "the run's own metrics" in report._metrics_html(run).lower()
     assert "own metrics" not in report._metrics_html(load_run(vae_run, VAE, digits))
+    # Other data without labels lists no classes: not the run's digits as if they were its.
+    unlabeled = Dataset("plain.npy", digits.x_train[:20], None, digits.x_test[:10], None, ())
+    data = report._data_html(load_run(vae_run, VAE, unlabeled))
+    assert "<td>plain.npy</td>" in data and "classes (" not in data
 
 
 def test_samples_per_class_says_when_classes_are_left_out() -> None:

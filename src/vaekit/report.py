@@ -802,7 +802,8 @@ def _data_html(run: RunData) -> str:
         for key, name in (("n_train", "training images"), ("n_test", "test images")):
             if sizes[key] is not None:
                 rows.append((name, sizes[key]))
-    classes = _label_names(run)
+    # Other data without classes of its own has none to list (not the run's).
+    classes = [str(c) for c in ds.classes] if other else _label_names(run)
     if classes:
         shown = ", ".join(classes[:MAX_LISTED_CLASSES])
         more = len(classes) - MAX_LISTED_CLASSES
