@@ -308,8 +308,9 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
     """Check ``--out FILE`` (its suffix, its folder, what it would replace) before any work.
 
     An existing file may be replaced, as ``-o`` does in Unix tools, except the data being
-    read (``data``, with a prepared array's manifest) and the files of a run folder that
-    vaekit reads back (``RUN_FILES``; a picture there may be replaced).
+    read (``data``, with a prepared array's manifest), any prepared array (a ``.npy`` with
+    its manifest beside it) and the files of a run folder that vaekit reads back
+    (``RUN_FILES``; a picture there may be replaced).
     """
     if not out.lower().endswith(suffix):
         raise VaekitError(f"--out must end in {suffix}, got {out!r}")
@@ -317,6 +318,13 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
     _check_writable(path, "--out")
     _refuse_replacing_data(path, data)
     if path.exists():
+        from vaekit.data.prepared import is_prepared, manifest_path
+
+        if path.suffix.lower() == ".npy" and is_prepared(path):
+            raise VaekitError(
+                f"--out '{path}' is a prepared dataset (its manifest is "
+                f"'{manifest_path(path)}'); choose a new file"
+            )
         target = path.resolve()
         if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
             raise VaekitError(
@@ -782,15 +790,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Convert DATA once into a memory-mapped .npy and its .json manifest."""
-    out = _output_file(args.out, ".npy")
     from vaekit.data.prepared import manifest_path, prepare
 
-    for path in (out, manifest_path(out)):  # the source itself, or files of the user's
-        if path.exists():
+    for path in (Path(args.out), manifest_path(args.out)):  # the source, or the user's files
+        if path.exists() and not path.is_dir():
             raise VaekitError(
                 f"'{path}' already exists; prepare writes new files only — choose another "
                 "--out or remove it"
             )
+    out = _output_file(args.out, ".npy")
 
     start = time.perf_counter()
     meta = prepare(

@@ -443,6 +443,14 @@ def case_embed_txt(d: Path, run: Path) -> Case:
 
 
 @case
+def case_embed_over_a_prepared_dataset(d: Path, run: Path) -> Case:
+    out = _existing(d / "prep.npy")  # another dataset, prepared: array and manifest
+    manifest = d / "prep.json"
+    manifest.write_text('{"format": "vaekit-prepared", "n_train": 1}')
+    return Case(["embed", run, "digits", "--out", out], (out, "prepared dataset"), [out, manifest])
+
+
+@case
 def case_embed_into_proc(d: Path, run: Path) -> Case:
     return Case(["embed", run, "digits", "--out", "/proc/x.npy"], ("/proc/x.npy",), [run])
 
