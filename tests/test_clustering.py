@@ -66,7 +66,10 @@ def test_save_load_and_per_cluster_samples(method, tmp_path):
     clu.save(tmp_path / "run")
     back = VAEClustering.load(tmp_path / "run")
     assert np.array_equal(back.predict(x), clu.predict(x))
-    np.testing.assert_allclose(back.predict_proba(x), clu.predict_proba(x), atol=1e-6)
+    proba = clu.predict_proba(x)
+    np.testing.assert_allclose(back.predict_proba(x), proba, atol=1e-6)
+    assert proba.dtype == np.float64  # every method alike, rows summing to 1 in float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     s = back.sample(4, cluster=1)
     assert s.shape == (4, 1, 6, 6)
     with pytest.raises(ConfigError, match="cluster"):

@@ -580,7 +580,10 @@ class VAEClustering(ClusterMixin, VAE):
         if self._fitted("method") == "vade":
             x = self._check_input(X)
             m = self.module_
-            return self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
+            # float64 as the other methods' probabilities, rows renormalised in it
+            proba = self._batched(x, lambda xb: m.responsibilities(m.encode(xb).mean))
+            proba = proba.astype(np.float64)
+            return proba / proba.sum(axis=1, keepdims=True)
         return self._proba_of_features(self._features(X))
 
     def _proba_of_features(self, z: np.ndarray) -> np.ndarray:

@@ -221,7 +221,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
 
         Each image's posterior noise is drawn from a hash of its pixels and the seed, so an
         image scores the same whichever other images are scored with it, and as uint8 or as
-        float in [0, 1].
+        float in [0, 1] (up to float32 rounding, about 1e-5 nats).
         """
         x = self._check_input(X)
         return self._elbo_per_image(x)
