@@ -651,6 +651,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     scores = _classification_scores(est, ds)[0] if labels else generative_metrics(est, ds.x_test)
+    if name == "VAEClustering":  # train --model vade: its clusters of the test images too
+        scores.update(_test_cluster_scores(est, ds))
     metrics = {
         **scores,
         "n_train": len(ds.x_train),
@@ -895,6 +897,21 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     _say(args, f"{_count(clu.n_clusters_, 'cluster')}; {_format_metrics(metrics)}")
     print(out)
     return 0
+
+
+def _test_cluster_scores(clu: Any, ds: Any) -> dict[str, Any]:
+    """Clusters of the test images: ``acc``/``nmi``/``ari`` where labeled, ``silhouette``."""
+    import numpy as np
+
+    from vaekit.metrics import clustering_metrics, silhouette
+
+    labels = clu.predict(ds.x_test)
+    scores: dict[str, Any] = {"n_clusters": int(clu.n_clusters_)}
+    known = ds.y_test >= 0 if ds.y_test is not None else np.zeros(len(labels), dtype=bool)
+    if known.any():
+        scores.update(clustering_metrics(ds.y_test[known], labels[known]))
+    scores["silhouette"] = silhouette(clu.transform(ds.x_test), labels, random_state=clu.seed_)
+    return scores
 
 
 def _write_cluster_run(

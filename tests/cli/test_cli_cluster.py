@@ -118,7 +118,10 @@ def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_
     config = json.loads((out / "config.json").read_text())
     assert config["estimator"] == "VAEClustering"
     assert (config["params"]["method"], config["params"]["n_clusters"]) == ("vade", 10)
-    assert {"elbo", "n_train", "n_test"} <= json.loads((out / "metrics.json").read_text()).keys()
+    metrics = json.loads((out / "metrics.json").read_text())
+    # design.md's clustering metrics too, of the held-out test images
+    assert {"elbo", "n_train", "n_test", "acc", "nmi", "ari", "silhouette"} <= metrics.keys()
+    assert metrics["n_clusters"] == 10 and 0.0 <= metrics["acc"] <= 1.0
     assert_ok(fast_cli("train", "digits", "--out", out, "--resume", "-q"))
     assert_ok(fast_cli("generate", out, "--cluster", "9", "--n", "4", "--out", tmp_path / "g.png"))
     # It trained on the training split only: the report must not say it clustered all 1797.
