@@ -652,7 +652,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     scores = _classification_scores(est, ds)[0] if labels else generative_metrics(est, ds.x_test)
     if name == "VAEClustering":  # train --model vade: its clusters of the test images too
-        scores.update(_test_cluster_scores(est, ds))
+        x = ds.x_test
+        scores.update(_cluster_scores(est, x, est.predict(x), ds.y_test, est.seed_))
     metrics = {
         **scores,
         "n_train": len(ds.x_train),
@@ -899,18 +900,15 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_cluster_scores(clu: Any, ds: Any) -> dict[str, Any]:
-    """Clusters of the test images: ``acc``/``nmi``/``ari`` where labeled, ``silhouette``."""
-    import numpy as np
-
+def _cluster_scores(clu: Any, x: Any, labels: Any, y: Any, seed: int) -> dict[str, Any]:
+    """``n_clusters``, ``acc``/``nmi``/``ari`` against ``y`` where labeled, ``silhouette``."""
     from vaekit.metrics import clustering_metrics, silhouette
 
-    labels = clu.predict(ds.x_test)
     scores: dict[str, Any] = {"n_clusters": int(clu.n_clusters_)}
-    known = ds.y_test >= 0 if ds.y_test is not None else np.zeros(len(labels), dtype=bool)
-    if known.any():
-        scores.update(clustering_metrics(ds.y_test[known], labels[known]))
-    scores["silhouette"] = silhouette(clu.transform(ds.x_test), labels, random_state=clu.seed_)
+    if y is not None and (y >= 0).any():
+        known = y >= 0
+        scores.update(clustering_metrics(y[known], labels[known]))
+    scores["silhouette"] = silhouette(clu.transform(x), labels, random_state=seed)
     return scores
 
 
@@ -919,7 +917,6 @@ def _write_cluster_run(
 ) -> dict[str, Any]:
     """Write clusters.csv, metrics.json and montage.png beside a clustering fit saved in ``out``."""
     from vaekit import checkpoint
-    from vaekit.metrics import clustering_metrics, silhouette
     from vaekit.plots import cluster_montage
 
     proba = clu._train_proba  # predict_proba(x): the clustering was just fitted on x
@@ -930,12 +927,7 @@ def _write_cluster_run(
         for i, (p, c, q) in enumerate(zip(paths, labels, conf, strict=True))
     ]
     checkpoint.atomic_write_text(out / "clusters.csv", "\n".join(rows) + "\n")
-    metrics: dict[str, Any] = {"n_clusters": int(clu.n_clusters_)}
-    y = ds.all_labels()
-    if y is not None and (y >= 0).any():
-        known = y >= 0
-        metrics.update(clustering_metrics(y[known], labels[known]))
-    metrics["silhouette"] = silhouette(clu.transform(x), labels, random_state=seed)
+    metrics = _cluster_scores(clu, x, labels, ds.all_labels(), seed)
     if clu.k_selection_ is not None:
         metrics["k_selection"] = clu.k_selection_
     metrics.update({"n_train": len(x), "n_test": 0, "seconds": time.perf_counter() - start})
