@@ -223,7 +223,7 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"'{path}' is not valid JSON ({exc}); the run is corrupt — retrain it"
         ) from None
-    if not isinstance(config, dict) or "format_version" not in config:
+    if not isinstance(config, dict) or type(config.get("format_version")) is not int:
         raise CheckpointError(f"'{path}' is not a vaekit run config; pass a trained run")
     saved = str(config.get("vaekit_version", "?"))
     if config["format_version"] != FORMAT_VERSION or _major_minor(saved) != _major_minor(

@@ -309,7 +309,7 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
 
     An existing file may be replaced, as ``-o`` does in Unix tools, except the data being
     read (``data``, with a prepared array's manifest), any prepared array (a ``.npy`` with
-    its manifest beside it) and the files of a run folder that vaekit reads back
+    its manifest beside it) or manifest, and the files of a run folder that vaekit reads back
     (``RUN_FILES``; a picture there may be replaced).
     """
     if not out.lower().endswith(suffix):
@@ -318,13 +318,15 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
     _check_writable(path, "--out")
     _refuse_replacing_data(path, data)
     if path.exists():
-        from vaekit.data.prepared import is_prepared, manifest_path
+        from vaekit.data.prepared import array_path, is_prepared, manifest_path
 
-        if path.suffix.lower() == ".npy" and is_prepared(path):
-            raise VaekitError(
-                f"--out '{path}' is a prepared dataset (its manifest is "
-                f"'{manifest_path(path)}'); choose a new file"
+        if is_prepared(path):
+            which = (
+                f"a prepared dataset (its manifest is '{manifest_path(path)}')"
+                if path.suffix.lower() == ".npy"
+                else f"the manifest of the prepared dataset '{array_path(path)}'"
             )
+            raise VaekitError(f"--out '{path}' is {which}; choose a new file")
         target = path.resolve()
         if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
             raise VaekitError(
@@ -476,6 +478,41 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+#: What each entry a run's ``metadata`` may hold must be for the CLI to read it back.
+_METADATA_CHECKS: dict[str, Callable[[Any], bool]] = {
+    **dict.fromkeys(("data", "dataset", "command", "color"), lambda v: isinstance(v, str)),
+    "image_size": lambda v: v is None or isinstance(v, str),
+    "skip_bad": lambda v: isinstance(v, bool),
+    "labels": lambda v: v is None or _is_count(v),
+    **dict.fromkeys(("n_train", "n_test", "n_labeled"), lambda v: _is_count(v)),
+    "classes": lambda v: isinstance(v, list) and all(isinstance(c, str | int) for c in v),
+    "image_shape": lambda v: isinstance(v, list) and all(_is_count(d) for d in v),
+}
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_run_metadata(run: str | Path, config: dict[str, Any]) -> None:
+    """Refuse a run whose ``config.json`` metadata vaekit could not have written.
+
+    The weights' checksum does not cover ``config.json``; an edited entry would otherwise
+    end in a traceback wherever the CLI reads it.
+    """
+    meta = config.get("metadata", {})
+    if not isinstance(meta, dict):
+        bad = f"metadata {meta!r}"
+    else:
+        wrong = [k for k, ok in _METADATA_CHECKS.items() if k in meta and not ok(meta[k])]
+        bad = f"metadata.{wrong[0]} = {meta[wrong[0]]!r}" if wrong else ""
+    if bad:
+        raise CheckpointError(
+            f"'{Path(run) / CONFIG_FILE}' holds {bad}, which vaekit does not write; the run "
+            "was modified — retrain it"
+        )
+
+
 def _load_estimator(run: str):
     if Path(run).is_file():
         raise CheckpointError(f"'{run}' is a file; pass a run directory (the --out of train)")
@@ -483,6 +520,7 @@ def _load_estimator(run: str):
     from vaekit.estimators import VAE, VAEClassifier, VAEClustering
 
     config = checkpoint.read_config(run)
+    _check_run_metadata(run, config)
     kinds = {"VAE": VAE, "VAEClassifier": VAEClassifier, "VAEClustering": VAEClustering}
     kind = config.get("estimator")
     if kind not in kinds:
@@ -528,6 +566,7 @@ def _resumed_run(
     from vaekit import checkpoint, estimators
 
     config = checkpoint.read_config(out)
+    _check_run_metadata(out, config)
     try:
         # Parameters added since the run was saved take the values it was trained with.
         kind = getattr(estimators, str(config.get("estimator")), None)
@@ -949,6 +988,8 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
     ``unlabeled/`` folder stay unlabeled). With it, ``n_labels // K`` images per class (the
     first ``n_labels % K`` classes get one more) are drawn with ``seed``; the rest become -1.
     """
+    import numpy as np
+
     from vaekit.data.dataset import draw_labels
     from vaekit.errors import ConfigError
 
@@ -957,6 +998,13 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
         raise DataError(
             f"{ds.name!r} has no labeled training images; classification needs labels "
             "(class sub-folders, IDX/npz labels)"
+        )
+    kinds = np.unique(y[y >= 0])
+    if len(kinds) < 2:
+        raise DataError(
+            f"{ds.name!r} has labeled training images of one class only "
+            f"({ds.classes[kinds[0]]!r}); classification needs at least 2 (a sub-folder or "
+            "label per class)"
         )
     try:
         return draw_labels(y, n_labels, seed, ds.classes)

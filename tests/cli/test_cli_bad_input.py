@@ -216,6 +216,50 @@ def case_nan_in_npy(d: Path, run: Path) -> Case:
 
 
 @case
+def case_npy_with_a_negative_dimension(d: Path, run: Path) -> Case:
+    # Before: numpy's memory map raised OverflowError, a traceback with exit 1.
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (-5, 8, 8), }".ljust(117) + b"\n"
+    magic = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+    (d / "neg.npy").write_bytes(magic + header + bytes(64))
+    return _train(d / "neg.npy", d, names=(d / "neg.npy", "negative"))
+
+
+@case
+def case_prepared_labels_not_integers(d: Path, run: Path) -> Case:
+    # Before: the manifest's labels were converted outside the checks: ValueError, exit 1.
+    from vaekit.data import load_dataset
+    from vaekit.data.prepared import write_prepared
+
+    rng = np.random.default_rng(0)
+    np.savez(d / "lab.npz", x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 2)
+    write_prepared(load_dataset(d / "lab.npz"), d / "q.npy", "lab.npz")
+    meta = json.loads((d / "q.json").read_text())
+    meta["labels"][0] = "cat"
+    (d / "q.json").write_text(json.dumps(meta))
+    case = _train(d / "q.npy", d, names=(d / "q.npy", "vaekit prepare"))
+    case.protect.append(d / "q.json")
+    return case
+
+
+@case
+def case_data_a_link_to_itself(d: Path, run: Path) -> Case:
+    # Before: "no such file or directory", for a path that is there.
+    (d / "loop").symlink_to("loop")
+    return _train(d / "loop", d, names=(d / "loop", "symbolic link"))
+
+
+@case
+def case_classify_labels_of_one_class(d: Path, run: Path) -> Case:
+    # Before: "y has labeled images of 1 class(es)", naming neither the data nor the fix.
+    data = d / "one.npz"
+    x = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    np.savez(data, x=x, y=np.zeros(40, dtype=np.int64))
+    return Case(
+        ["classify", data, *TINY, "--out", d / "out"], (data, "one class"), [data], [d / "out"]
+    )
+
+
+@case
 def case_inf_in_npy(d: Path, run: Path) -> Case:
     x = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
     x[0, 0, 0] = -np.inf
@@ -351,6 +395,40 @@ def case_garbage_config(d: Path, run: Path) -> Case:
 
 
 @case
+def case_config_metadata_of_another_type(d: Path, run: Path) -> Case:
+    # Before: config.json's checksum covers the weights only, and an edited entry ended in
+    # a TypeError where the CLI read it (exit 1).
+    r = _run_copy(run, d)
+    config = json.loads((r / "config.json").read_text())
+    _edit_config(r, metadata={**config["metadata"], "data": 5})
+    return Case(["evaluate", r], (r / "config.json", "metadata.data"), [r])
+
+
+@case
+def case_config_metadata_not_a_dict(d: Path, run: Path) -> Case:
+    r = _run_copy(run, d)
+    _edit_config(r, metadata=[])
+    return Case(["report", r], (r / "config.json", "metadata"), [r])
+
+
+@case
+def case_config_random_state_out_of_range(d: Path, run: Path) -> Case:
+    # Before: scikit-learn's InvalidParameterError from the data split, exit 1.
+    r = _run_copy(run, d)
+    config = json.loads((r / "config.json").read_text())
+    _edit_config(r, params={**config["params"], "random_state": -1})
+    return Case(["evaluate", r], (r, "random_state"), [r])
+
+
+@case
+def case_config_format_version_a_string(d: Path, run: Path) -> Case:
+    # Before: "written by vaekit 0.1.0 (format 1), this is vaekit 0.1.0 (format 1)".
+    r = _run_copy(run, d)
+    _edit_config(r, format_version="1")
+    return Case(["evaluate", r], (r / "config.json", "not a vaekit run"), [r])
+
+
+@case
 def case_evaluate_missing_run(d: Path, run: Path) -> Case:
     return Case(["evaluate", d / "no-such-run"], (d / "no-such-run",), absent=[d / "no-such-run"])
 
@@ -448,6 +526,18 @@ def case_embed_over_a_prepared_dataset(d: Path, run: Path) -> Case:
     manifest = d / "prep.json"
     manifest.write_text('{"format": "vaekit-prepared", "n_train": 1}')
     return Case(["embed", run, "digits", "--out", out], (out, "prepared dataset"), [out, manifest])
+
+
+@case
+def case_evaluate_out_over_a_prepared_manifest(d: Path, run: Path) -> Case:
+    # Before: the metrics replaced the manifest; the dataset lost its labels, and the next
+    # 'embed --out' over its array was no longer refused.
+    array = _existing(d / "prep.npy")
+    manifest = d / "prep.json"
+    manifest.write_text('{"format": "vaekit-prepared", "n_train": 1}')
+    return Case(
+        ["evaluate", run, "--out", manifest], (manifest, "prepared dataset"), [array, manifest]
+    )
 
 
 @case

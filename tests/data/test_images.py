@@ -1,3 +1,8 @@
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -100,6 +105,41 @@ def test_corrupt_image(tmp_path: Path, save_image) -> None:
     msg = str(err.value)
     assert msg.startswith("image 'cat/bad.png' cannot be read") and "--skip-bad" in msg
     assert "\n" not in msg
+
+
+def test_unreadable_class_folder_is_an_error(save_image) -> None:
+    """A class folder that cannot be listed stops loading and is named (it was skipped
+    without a word, and the run trained on the other classes).
+
+    Root lists any folder, so as root the load runs as user 'nobody' (``setpriv``), on a
+    folder under /tmp that 'nobody' can reach.
+    """
+    root = Path(tempfile.mkdtemp(prefix="vaekit-perm-"))
+    try:
+        root.chmod(0o755)
+        _labeled(root / "pets", save_image, n=2, gray_only=True)
+        (root / "pets" / "dog").chmod(0)
+        load = [
+            sys.executable,
+            "-c",
+            f"from vaekit.data import load_dataset; load_dataset({str(root / 'pets')!r})",
+        ]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv: every folder is readable")
+            load = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *load]
+            probe = subprocess.run([*load[:-1], "import vaekit"], capture_output=True)
+            if probe.returncode != 0:
+                pytest.skip("vaekit cannot be imported as user 'nobody' from this checkout")
+        res = subprocess.run(load, capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("vaekit.errors.DataError: cannot read ")
+        assert str(root / "pets" / "dog") in last and "permission denied" in last
+    finally:
+        (root / "pets" / "dog").chmod(0o755)
+        shutil.rmtree(root)
 
 
 def _truncated_png(path: Path) -> None:

@@ -424,6 +424,11 @@ def _check_declared_size(f: Any, size: int, what: str) -> None:
         return  # np.load reports a bad header itself, with the file's name
     if dtype.hasobject:
         return  # refused as pickled data when loaded
+    if any(d < 0 for d in shape):
+        raise DataError(
+            f"{what} declares the shape {tuple(shape)}, with a negative size; it is damaged — "
+            "re-create it"
+        )
     declared = math.prod(shape) * dtype.itemsize
     held = size - f.tell()
     if declared > held:

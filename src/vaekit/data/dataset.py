@@ -90,7 +90,8 @@ class Dataset:
             if y.size and (y.min() < UNLABELED or y.max() >= len(self.classes)):
                 raise DataError(
                     f"dataset {self.name!r}: {part} holds labels outside "
-                    f"{UNLABELED}..{len(self.classes) - 1} for {len(self.classes)} classes"
+                    f"{UNLABELED}..{len(self.classes) - 1} for {len(self.classes)} classes; "
+                    "give each image its class index (-1 for unlabeled) or prepare it again"
                 )
         for part, paths, x in (
             ("paths_train", self.paths_train, self.x_train),

@@ -102,12 +102,13 @@ def _images_below(
 
     Linked folders are followed, as the top-level class folders are; one already listed
     (a second link to the same folder), one that holds ``folder`` (a link back up) and the
-    ``others`` (real paths of the sibling class folders) are not entered.
+    ``others`` (real paths of the sibling class folders) are not entered. A folder that
+    cannot be listed raises its ``OSError``.
     """
     found = []
     top = os.path.realpath(folder)
     seen = {top, *others}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise, followlinks=True):
         kept = []
         for d in sorted(dirnames):  # sorted: which link to a folder is kept never varies
             real = os.path.realpath(os.path.join(dirpath, d))
@@ -124,6 +125,14 @@ def _images_below(
             if _is_image_name(f)
         ]
     return sorted(found, key=lambda pair: pair[1])
+
+
+def _raise(exc: OSError) -> None:
+    """Raise ``exc``: as ``os.walk``'s ``onerror``, a folder that cannot be listed stops loading.
+
+    By default ``os.walk`` skips it without a word, and its images with it.
+    """
+    raise exc
 
 
 def _visible_dirs(folder: str) -> list[str]:

@@ -110,11 +110,14 @@ def load_prepared(
         n_train, n_test = int(meta["n_train"]), int(meta["n_test"])
         shape = tuple(int(s) for s in meta["shape"])
         classes = tuple(str(c) for c in meta["classes"])
-        labels = meta["labels"]
+        y = None if meta["labels"] is None else np.asarray(meta["labels"])
+        if y is not None and y.dtype.kind not in "iu":
+            raise ValueError("its labels are not all integers")
         paths = meta["paths"]
+        p = None if paths is None else tuple(str(s) for s in paths)
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename!r} is missing; {redo}") from None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, OverflowError) as exc:
         raise DataError(
             f"prepared data {shown!r} cannot be read ({type(exc).__name__}: {exc}); {redo}"
         ) from None
@@ -132,8 +135,7 @@ def load_prepared(
             f"{shown!r} was prepared as {'x'.join(map(str, shape[1:]))} (CxHxW) images; drop "
             "--image-size/--color or prepare it again with the ones you need"
         )
-    y = None if labels is None else np.asarray(labels, dtype=np.int64)
-    p = None if paths is None else tuple(str(s) for s in paths)
+    y = None if y is None else y.astype(np.int64)
     if (y is not None and y.shape != (shape[0],)) or (p is not None and len(p) != shape[0]):
         raise DataError(f"the manifest {str(manifest)!r} does not match its array; {redo}")
     return Dataset(

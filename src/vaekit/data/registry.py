@@ -475,6 +475,11 @@ def load_dataset(
 
     shown = os.fspath(spec)
     path = Path(shown).expanduser()
+    if shown and path.is_symlink() and not path.exists():
+        raise DataError(
+            f"{shown!r} is a symbolic link to nothing (a missing file, or a loop of links); "
+            "point it at the data"
+        )
     if not shown or not path.exists():
         raise DataError(
             f"no such file or directory: {shown!r}; pass {', '.join(KNOWN_NAMES[:-1])}, "

@@ -471,6 +471,8 @@ class BaseVAEEstimator(BaseEstimator):
             )
         try:
             est = cls(**cls.params_from_config(config["params"]))
+            if est.random_state is not None:
+                seed_from(est.random_state)  # evaluate splits the data with it
             est._fit_params = est.get_params(deep=False)
             est.input_shape_ = tuple(config["model"]["input_shape"])
             est.n_features_in_ = int(np.prod(est.input_shape_))
