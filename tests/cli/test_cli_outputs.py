@@ -135,7 +135,7 @@ def test_evaluate_out_guards_the_recorded_data_and_the_runs_metrics(
     run = tmp_path / "run"
     assert_ok(fast_cli("train", tmp_path / "pp.npy", *TINY, "--out", run, "-q"))
     line = assert_user_error(fast_cli("evaluate", run, "--out", tmp_path / "pp.json"))
-    assert "the data being read" in line
+    assert "the manifest of the prepared dataset" in line  # any prepared data's, not only DATA's
     assert (tmp_path / "pp.json").read_bytes() == manifest
     before = (run / "metrics.json").read_bytes()
     line = assert_user_error(fast_cli("evaluate", run, "digits", "--out", run / "metrics.json"))
