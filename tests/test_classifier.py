@@ -161,10 +161,12 @@ def test_string_labels_and_unlabeled_marker():
     assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
 
 
-@pytest.mark.parametrize("dtype", [object, str])
-def test_string_classes_keep_their_dtype_through_save_and_load(dtype, tmp_path):
+@pytest.mark.parametrize(
+    ("dtype", "names"), [(object, ["cat", "dog"]), (str, ["cat", "dog"]), (np.uint8, [3, 7])]
+)
+def test_classes_keep_their_dtype_through_save_and_load(dtype, names, tmp_path):
     x = np.random.default_rng(0).random((60, 6)).astype(np.float32)
-    clf = tiny(max_epochs=1).fit(x, np.array(["cat", "dog"] * 30, dtype=dtype))
+    clf = tiny(max_epochs=1).fit(x, np.array(names * 30, dtype=dtype))
     clf.save(tmp_path / "run")
     back = VAEClassifier.load(tmp_path / "run")
     assert back.classes_.dtype == clf.classes_.dtype
@@ -183,6 +185,7 @@ def test_string_classes_keep_their_dtype_through_save_and_load(dtype, tmp_path):
         ({"pseudo_threshold": -0.5}, np.tile([0, 1], 10), "pseudo_threshold"),
         ({"propagation": -1.0}, np.tile([0, 1], 10), "propagation"),
         ({"propagation_epochs": 0}, np.tile([0, 1], 10), "propagation_epochs"),
+        ({"calibrate": "no"}, np.tile([0, 1], 10), "calibrate"),  # was taken as True
         ({"x": lambda x: x * 3 - 1}, np.tile([0, 1], 10), r"from -1 to 2.*MinMaxScaler"),
         ({"x": lambda x: x[:19]}, np.tile([0, 1], 10), "19 samples but y has 20"),
         ({}, np.zeros(15, int), "20 samples but y has 15"),  # not "at least 2 classes"

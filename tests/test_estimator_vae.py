@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from vaekit import VAE, VAEClassifier, VAEClustering
-from vaekit.errors import CheckpointError, ConfigError, DataError
+from vaekit.errors import CheckpointError, ConfigError, DataError, NearlyBlackWarning
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,29 @@ def test_bad_data(fitted):
         tiny().fit(np.full((10, 8, 8), np.nan, np.float32))
     with pytest.raises(DataError, match="shape"):
         fitted.transform(np.zeros((2, 9, 9), np.uint8))
+
+
+def test_bad_input_found_by_a_review_of_the_api(fitted, digits, tmp_path):
+    """Each was a raw NumPy/pathlib error, no error at all, or a message that contradicted
+    itself."""
+    with pytest.raises(DataError, match="cannot be read as an array"):
+        tiny().fit([[0.1, 0.2], [0.3]])  # ragged lists
+    with pytest.raises(DataError, match=r"40 float.*1\.00000012"):  # not "from 1 to 1"
+        tiny().fit(np.full((10, 4), np.float32(1.0000001)))
+    with pytest.warns(NearlyBlackWarning, match="at most 16"):  # 2-D as well as images
+        tiny(max_epochs=1).fit(load_digits().data[:100].astype(int))
+    with pytest.raises(ConfigError, match="verbose"):
+        tiny(verbose="loud").fit(digits)
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(CheckpointError, match="is a file"):
+        fitted.save(tmp_path / "f")
+    with pytest.raises(CheckpointError, match="is a file"):
+        tiny(max_epochs=1).fit(digits, run_dir=tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "mine"
+    with pytest.raises(DataError, match=r"\(N, 3\)"):
+        fitted.inverse_transform(np.zeros((3, 5)))
+    with pytest.raises(DataError, match="NaN"):
+        fitted.inverse_transform(np.full((3, 3), np.nan))
 
 
 def test_load_rejects_other_kinds_and_missing(tmp_path):

@@ -259,8 +259,11 @@ def check_run_kind(run_dir: str | os.PathLike, kind: Any) -> None:
     Raises
     ------
     CheckpointError
-        ``run_dir/config.json`` parses and names an ``estimator`` other than ``kind``.
+        ``run_dir`` is a file, or ``run_dir/config.json`` parses and names an ``estimator``
+        other than ``kind``.
     """
+    if os.path.lexists(run_dir) and not Path(run_dir).is_dir():
+        raise CheckpointError(f"'{run_dir}' is a file, not a folder; pass a folder for the run")
     held = _held_config(run_dir)  # none, or unreadable: no run to mix
     if isinstance(held, dict) and "estimator" in held and held["estimator"] != kind:
         raise CheckpointError(

@@ -95,6 +95,11 @@ def test_nearly_black_integer_images_warn_once(tmp_path: Path) -> None:
         as_image_array(RNG.integers(0, 2, (4, 1, 5, 5)), name="X")
     with pytest.warns(UserWarning, match=r"X holds integers of at most 16"):
         to_tensor(RNG.integers(0, 17, (4, 8, 8)).astype(np.uint8))  # estimators' uint8 path
+    # (N, features) too, as the README says: load_digits().data is 2-D and 0..16.
+    with pytest.warns(UserWarning, match=r"X holds integers of at most 16"):
+        as_image_array(np.tile(np.arange(17), (4, 1)), name="X")
+    with pytest.warns(UserWarning, match=r"X holds integers of at most 16"):
+        to_tensor(np.tile(np.arange(17, dtype=np.uint8), (4, 1)))
     np.save(tmp_path / "u8.npy", RNG.integers(0, 17, (4, 8, 8)).astype(np.uint8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a memory-mapped file is not read just to warn
@@ -106,7 +111,6 @@ def test_nearly_black_integer_images_warn_once(tmp_path: Path) -> None:
     [
         np.zeros((4, 5, 5), dtype=np.uint8),  # all black: nothing to say
         np.full((4, 5, 5), 32, dtype=np.int64),
-        RNG.integers(0, 5, (4, 20)),  # feature vectors, not images
         RNG.random((4, 5, 5)) * 0.01,  # dim floats are floats in [0, 1] as asked
     ],
 )

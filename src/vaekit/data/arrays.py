@@ -99,7 +99,7 @@ def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
                 f"{what} holds integers from {lo} to {hi}; integer images must lie in "
                 f"0..{MAX_PIXEL}"
             )
-        if warn_dim and x.ndim == 4:
+        if warn_dim and x.ndim in (2, 4):  # images (N, C, H, W) or features (N, F)
             warn_if_dim(hi, what)
     elif kind == "f":
         n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
@@ -109,14 +109,15 @@ def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
             )
         lo, hi = x.min(), x.max()
         if lo < 0 or hi > 1:
+            n_out = int(np.count_nonzero((x < 0) | (x > 1)))
             fix = (
                 "rescale feature columns, e.g. sklearn.preprocessing.MinMaxScaler(clip=True)"
                 if x.ndim == 2
                 else f"divide 0-{MAX_PIXEL} data by {MAX_PIXEL}, or save it as uint8"
             )
             raise DataError(
-                f"{what} holds floats from {lo:g} to {hi:g}; vaekit models intensities, so "
-                f"floats must lie in [0, 1] ({fix})"
+                f"{what} holds {n_out} float(s) outside [0, 1] (from {lo:.9g} to {hi:.9g}); "
+                f"vaekit models intensities, so floats must lie in [0, 1] ({fix})"
             )
 
 

@@ -51,12 +51,15 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
         X = X.detach().cpu().numpy()
     if sp.issparse(X):
         as_image_array(X, name=name)  # raises: sparse input is not supported
-    arr = np.asarray(X)
+    try:
+        arr = np.asarray(X)
+    except ValueError as exc:  # ragged nested lists
+        raise DataError(f"{name} cannot be read as an array ({exc}); pass a numpy array") from None
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
         if arr.ndim > 2:  # (N, H, W) and channels-last (N, H, W, C) -> (N, C, H, W)
             arr = to_nchw(arr, name)
-            if not _is_memory_mapped(arr):  # one cheap pass in memory; a map stays unread
-                warn_if_dim(arr.max(), name)
+        if not _is_memory_mapped(arr):  # one cheap pass in memory; a map stays unread
+            warn_if_dim(arr.max(), name)
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:
             # Read-only memory map: torch warns that the tensor must not be written to;
@@ -129,6 +132,8 @@ class BaseVAEEstimator(BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:  # True is 1
+            raise ConfigError(f"verbose must be an integer >= 0, got {self.verbose!r}")
         resolve_device(self.device)  # raises now, before any training or file in run_dir
         if n_samples is not None:
             self._check_n_samples(n_samples)

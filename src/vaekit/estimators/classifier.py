@@ -250,6 +250,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
         if self.decoder_arch not in ("mlp", "conv"):
             raise ConfigError(f"decoder_arch must be 'mlp' or 'conv', got {self.decoder_arch!r}")
+        if not isinstance(self.calibrate, bool | np.bool_):  # "no" would be taken as True
+            raise ConfigError(f"calibrate must be True or False, got {self.calibrate!r}")
         dims = self.decoder_dims
         if dims is not None and (
             len(dims) == 0 or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims)
@@ -540,7 +542,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     def _extra_json(self) -> dict[str, Any]:
         return {
             "classes": self.classes_.tolist(),
-            "classes_dtype": "object" if self.classes_.dtype == object else None,
+            "classes_dtype": self.classes_.dtype.str,  # "|u1", "<U3", "|O", ...
             "temperature": self.temperature_,
             "calibration_ece": self.calibration_ece_,
             "n_labeled": self.n_labeled_,
@@ -549,7 +551,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         }
 
     def _before_build(self, fitted: dict[str, Any]) -> None:
-        # Labels given as an object array come back as one, so predict's dtype is the same.
+        # Labels come back in the dtype they were given in (uint8, object, ...), so predict's
+        # dtype is the same after load (older runs recorded "object" or nothing).
         self.classes_ = np.asarray(fitted["classes"], dtype=fitted.get("classes_dtype"))
 
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from vaekit.errors import DataError
 from vaekit.estimators.base import (
     BaseVAEEstimator,
     check_n_samples,
@@ -190,11 +191,17 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Decode latents ``(N, latent_dim)`` to pixel means in [0, 1], ``(N, *input_shape)``."""
         check_is_fitted(self, "module_")
-        z = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        try:
+            z = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"X cannot be read as latents ({exc}); pass a float array") from None
         if z.ndim != 2 or z.shape[1] != self.module_.latent_dim:
-            raise ValueError(
-                f"expected latents of shape (N, {self.module_.latent_dim}), got {tuple(z.shape)}"
+            raise DataError(
+                f"X has shape {tuple(z.shape)}; expected latents of shape "
+                f"(N, {self.module_.latent_dim}) as transform returns them"
             )
+        if not torch.isfinite(z).all():
+            raise DataError("X holds NaN or infinite latents; remove or replace them")
         return self._batched(z, lambda zb: mean_from_output(self.module_.decode(zb)))
 
     def reconstruct(self, X: Any) -> np.ndarray:
