@@ -161,6 +161,17 @@ def test_string_labels_and_unlabeled_marker():
     assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
 
 
+def test_score_leaves_unlabeled_images_out(digits, semi):
+    clf, x, y = semi[0], digits.x_test, digits.y_test
+    mixed = y.copy()
+    mixed[::2] = -1  # as a cross-validation fold of partly labeled data has them
+    pred = clf.predict(x)
+    assert clf.score(x, mixed) == pytest.approx(np.mean(pred[1::2] == y[1::2]))
+    assert clf.score(x, y) == pytest.approx(np.mean(pred == y))
+    with pytest.raises(DataError, match="every image unlabeled"):
+        clf.score(x, np.full(len(y), -1))
+
+
 @pytest.mark.parametrize(
     ("dtype", "names"), [(object, ["cat", "dog"]), (str, ["cat", "dog"]), (np.uint8, [3, 7])]
 )

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -399,18 +400,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 "(use -1 for unlabeled images)"
             )
         y = column_or_1d(y, warn=True)
-        if y.dtype.kind in "iuf":
-            unl = y == UNLABELED
-        elif y.dtype == object:  # string labels with the integer -1 for unlabeled images
-            unl = np.array(
-                [isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
-                 for v in y],
-                dtype=bool,
-            )  # fmt: skip
-        elif y.dtype.kind in "US":  # NumPy turns ["cat", -1] into strings: "-1" is -1
-            unl = y == str(UNLABELED)
-        else:
-            unl = np.zeros(len(y), dtype=bool)
+        unl = _unlabeled(y)
         check_classification_targets(y[~unl] if unl.any() else y)
         self.classes_ = np.unique(y[~unl])
         if len(self.classes_) < 2:
@@ -499,6 +489,22 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of :meth:`predict` on the labeled images of ``(X, y)``.
+
+        Images labeled -1 are left out, as :meth:`fit` leaves them unlabeled: a
+        cross-validation fold of partly labeled data is scored on its labels only.
+        """
+        y = column_or_1d(y, warn=True)
+        keep = ~_unlabeled(y)
+        if not keep.any():
+            raise DataError("y marks every image unlabeled (-1); score needs labeled images")
+        pred = self.predict(X)
+        if len(pred) != len(y):
+            raise DataError(f"X has {len(pred)} samples but y has {len(y)}; pass one label each")
+        weight = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        return float(accuracy_score(y[keep], pred[keep], sample_weight=weight))
+
     def transform(self, X: Any) -> np.ndarray:
         """Means of ``q(z|x, y)`` with ``y`` the predicted probabilities, ``(N, latent_dim)``."""
         x = self._check_input(X)
@@ -571,6 +577,21 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         # transformer checks apply as well.
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
+
+
+def _unlabeled(y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the unlabeled images of 1-D labels ``y`` (-1, also as ``"-1"``)."""
+    if y.dtype.kind in "iuf":
+        return y == UNLABELED
+    if y.dtype == object:  # string labels with the integer -1 for unlabeled images
+        return np.array(
+            [isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
+             for v in y],
+            dtype=bool,
+        )  # fmt: skip
+    if y.dtype.kind in "US":  # NumPy turns ["cat", -1] into strings: "-1" is -1
+        return y == str(UNLABELED)
+    return np.zeros(len(y), dtype=bool)
 
 
 def _n_rows(a: Any) -> int | None:
