@@ -478,20 +478,20 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 #: What each entry a run's ``metadata`` may hold must be for the CLI to read it back.
 _METADATA_CHECKS: dict[str, Callable[[Any], bool]] = {
     **dict.fromkeys(("data", "dataset", "command", "color"), lambda v: isinstance(v, str)),
     "image_size": lambda v: v is None or isinstance(v, str),
     "skip_bad": lambda v: isinstance(v, bool),
     "labels": lambda v: v is None or _is_count(v),
-    **dict.fromkeys(("n_train", "n_test", "n_labeled"), lambda v: _is_count(v)),
+    **dict.fromkeys(("n_train", "n_test", "n_labeled"), _is_count),
     "classes": lambda v: isinstance(v, list) and all(isinstance(c, str | int) for c in v),
     "image_shape": lambda v: isinstance(v, list) and all(_is_count(d) for d in v),
 }
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _check_run_metadata(run: str | Path, config: dict[str, Any]) -> None:
