@@ -478,6 +478,11 @@ class _Loop:
             torch.set_rng_state(tensors[f"rng.torch{suffix}"])
         if f"rng.cuda{suffix}" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
+        if self.world > 1 and not same_world:
+            # Every rank restored the same state: seed each from it apart, as a new run
+            # seeds them, or all ranks would draw the same noise from here on.
+            base = int(torch.randint(2**62, (1,)))
+            torch.manual_seed(base + self.rank * RANK_SEED_STRIDE)
         self.order_gen.set_state(tensors["rng.order"])
         self.best_state = best or None
         self.epoch = epoch
