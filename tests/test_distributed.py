@@ -302,3 +302,8 @@ def test_torchrun_prints_warnings_once_and_errors_by_rank(tmp_path: Path) -> Non
     res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("vaekit train: error (rank 1): "), res.stderr
+    # So does a mistake in the options (argparse's errors were printed alike by every rank).
+    cmd = [sys.executable, "-m", "vaekit", "train", "digits", "--epochs", "-3"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("vaekit train: error (rank 1): argument --epochs"), res.stderr

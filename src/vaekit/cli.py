@@ -72,7 +72,9 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line (plus a pointer to --help), exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(
+            EXIT_USAGE, f"{self.prog}: error{_rank_tag()}: {message} (see '{self.prog} --help')\n"
+        )
 
 
 # --- shared argument groups -------------------------------------------------------------
@@ -457,6 +459,15 @@ def _is_main_process() -> bool:
     without importing torch).
     """
     return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def _rank_tag() -> str:
+    """`` (rank N)`` for the error lines of a rank other than 0, else nothing.
+
+    Under torchrun each rank meets the same bad input; the others' copies are only needed
+    when rank 0 did not fail (a file missing on one machine), so they say who.
+    """
+    return "" if _is_main_process() else f" (rank {os.environ.get('RANK')})"
 
 
 def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
@@ -1569,10 +1580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_to_stderr():
             return int(args.func(args))
     except VaekitError as exc:
-        # Under torchrun each rank meets the same bad input; the others' copies are only
-        # needed when rank 0 did not fail (a file missing on one machine), so they say who.
-        rank = "" if _is_main_process() else f" (rank {os.environ.get('RANK')})"
-        print(f"vaekit {args.command}: error{rank}: {exc}", file=sys.stderr)
+        print(f"vaekit {args.command}: error{_rank_tag()}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # stdout's reader left ('vaekit evaluate RUN | head'): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -1586,7 +1594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank; rank 0 says it
+        if not _is_main_process():
+            return 130
         hint = ""
         run = args.out or (_chosen_run_dir[0] if _chosen_run_dir else None)
         if args.command in ("train", "cluster", "classify") and run is not None:
