@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
 from vaekit.data.arrays import Color, resample_filter, thread_count
-from vaekit.data.dataset import UNLABELED
+from vaekit.data.dataset import UNLABELED, seeded_split
 from vaekit.errors import DataError
 
 IMAGE_SUFFIXES = frozenset(
@@ -497,6 +497,7 @@ def load_image_folder(
     image_size: tuple[int, int] | None,
     color: Color,
     skip_bad: bool,
+    split: tuple[float, int] | None = None,
 ) -> dict[str, object]:
     """Read an image folder into arrays, labels and source paths.
 
@@ -512,13 +513,17 @@ def load_image_folder(
         Colour mode of the output.
     skip_bad : bool
         Skip unreadable images with a warning.
+    split : (float, int) or None
+        Test fraction and seed: without a ``test/`` folder, the files listed are split
+        before any is decoded, as ``vaekit prepare`` splits them, so an image skipped as
+        unreadable leaves the others where they were.
 
     Returns
     -------
     dict
         ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``x_test``/``y_test`` ``None``
-        without a ``test/`` folder; labels ``None`` when no image has a class), ``classes``,
-        ``paths_train`` and ``paths_test``.
+        without a ``test/`` folder and ``split``; labels ``None`` when no image has a
+        class), ``classes``, ``paths_train``, ``paths_test`` and ``official_split``.
 
     Raises
     ------
@@ -539,22 +544,30 @@ def load_image_folder(
     index = {name: k for k, name in enumerate(classes)}
     y_all = np.array([UNLABELED if n is None else index[n] for n in names], dtype=np.int64)
     paths_all = np.array([os.path.join(shown, r) for r in rels], dtype=object)
-    in_train = kept < len(train.files)
+    row = np.full(len(files), -1)  # listed file -> its row of x (-1: skipped)
+    row[kept] = np.arange(len(kept))
+    n_train = len(train.files)
+    if test is not None:
+        parts = {"train": np.arange(n_train), "test": np.arange(n_train, len(files))}
+    elif split is not None:
+        tr, te = seeded_split(len(files), y_all if classes else None, *split, source=repr(shown))
+        parts = {"train": tr, "test": te}
+    else:
+        parts = {"train": np.arange(len(files))}
     out: dict[str, object] = {
         "classes": classes,
         "x_test": None,
         "y_test": None,
         "paths_test": None,
+        "official_split": test is not None,
     }
-    for part, mask in (("train", in_train), ("test", ~in_train)):
-        if part == "test" and test is None:
-            continue
-        idx = kept[mask]
+    for part, listed in parts.items():
+        idx = listed[row[listed] >= 0]
         if len(idx) == 0:
             raise DataError(
                 f"no readable images left in the {part} part of {shown!r}; fix the images"
             )
-        out[f"x_{part}"] = x[mask]
+        out[f"x_{part}"] = x[row[idx]]
         out[f"y_{part}"] = y_all[idx] if classes else None
         out[f"paths_{part}"] = tuple(paths_all[idx])
     return out

@@ -343,7 +343,7 @@ def prepare_image_folder(
         report_skipped(bad, len(order), len(kept), shown, stacklevel=4)
         assert mm is not None
         n_train = sum(1 for k in kept if k < n_train_listed)
-        if n_train == 0 or (test is not None and n_train == len(kept)):
+        if n_train == 0 or (n_train_listed < len(order) and n_train == len(kept)):
             raise DataError(f"no readable images left in a part of {shown!r}; fix the images")
         if len(kept) < len(order):  # some images were skipped: shrink the file
             mm = _shrunk(mm, tmp, len(kept), out)
@@ -352,7 +352,8 @@ def prepare_image_folder(
         del mm
         src = order[np.asarray(kept)]
         labels = y_all[src] if classes else None
-        paths = [os.path.join(shown, rels[i]) for i in src]
+        # Absolute: the manifest is read from other working folders than this one.
+        paths = [os.path.abspath(os.path.join(shown, rels[i])) for i in src]
         meta = _manifest(shown, shape, n_train, labels, classes, paths, test is not None)
         _commit(tmp, out, meta)
     finally:

@@ -282,14 +282,24 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_path(
-    path: Path, shown: str, image_size: tuple[int, int] | None, color: Color, skip_bad: bool
+    path: Path,
+    shown: str,
+    image_size: tuple[int, int] | None,
+    color: Color,
+    skip_bad: bool,
+    split: tuple[float, int],
 ) -> dict[str, object]:
-    """Read a file or folder into the keyword arguments of :func:`_assemble`."""
+    """Read a file or folder into the keyword arguments of :func:`_assemble`.
+
+    ``split`` (test fraction, seed) splits an image folder without ``test/`` by its listing.
+    """
     if path.is_dir():
         if find_idx_files(path):
             x, y, x_test, y_test = load_idx_folder(path, shown)
             return _with_labels(shown, x, y, x_test, y_test, "train labels", "t10k labels")
-        return load_image_folder(path, shown, image_size=image_size, color=color, skip_bad=skip_bad)
+        return load_image_folder(
+            path, shown, image_size=image_size, color=color, skip_bad=skip_bad, split=split
+        )
     name = path.name.lower()
     if name.endswith(".npy"):
         return {"x_train": load_npy(path, shown)}
@@ -347,6 +357,7 @@ def _assemble(
     classes: tuple[str, ...] = (),
     paths_train: tuple[str, ...] | None = None,
     paths_test: tuple[str, ...] | None = None,
+    official_split: bool | None = None,
     image_size: tuple[int, int] | None,
     color: Color,
     test_fraction: float,
@@ -357,7 +368,7 @@ def _assemble(
         None if x is None else as_requested(x, name, image_size=image_size, color=color)
         for x in (x_train, x_test)
     )
-    official = x_test is not None
+    official = x_test is not None if official_split is None else official_split
     if x_test is None:
         train_idx, test_idx = seeded_split(
             len(x_train), y_train, test_fraction, random_state, source=repr(name)
@@ -488,7 +499,8 @@ def load_dataset(
     if is_prepared(path):  # a 'vaekit prepare' output: memory-mapped, never read whole
         return load_prepared(path, shown, image_size=size, color=color)
     try:
-        return _assemble(shown, **_load_path(path, shown, size, color, skip_bad), **common)
+        split = (test_fraction, random_state)
+        return _assemble(shown, **_load_path(path, shown, size, color, skip_bad, split), **common)
     except PermissionError as exc:
         raise DataError(
             f"cannot read {exc.filename or shown!r} (permission denied); check its permissions"
