@@ -1017,6 +1017,17 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
             f"({ds.classes[kinds[0]]!r}); classification needs at least 2 (a sub-folder or "
             "label per class)"
         )
+    if ds.y_test is not None:
+        unseen = np.setdiff1d(ds.y_test[ds.y_test >= 0], kinds)
+        if len(unseen):
+            import warnings
+
+            warnings.warn(
+                f"{ds.name!r} has test images of {', '.join(repr(ds.classes[k]) for k in unseen)} "
+                "but no labeled training image of it: the classifier cannot predict that class, "
+                "so those test images count as errors",
+                stacklevel=2,
+            )
     try:
         return draw_labels(y, n_labels, seed, ds.classes)
     except ConfigError as exc:

@@ -49,8 +49,13 @@ def results(cli: Cli, fast_cli: Cli | Preloaded, tmp_path_factory: pytest.TempPa
     flat.mkdir()
     for i in range(6):
         Image.new("L", (8, 8), i * 40).save(flat / f"{i}.png")
+    unseen = root / "unseen"  # foxes: in test/, and only unlabeled in train/
+    write_image_folder(unseen / "train", classes=("cats", "dogs"), n=10)
+    write_image_folder(unseen / "train", classes=("unlabeled",), n=5, seed=2)
+    write_image_folder(unseen / "test", classes=("cats", "dogs", "foxes"), n=3, seed=4)
     jobs = {
         "digits": ["classify", "digits", "--labels", "30", *TINY, "--out", root / "digits"],
+        "unseen class": ["classify", unseen, *TINY, "--out", root / "x3", "--quiet"],
         "m2": ["train", pets, "--model", "m2", *TINY, "--out", root / "m2", "--quiet"],
         "too few labels": ["classify", "digits", "--labels", "5", "--out", root / "x1"],
         "no labels": ["classify", flat, *TINY, "--out", root / "x2"],
@@ -155,6 +160,14 @@ def test_train_model_m2(results):
     config = json.loads((root / "m2" / "config.json").read_text())
     assert config["estimator"] == "VAEClassifier"
     assert CLASSIFICATION_KEYS <= json.loads((root / "m2" / "metrics.json").read_text()).keys()
+
+
+def test_a_test_class_without_labeled_training_images_is_said(results):
+    """Its test images all count as errors; that was scored without a word (a review)."""
+    _, res = results
+    assert_ok(res["unseen class"])
+    assert "vaekit: warning: " in res["unseen class"].stderr
+    assert "'foxes' but no labeled training image" in res["unseen class"].stderr
 
 
 def test_user_errors(results):
