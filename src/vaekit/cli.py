@@ -506,10 +506,11 @@ _METADATA_CHECKS: dict[str, Callable[[Any], bool]] = {
 
 
 def _check_run_metadata(run: str | Path, config: dict[str, Any]) -> None:
-    """Refuse a run whose ``config.json`` metadata vaekit could not have written.
+    """Refuse a run whose ``config.json`` metadata the CLI cannot read back.
 
-    The weights' checksum does not cover ``config.json``; an edited entry would otherwise
-    end in a traceback wherever the CLI reads it.
+    The weights' checksum does not cover ``config.json``, and ``fit(metadata=...)`` saves
+    whatever a Python user gives; an entry of another type than the CLI writes would
+    otherwise end in a traceback wherever the CLI reads it.
     """
     meta = config.get("metadata", {})
     if not isinstance(meta, dict):
@@ -519,19 +520,20 @@ def _check_run_metadata(run: str | Path, config: dict[str, Any]) -> None:
         bad = f"metadata.{wrong[0]} = {meta[wrong[0]]!r}" if wrong else ""
     if bad:
         raise CheckpointError(
-            f"'{Path(run) / CONFIG_FILE}' holds {bad}, which vaekit does not write; the run "
-            "was modified — retrain it"
+            f"'{Path(run) / CONFIG_FILE}' holds {bad}, not what vaekit's commands write there "
+            "and can read; fix or remove that entry (Python's load() does not read it)"
         )
 
 
-def _load_estimator(run: str):
+def _load_estimator(run: str, *, reads_metadata: bool = True):
     if Path(run).is_file():
         raise CheckpointError(f"'{run}' is a file; pass a run directory (the --out of train)")
     from vaekit import checkpoint
     from vaekit.estimators import VAE, VAEClassifier, VAEClustering
 
     config = checkpoint.read_config(run)
-    _check_run_metadata(run, config)
+    if reads_metadata:
+        _check_run_metadata(run, config)
     kinds = {"VAE": VAE, "VAEClassifier": VAEClassifier, "VAEClustering": VAEClustering}
     kind = config.get("estimator")
     if kind not in kinds:
@@ -820,7 +822,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample images from a trained run into a PNG grid."""
     _output_file(args.out, ".png")
-    est, _ = _load_estimator(args.run)
+    est, _ = _load_estimator(args.run, reads_metadata=False)
     from vaekit.plots import save_image_grid
 
     if args.cluster is None:

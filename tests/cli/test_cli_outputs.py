@@ -146,3 +146,19 @@ def test_evaluate_out_guards_the_recorded_data_and_the_runs_metrics(
     assert_ok(fast_cli("train", "Digits", *TINY, "--out", spelled, "-q"))
     assert_ok(fast_cli("evaluate", spelled, "digits"))  # the run's own data: merged
     assert "evaluate_seconds" in json.loads((spelled / "metrics.json").read_text())
+
+
+def test_a_run_with_python_metadata_the_cli_cannot_read(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """``fit(metadata=...)`` saves what a Python user gives: commands that read it say which
+    entry they cannot use; ``generate``, which does not read it, works (a review: the first
+    version of this check refused every command and called such a run modified)."""
+    run = tmp_path / "run"
+    x = load_dataset("digits").x_train[:200]
+    VAE(hidden_dims=(8,), latent_dim=2, max_epochs=1).fit(
+        x, run_dir=run, metadata={"data": ["a.npy", "b.npy"]}
+    )
+    assert_ok(fast_cli("generate", run, "--out", tmp_path / "g.png"))
+    line = assert_user_error(fast_cli("evaluate", run))
+    assert "metadata.data" in line and "fix or remove that entry" in line

@@ -58,7 +58,7 @@ def to_tensor(X: Any, *, name: str = "X") -> torch.Tensor:
     if arr.dtype == np.uint8 and arr.ndim in (2, 3, 4) and arr.shape[0] > 0:
         if arr.ndim > 2:  # (N, H, W) and channels-last (N, H, W, C) -> (N, C, H, W)
             arr = to_nchw(arr, name)
-        if not _is_memory_mapped(arr):  # one cheap pass in memory; a map stays unread
+        if arr.size and not _is_memory_mapped(arr):  # one pass in memory; a map stays unread
             warn_if_dim(arr.max(), name)
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:
