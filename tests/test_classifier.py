@@ -171,6 +171,8 @@ def test_score_leaves_unlabeled_images_out(digits, semi):
     assert clf.score(x, y) == pytest.approx(np.mean(pred == y))
     with pytest.raises(DataError, match="every image unlabeled"):
         clf.score(x, np.full(len(y), -1))
+    with pytest.raises(DataError, match="sample_weight"):
+        clf.score(x, y, sample_weight=np.ones(3))
 
 
 @pytest.mark.parametrize(

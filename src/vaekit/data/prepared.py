@@ -343,7 +343,7 @@ def prepare_image_folder(
         report_skipped(bad, len(order), len(kept), shown, stacklevel=4)
         assert mm is not None
         n_train = sum(1 for k in kept if k < n_train_listed)
-        if n_train == 0 or (n_train_listed < len(order) and n_train == len(kept)):
+        if n_train in (0, len(kept)):  # a part (train, or test: always listed) left empty
             raise DataError(f"no readable images left in a part of {shown!r}; fix the images")
         if len(kept) < len(order):  # some images were skipped: shrink the file
             mm = _shrunk(mm, tmp, len(kept), out)
