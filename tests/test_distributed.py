@@ -207,7 +207,7 @@ def test_a_one_process_run_resumed_by_two_seeds_the_ranks_apart(tmp_path: Path) 
     """
     run, out = tmp_path / "run", tmp_path / "rng"
     args = list(TRAIN)
-    args[args.index("--epochs") + 1] = "20"  # long enough to stop midway
+    args[args.index("--epochs") + 1] = "8"  # long enough to stop midway
     proc = subprocess.Popen([sys.executable, *args, "--out", run, "-q"], env=_env())
     epoch = 0
     while proc.poll() is None and epoch < 1:
