@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,29 @@ def test_gzip_roundtrip_of_served_files(tmp_path, make_idx_arrays, write_idx_fol
     folder = write_idx_folder(tmp_path / "f", make_idx_arrays())
     raw = gzip.decompress((folder / "train-images-idx3-ubyte.gz").read_bytes())
     assert raw[:4] == b"\x00\x00\x08\x03"
+
+
+@pytest.mark.parametrize("mistake", ["missing", "a file", "the dataset folder", "empty"])
+def test_a_vaekit_data_that_cannot_be_meant_is_said(
+    mistake, offline, monkeypatch, make_idx_arrays, write_idx_folder
+) -> None:
+    """A typo in $VAEKIT_DATA sent training to the Debian copy without a word (a review);
+    a folder that merely holds other datasets stays quiet."""
+    write_idx_folder(
+        offline / "debian" / "fashion-mnist", make_idx_arrays(n_classes=10, hw=(28, 28))
+    )
+    data = offline / "mine"
+    if mistake == "a file":
+        data.write_text("x")
+    elif mistake == "the dataset folder":
+        write_idx_folder(data, make_idx_arrays(n_classes=10, hw=(28, 28)))
+    elif mistake == "empty":
+        (data / "fashion-mnist").mkdir(parents=True)
+    monkeypatch.setenv("VAEKIT_DATA", str(data))
+    with pytest.warns(UserWarning, match=r"\$VAEKIT_DATA .*looking for fashion-mnist elsewhere"):
+        assert load_dataset("fashion-mnist").classes[0] == "T-shirt/top"
+    (offline / "other" / "mnist").mkdir(parents=True)
+    monkeypatch.setenv("VAEKIT_DATA", str(offline / "other"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("fashion-mnist")

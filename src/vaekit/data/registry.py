@@ -221,6 +221,20 @@ def locate_remote(name: str) -> Path:
                     f"{', '.join(IDX_FILE_NAMES)}; add the missing files or remove the folder"
                 )
             return local
+        # A folder without this dataset is normal (it may hold others); one that cannot be
+        # meant so is said, or a typo sends training to another copy unnoticed.
+        root, wrong = local.parent, ""
+        if not root.is_dir():
+            wrong = "is not a folder"
+        elif find_idx_files(root):
+            wrong = f"holds IDX files itself; put them in {str(local)!r}"
+        elif local.is_dir():
+            wrong = f"has a {name}/ folder without IDX files"
+        if wrong:
+            warnings.warn(
+                f"${ENV_DATA} ({str(root)!r}) {wrong}; looking for {name} elsewhere",
+                stacklevel=3,
+            )
     if _complete_idx_folder(DEBIAN_ROOT / name):
         return DEBIAN_ROOT / name
     cache = cache_root() / name
