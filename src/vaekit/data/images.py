@@ -497,7 +497,7 @@ def load_image_folder(
     image_size: tuple[int, int] | None,
     color: Color,
     skip_bad: bool,
-    split: tuple[float, int] | None = None,
+    split: tuple[float, int],
 ) -> dict[str, object]:
     """Read an image folder into arrays, labels and source paths.
 
@@ -513,7 +513,7 @@ def load_image_folder(
         Colour mode of the output.
     skip_bad : bool
         Skip unreadable images with a warning.
-    split : (float, int) or None
+    split : (float, int)
         Test fraction and seed: without a ``test/`` folder, the files listed are split
         before any is decoded, as ``vaekit prepare`` splits them, so an image skipped as
         unreadable leaves the others where they were.
@@ -521,9 +521,9 @@ def load_image_folder(
     Returns
     -------
     dict
-        ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``x_test``/``y_test`` ``None``
-        without a ``test/`` folder and ``split``; labels ``None`` when no image has a
-        class), ``classes``, ``paths_train``, ``paths_test`` and ``official_split``.
+        ``x_train``, ``y_train``, ``x_test``, ``y_test`` (labels ``None`` when no image has
+        a class), ``classes``, ``paths_train``, ``paths_test`` and ``official_split``
+        (whether the split is the folder's own ``train/`` and ``test/``).
 
     Raises
     ------
@@ -549,18 +549,10 @@ def load_image_folder(
     n_train = len(train.files)
     if test is not None:
         parts = {"train": np.arange(n_train), "test": np.arange(n_train, len(files))}
-    elif split is not None:
+    else:
         tr, te = seeded_split(len(files), y_all if classes else None, *split, source=repr(shown))
         parts = {"train": tr, "test": te}
-    else:
-        parts = {"train": np.arange(len(files))}
-    out: dict[str, object] = {
-        "classes": classes,
-        "x_test": None,
-        "y_test": None,
-        "paths_test": None,
-        "official_split": test is not None,
-    }
+    out: dict[str, object] = {"classes": classes, "official_split": test is not None}
     for part, listed in parts.items():
         idx = listed[row[listed] >= 0]
         if len(idx) == 0:

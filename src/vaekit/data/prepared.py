@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data.arrays import Color
+from vaekit.data.arrays import Color, open_npy
 from vaekit.data.dataset import UNLABELED, Dataset, seeded_split
 from vaekit.data.images import decode_images, list_image_folder, report_skipped
 from vaekit.errors import DataError
@@ -106,7 +106,7 @@ def load_prepared(
         meta = json.loads(manifest.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise DataError(f"{str(manifest)!r} is not a version-{VERSION} vaekit manifest; {redo}")
-        x = np.load(arr_file, mmap_mode="r", allow_pickle=False)
+        x = open_npy(arr_file, str(arr_file))  # checks the header: truncated, negative sizes
         n_train, n_test = int(meta["n_train"]), int(meta["n_test"])
         shape = tuple(int(s) for s in meta["shape"])
         classes = tuple(str(c) for c in meta["classes"])
@@ -117,7 +117,7 @@ def load_prepared(
         p = None if paths is None else tuple(str(s) for s in paths)
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename!r} is missing; {redo}") from None
-    except (ValueError, KeyError, TypeError, AttributeError, OSError, OverflowError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise DataError(
             f"prepared data {shown!r} cannot be read ({type(exc).__name__}: {exc}); {redo}"
         ) from None
@@ -480,7 +480,6 @@ def prepare_npy(
     would hold the whole array in memory; here one block of ``PREPARE_BLOCK_BYTES`` (at
     most ``PREPARE_BLOCK`` images) is, with its conversion.
     """
-    from vaekit.data.arrays import open_npy
     from vaekit.data.registry import as_requested
 
     src = open_npy(path, shown)

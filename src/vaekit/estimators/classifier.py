@@ -502,10 +502,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         pred = self.predict(X)
         if len(pred) != len(y):
             raise DataError(f"X has {len(pred)} samples but y has {len(y)}; pass one label each")
-        weight = None if sample_weight is None else np.asarray(sample_weight)
-        if weight is not None and weight.shape != y.shape:
-            raise DataError(f"sample_weight has shape {weight.shape}; pass one weight per label")
-        weight = None if weight is None else weight[keep]
+        weight = None
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight)
+            if weight.shape != y.shape:
+                raise DataError(f"sample_weight has shape {weight.shape}; pass one per label")
+            weight = weight[keep]
         return float(accuracy_score(y[keep], pred[keep], sample_weight=weight))
 
     def transform(self, X: Any) -> np.ndarray:
