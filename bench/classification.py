@@ -58,7 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", nargs="+", default=["100", "1000"], help="N values or all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=10, help="max epochs per run")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs per run (default: VAEClassifier's max_epochs='auto')"
+    )
     parser.add_argument("--unlabeled", type=int, help="keep only this many unlabeled images")
     parser.add_argument("--hidden-dims", type=int, nargs="+", help="encoder channels")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -94,7 +96,7 @@ def main() -> None:
     scored_on = "DEV images held out of the training split" if args.dev else "test images"
     print(
         f"data:    {len(x_train):,} train / {len(x_eval):,} {scored_on}; unlabeled kept: "
-        f"{unl_note}; epochs<={args.epochs}; torch threads={torch.get_num_threads()}"
+        f"{unl_note}; epochs: {args.epochs or 'auto'}; torch threads={torch.get_num_threads()}"
     )
     if overrides:
         print(f"settings: {overrides}")
@@ -124,11 +126,11 @@ def main() -> None:
                 results.append(row)
                 print(_fmt(row), flush=True)
             kw = {"hidden_dims": tuple(args.hidden_dims)} if args.hidden_dims else {}
+            if args.epochs is not None:
+                kw["max_epochs"] = args.epochs
             kw.update(overrides)
             with _common.measured() as t:
-                clf = VAEClassifier(
-                    max_epochs=args.epochs, batch_size=args.batch_size, random_state=seed, **kw
-                ).fit(x, yk)
+                clf = VAEClassifier(batch_size=args.batch_size, random_state=seed, **kw).fit(x, yk)
                 proba = clf.predict_proba(x_eval)
             row = _row("vaekit-m2", n_text, seed, y_eval, proba, t, classification_metrics)
             row["ece"] = expected_calibration_error(y_eval, proba)

@@ -104,7 +104,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         metavar="N",
         help="maximum epochs; early stopping may end sooner (default: 50; m2 and classify: "
-        "30; VaDE: of its mixture phase, after N/2 epochs of pre-training)",
+        "30, or with unlabeled images enough for about 250,000 rows, from 3 to 30; VaDE: of "
+        "its mixture phase, after N/2 epochs of pre-training)",
     )
     g.add_argument(
         "--latent-dim",

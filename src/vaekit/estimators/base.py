@@ -10,7 +10,6 @@ import os
 import time
 import warnings
 from abc import abstractmethod
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -98,6 +97,8 @@ class BaseVAEEstimator(BaseEstimator):
     #: Parameters added after runs of this estimator were first saved, with the value that
     #: reproduces how a run saved without them was trained.
     _params_added: ClassVar[dict[str, Any]] = {}
+    #: Whether ``max_epochs="auto"`` is allowed (the estimator then picks the epochs in fit).
+    _auto_max_epochs: ClassVar[bool] = False
 
     def _check_params(self, n_samples: int | None = None) -> None:
         """Raise ``ConfigError`` for a bad parameter.
@@ -105,14 +106,14 @@ class BaseVAEEstimator(BaseEstimator):
         With ``n_samples`` (the images to train on), also when the validation split would
         leave no image on one side.
         """
-
-        def positive_int(name: str) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-
         for name in ("latent_dim", "batch_size", "max_epochs", "patience"):
-            positive_int(name)
+            v = getattr(self, name)
+            auto = name == "max_epochs" and self._auto_max_epochs
+            if auto and v == "auto":
+                continue
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                also = ' or "auto"' if auto else ""
+                raise ConfigError(f"{name} must be a positive integer{also}, got {v!r}")
         if self.arch not in ("mlp", "conv"):
             raise ConfigError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
         check_likelihood(self.likelihood)
@@ -148,8 +149,9 @@ class BaseVAEEstimator(BaseEstimator):
         params = getattr(self, "_fit_params", None)
         return params[name] if params is not None else getattr(self, name)
 
-    def _train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(
+    def _train_config(self, seed: int, **overrides: Any) -> TrainConfig:
+        """Return the training loop's settings, ``overrides`` replacing fields before checks."""
+        fields = dict(
             # As given: TrainConfig checks them (2.5 epochs is refused, not rounded down).
             batch_size=self.batch_size,
             max_epochs=self.max_epochs,
@@ -164,6 +166,7 @@ class BaseVAEEstimator(BaseEstimator):
             precision=self.precision,
             compile=self.compile,
         )
+        return TrainConfig(**{**fields, **overrides})
 
     def _hidden_dims(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Layer sizes for ``input_shape`` under the fit-time parameters."""
@@ -309,7 +312,7 @@ class BaseVAEEstimator(BaseEstimator):
         and so are their times: ``fit_seconds_`` is the wall time of the whole run, a
         resumed run's seconds before this call included.
         """
-        cfg = replace(self._train_config(self.seed_), **overrides)
+        cfg = self._train_config(self.seed_, **overrides)
         check_split(len(data[0]), cfg.validation_fraction)  # before anything is written
         self._start_run(run_dir, resume)
         start = time.perf_counter()

@@ -50,6 +50,13 @@ LOG_TEMPERATURE_BOUND = 4.0
 MIN_CALIBRATION_PER_CLASS = 1
 #: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
 DEFAULT_DECODER_DIMS = (512, 256)
+#: ``max_epochs="auto"``: epochs with every image labeled, and the range with unlabeled ones.
+AUTO_EPOCHS_SUPERVISED = 30
+AUTO_EPOCHS_RANGE = (3, 30)
+#: ``max_epochs="auto"`` with unlabeled images: about this many training rows in all (labeled
+#: repeats included). Fashion-MNIST's 3 epochs (~240,000 rows) beat 2, 6, 10 and 30 with 100
+#: and 1,000 labels on a held-out part of the training split (BENCHMARKS.md).
+AUTO_ROWS = 250_000
 
 
 class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
@@ -108,12 +115,16 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     validation_fraction : float, default=0.1
         Share of the labeled images held out for temperature scaling, and of all images
         for the early stopping of the ``propagation`` VAE.
+    max_epochs : int or "auto", default="auto"
+        Epochs to train; there is no early stopping (``patience`` is unused). "auto": 30
+        when every image is labeled; with unlabeled images, as many as show the model about
+        250,000 training rows (labeled repeats included), between 3 and 30. That is 3 on
+        Fashion-MNIST, where 3 epochs beat 2, 6, 10 and 30 with 100 and 1,000 labels, and
+        30 on ``digits``; ``n_epochs_`` says how many were run.
     **common
-        ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``max_epochs``,
-        ``learning_rate``, ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``,
-        ``random_state``, ``verbose``, ``precision``, ``compile`` as for :class:`vaekit.VAE`
-        (there is no early stopping: ``patience`` is unused and every epoch up to
-        ``max_epochs`` is run).
+        ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``learning_rate``,
+        ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``, ``random_state``,
+        ``verbose``, ``precision``, ``compile`` as for :class:`vaekit.VAE`.
 
     Attributes
     ----------
@@ -148,6 +159,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     """
 
     _estimator_name = "VAEClassifier"
+    _auto_max_epochs = True
     _params_added: ClassVar[dict[str, Any]] = {
         "cutout": 0.0,
         "pseudo_threshold": 0.0,
@@ -180,7 +192,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         likelihood: str = "bernoulli",
         beta: float = 1.0,
         batch_size: int = 128,
-        max_epochs: int = 30,
+        max_epochs: int | str = "auto",
         learning_rate: float = 1e-3,
         lr_schedule: str = "cosine",
         kl_warmup_epochs: int = 0,
@@ -355,10 +367,20 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             run_dir=run_dir,
             resume=resume,
             validation_fraction=0.0,
+            max_epochs=self._epochs(len(order), bool(len(unlabeled))),
         )
         self._fit_temperature(x, y_idx, cal_idx)
         self._save_finished_run(run_dir)
         return self
+
+    def _epochs(self, rows_per_epoch: int, semi_supervised: bool) -> int:
+        """``max_epochs``, with "auto" resolved for ``rows_per_epoch`` training rows."""
+        if self.max_epochs != "auto":
+            return int(self.max_epochs)
+        if not semi_supervised:
+            return AUTO_EPOCHS_SUPERVISED
+        low, high = AUTO_EPOCHS_RANGE
+        return min(high, max(low, AUTO_ROWS // rows_per_epoch))
 
     def _graph_targets(
         self, x: torch.Tensor, y_idx: np.ndarray, train_idx: np.ndarray
