@@ -160,6 +160,13 @@ def test_string_labels_and_unlabeled_marker():
     # A plain list of strings and -1 becomes a string array: "-1" still marks unlabeled.
     clf = tiny(max_epochs=1).fit(x, list(y_mixed))
     assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
+    # ... and so it does in an object array of strings (a pandas Series read from a CSV).
+    y_text = np.array([str(v) for v in y_mixed], dtype=object)
+    clf = tiny(max_epochs=1).fit(x, y_text)
+    assert list(clf.classes_) == ["cat", "dog"] and clf.n_unlabeled_ == 20
+    labeled = y_text != "-1"
+    expected = np.mean(clf.predict(x)[labeled] == y_text[labeled])
+    assert clf.score(x, y_text) == pytest.approx(expected)
 
 
 def test_score_leaves_unlabeled_images_out(digits, semi):

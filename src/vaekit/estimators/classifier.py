@@ -610,10 +610,10 @@ def _unlabeled(y: np.ndarray) -> np.ndarray:
     """Boolean mask of the unlabeled images of 1-D labels ``y`` (-1, also as ``"-1"``)."""
     if y.dtype.kind in "iuf":
         return y == UNLABELED
-    if y.dtype == object:  # string labels with the integer -1 for unlabeled images
+    if y.dtype == object:  # string labels (a pandas Series) with -1 or "-1" for unlabeled
         return np.array(
-            [isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
-             for v in y],
+            [(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED)
+             or (isinstance(v, str) and v == str(UNLABELED)) for v in y],
             dtype=bool,
         )  # fmt: skip
     if y.dtype.kind in "US":  # NumPy turns ["cat", -1] into strings: "-1" is -1
