@@ -125,6 +125,16 @@ def test_count_mismatch(tmp_path: Path, idx_arrays: dict, write_idx_folder) -> N
         load_dataset(folder)
 
 
+def test_labels_of_the_other_split_are_not_a_pair(tmp_path: Path, idx_arrays: dict) -> None:
+    # t10k's labels saved under the training labels' name: say they do not belong together.
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    _raw_idx(folder, "train-images-idx3-ubyte", idx_arrays["x_train"])
+    _raw_idx(folder, "train-labels-idx1-ubyte", idx_arrays["y_test"])
+    with pytest.raises(DataError, match=r"labels, so they are not a pair; put the images' own"):
+        load_dataset(folder)
+
+
 def test_label_file_with_image_dims(tmp_path: Path, idx_arrays: dict, write_idx_folder) -> None:
     idx_arrays["y_train"] = idx_arrays["x_train"]
     folder = write_idx_folder(tmp_path / "idx", idx_arrays)

@@ -295,7 +295,8 @@ def load_idx_folder(
             if len(y) != len(x):
                 raise DataError(
                     f"{rel((split, 'images'))!r} holds {len(x)} images but "
-                    f"{rel((split, 'labels'))!r} holds {len(y)} labels; re-download them"
+                    f"{rel((split, 'labels'))!r} holds {len(y)} labels, so they are not a "
+                    f"pair; put the images' own labels file beside them (or re-download both)"
                 )
         parts[f"x_{split}"], parts[f"y_{split}"] = x, y
     x_train, x_test = parts["x_train"], parts["x_t10k"]
