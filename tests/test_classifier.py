@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -319,3 +320,25 @@ def test_only_the_classifier_takes_auto_epochs():
     x = np.random.default_rng(0).random((8, 6)).astype(np.float32)
     with pytest.raises(ConfigError, match=r"max_epochs must be a positive integer, got 'auto'"):
         VAE(max_epochs="auto").fit(x)
+
+
+@pytest.mark.parametrize("held_out", ["right", "wrong"])
+def test_a_temperature_run_to_its_limit_is_not_used(held_out, monkeypatch):
+    # Three held-out images (one per class) all right pulled T towards 0, all confidently
+    # wrong to exp(4) = 54.6, so every probability was ~1 or ~1/K; now T stays 1, warned.
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 6)).astype(np.float32)
+    clf = tiny(max_epochs=1, calibrate=False).fit(x, np.arange(30) % 3)
+    y_idx = np.arange(30) % 3
+    cal = np.array([0, 1, 2])
+    logits = 8.0 * np.eye(3)[y_idx[cal] if held_out == "right" else (y_idx[cal] + 1) % 3]
+    monkeypatch.setattr(VAEClassifier, "_logits", lambda self, x: logits[: len(x)])
+    why = "all predicted right" if held_out == "right" else "drive T to its search limit"
+    with pytest.warns(UserWarning, match=rf"{why} .* left uncalibrated \(T = 1\)"):
+        clf._fit_temperature(torch.from_numpy(x), y_idx, cal)
+    assert clf.temperature_ == 1.0 and clf.calibration_ece_ is None
+    # A held-out set that is neither gets its fitted temperature.
+    mixed = 8.0 * np.eye(3)[[0, 1, 0]]
+    monkeypatch.setattr(VAEClassifier, "_logits", lambda self, x: mixed)
+    clf._fit_temperature(torch.from_numpy(x), y_idx, cal)
+    assert 1.0 < clf.temperature_ < np.exp(3.9)

@@ -46,6 +46,8 @@ from vaekit.training.loop import seed_from
 
 #: Search range of the log-temperature of temperature scaling.
 LOG_TEMPERATURE_BOUND = 4.0
+#: A fitted log-temperature this close to the bound counts as having run to it.
+TEMPERATURE_BOUND_TOLERANCE = 0.01
 #: Fewest held-out images per class for which a temperature is fitted (fewer: none).
 MIN_CALIBRATION_PER_CLASS = 1
 #: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
@@ -108,6 +110,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Fit a temperature on the held-out labeled images. Needs ``validation_fraction > 0``
         and at least as many held-out images as classes; with fewer, every labeled image
         is used for training and the probabilities are left uncalibrated (temperature 1).
+        They are also left so, with a warning, when the held-out images cannot say how
+        confident to be: all predicted right, or the fitted temperature at its search limit
+        (``exp(±4)``, confidently wrong).
     latent_dim : int, default=16
         Size of ``z`` (the style; the class is ``y``).
     arch : {"mlp", "conv"}, default="conv"
@@ -475,6 +480,21 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         res = minimize_scalar(
             nll, bounds=(-LOG_TEMPERATURE_BOUND, LOG_TEMPERATURE_BOUND), method="bounded"
         )
+        all_right = bool((logits.argmax(axis=1) == target).all())
+        if all_right or abs(res.x) > LOG_TEMPERATURE_BOUND - TEMPERATURE_BOUND_TOLERANCE:
+            # Every held-out image right (the NLL falls as T -> 0) or the fit at its bound
+            # (confidently wrong: T -> inf): too few to calibrate on. The temperature found
+            # would make every probability ~1 or ~1/K.
+            import warnings
+
+            why = "are all predicted right" if all_right else "drive T to its search limit"
+            warnings.warn(
+                f"the {len(cal_idx)} held-out labeled images {why} (T = {math.exp(res.x):.3g}), "
+                "so the probabilities are left uncalibrated (T = 1); label more images or "
+                "raise validation_fraction",
+                stacklevel=3,
+            )
+            return
         self.temperature_ = float(math.exp(res.x))
         self.calibration_ece_ = expected_calibration_error(
             target, self._softmax(logits / self.temperature_)
