@@ -1,6 +1,6 @@
 import numpy as np
-import torch
 import pytest
+import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _sklearn_checks import EXPECTED_FAILURES
