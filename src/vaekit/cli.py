@@ -943,6 +943,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
     _check_size(clu, len(x), args.data)  # a bad setting fails before the 'clustering' line
     _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
+    n_classes = len(ds.classes) if ds.y_train is not None else 0
+    if "n_clusters" not in given and not args.resume and n_classes not in (0, clu.n_clusters):
+        _say(
+            args,
+            f"note: {clu.n_clusters} clusters (the default), but {ds.name} has {n_classes} "
+            f"classes; pass --n-clusters {n_classes} (or auto) to match them",
+        )
     start = time.perf_counter()
     clu.fit(x, run_dir=out, resume=args.resume, metadata=meta)
     if not _is_main_process():

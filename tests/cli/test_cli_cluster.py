@@ -151,3 +151,29 @@ def test_cluster_and_report_data_whose_test_part_has_no_labels(
     assert_ok(fast_cli("cluster", tmp_path / "t.npz", *tiny, "--out", out, "-q"))
     assert "acc" in json.loads((out / "metrics.json").read_text())
     assert_ok(fast_cli("report", out))
+
+
+def test_cluster_notes_a_default_k_unlike_the_classes(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Three classes of labels and no --n-clusters: say that 10 clusters do not match them."""
+    from vaekit import load_dataset
+
+    ds = load_dataset("digits")
+    keep = ds.y_train < 3
+    np.savez(tmp_path / "abc.npz", x=ds.x_train[keep][:120], y=ds.y_train[keep][:120])
+    tiny = ("--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2")
+    results = fast_cli.many(
+        {
+            "default": ["cluster", tmp_path / "abc.npz", *tiny, "--out", tmp_path / "a"],
+            "given": [
+                *("cluster", tmp_path / "abc.npz", *tiny, "--n-clusters", "10"),
+                *("--out", tmp_path / "b"),
+            ],
+        }
+    )
+    assert_ok(results["default"])
+    assert "note: 10 clusters (the default), but" in results["default"].stdout
+    assert "has 3 classes; pass --n-clusters 3 (or auto)" in results["default"].stdout
+    assert_ok(results["given"])
+    assert "note:" not in results["given"].stdout
