@@ -99,10 +99,11 @@ class Exploding(VAEModule):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(x, tmp_path):
     torch.manual_seed(0)
     m = Exploding((1, 8, 8), latent_dim=4, arch="mlp", hidden_dims=(32,))
-    with pytest.raises(TrainingDivergedError, match="NaN"):
+    with pytest.raises(TrainingDivergedError, match="NaN") as err:
         train(m, [x], cfg(validation_fraction=0.0, max_epochs=10), run_dir=tmp_path)
     tensors, info = checkpoint.load_train_state(tmp_path)
     assert info["epoch"] >= 1
+    assert f"keeps epoch {info['epoch']}, but --resume keeps its settings" in str(err.value)
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 
 

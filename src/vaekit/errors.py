@@ -29,7 +29,7 @@ class ConfigError(VaekitError, ValueError):
 
 
 class TrainingDivergedError(VaekitError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
 
 
 class NearlyBlackWarning(UserWarning):

@@ -113,6 +113,14 @@ def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
 
 
 @case
+def case_diverged_at_the_first_epoch(d: Path, run: Path) -> Case:
+    # "the last good checkpoint is kept" when none was: the folder had to go, unsaid.
+    out = d / "out"
+    names = ("diverged at epoch 1", "lower --lr", f"'{out}' holds no finished epoch: remove it")
+    return Case(["train", "digits", *TINY, "--lr", "1e6", "--out", out, "-q"], names)
+
+
+@case
 def case_corrupt_image(d: Path, run: Path) -> Case:
     folder = _folder_with(d, "bad.png", b"these bytes are not a PNG")
     return _train(folder, d, names=("cats/bad.png", "--skip-bad"))

@@ -530,10 +530,18 @@ class _Loop:
         # epoch was finite: check them too, before they are checkpointed as good.
         finite_weights = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
         if not (finite_weights and all(math.isfinite(v) for v in row.values())):
+            if self.run_dir is None:
+                kept = ""
+            elif self.epoch == 0:
+                kept = f"; '{self.run_dir}' holds no finished epoch: remove it first"
+            else:
+                kept = (
+                    f"; '{self.run_dir}' keeps epoch {self.epoch}, but --resume keeps its "
+                    "settings: train again into another folder"
+                )
             raise TrainingDivergedError(
                 f"training diverged at epoch {self.epoch + 1}: the loss became NaN or infinite;"
-                " lower --lr (learning_rate) or check the data; the last good checkpoint"
-                " is kept"
+                f" lower --lr (learning_rate) or check the data{kept}"
             )
         row["kl_weight"] = _kl_weight_at(cfg, self.epoch + 1, 0, 1)  # at the end of the epoch
         row["lr"] = _lr_at(cfg, self.epoch)
