@@ -1102,6 +1102,8 @@ def _classification_scores(clf: Any, ds: Any):
 
     metrics["ece"] = expected_calibration_error(col, proba[known])
     metrics["n_scored"] = int(known.sum())
+    # M2's bound on log p(x), summed over the classes: every test image, labeled or not.
+    metrics["elbo"] = float(np.mean(clf.score_samples(ds.x_test)))
     return metrics, pred, proba
 
 
