@@ -113,12 +113,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="D",
         help="latent size (default: 10; m2 and classify: 16)",
     )
-    g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder family")
     g.add_argument(
-        "--hidden-dims", metavar="A,B,...", type=_int_tuple, help="layer widths or channels"
+        "--arch",
+        choices=("mlp", "conv"),
+        help="encoder/decoder family (default: mlp; m2 and classify: a conv encoder)",
     )
-    g.add_argument("--likelihood", choices=("bernoulli", "gaussian"))
-    g.add_argument("--beta", type=_positive_float, help="KL weight (1 = ELBO)")
+    g.add_argument(
+        "--hidden-dims",
+        metavar="A,B,...",
+        type=_int_tuple,
+        help="layer widths or channels (default: 512,256 for mlp; 32,64,128 for conv, fewer "
+        "on small images)",
+    )
+    g.add_argument(
+        "--likelihood", choices=("bernoulli", "gaussian"), help="pixel model (default: bernoulli)"
+    )
+    g.add_argument("--beta", type=_positive_float, help="KL weight (default: 1, the ELBO)")
     g.add_argument("--batch-size", type=_positive_int, metavar="B", help="(default: 128)")
     g.add_argument(
         "--lr", type=_positive_float, metavar="LR", help="learning rate (default: 0.001)"
@@ -693,7 +703,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_size(est, len(ds.x_train), args.data, len(ds.x_test))
     _say(
         args,
-        f"training {type(est).__name__} on {ds.name}: {len(ds.x_train)} images "
+        f"training {type(est).__name__}{' (VaDE)' if name == 'VAEClustering' else ''} on "
+        f"{ds.name}: {len(ds.x_train)} images "
         f"{'x'.join(map(str, ds.image_shape))} -> {out}",
     )
     labels = [_training_labels(ds, None)] if name == "VAEClassifier" else []
