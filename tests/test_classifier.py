@@ -342,3 +342,19 @@ def test_a_temperature_run_to_its_limit_is_not_used(held_out, monkeypatch):
     monkeypatch.setattr(VAEClassifier, "_logits", lambda self, x: mixed)
     clf._fit_temperature(torch.from_numpy(x), y_idx, cal)
     assert 1.0 < clf.temperature_ < np.exp(3.9)
+
+
+def test_score_samples_batches_shrink_with_the_classes(monkeypatch):
+    # M2's bound decodes every image once per class: 4,096 images of 10 classes took +550 MB
+    # at once, so the batches hold K times fewer images (same values).
+    from vaekit.estimators import base
+
+    x = np.random.default_rng(0).random((50, 6)).astype(np.float32)
+    clf = tiny(max_epochs=1).fit(x, np.arange(50) % 5)
+    whole = clf.score_samples(x)
+    monkeypatch.setattr(base, "INFERENCE_BATCH", 20)
+    sizes = []
+    elbo = clf.module_.elbo
+    monkeypatch.setattr(clf.module_, "elbo", lambda xb: sizes.append(len(xb)) or elbo(xb))
+    np.testing.assert_allclose(clf.score_samples(x), whole, rtol=1e-5)
+    assert sizes == [4] * 12 + [2]  # 20 // 5 classes

@@ -340,13 +340,14 @@ class BaseVAEEstimator(BaseEstimator):
             )
         return x
 
-    def _elbo_per_image(self, x: torch.Tensor) -> np.ndarray:
+    def _elbo_per_image(self, x: torch.Tensor, expand: int = 1) -> np.ndarray:
         """One-sample ELBO of each image, its noise drawn from the image's own bytes.
 
         Each image's posterior noise is seeded by a hash of its pixels and the estimator's
         seed: independent between images (the mean over a dataset averages over noise) yet
         the same whichever other images are scored with it. The pixels are hashed as 0..255
         levels, so ``x`` and ``x / 255`` (whose floats differ in the last bits) agree.
+        ``expand``: copies of each image the model's bound makes (M2: one per class).
         """
         dim, key = self.module_.latent_dim, (int(self.seed_) % 2**64).to_bytes(8, "little")
 
@@ -360,18 +361,22 @@ class BaseVAEEstimator(BaseEstimator):
             with fixed_posterior_noise(torch.from_numpy(eps).to(xb.device)):
                 return self.module_.elbo(xb)
 
-        return self._batched(x, elbo)
+        return self._batched(x, elbo, expand)
 
     @torch.no_grad()
-    def _batched(self, x: torch.Tensor, fn) -> np.ndarray:
-        """Apply ``fn`` to float batches of ``x`` on the model's device; concatenate."""
+    def _batched(self, x: torch.Tensor, fn, expand: int = 1) -> np.ndarray:
+        """Apply ``fn`` to float batches of ``x`` on the model's device; concatenate.
+
+        ``expand``: ``fn`` works on that many copies of each image (M2's bound decodes every
+        image once per class), so batches hold that many times fewer images.
+        """
         if len(x) == 0:
             raise DataError("found 0 samples; pass at least one")
         self.module_.eval()
         dev = self._device()
         n = len(x)
         row_bytes = 4 * max(1, int(np.prod(x.shape[1:])))  # one float32 sample
-        bs = max(1, min(INFERENCE_BATCH, INFERENCE_BYTES // row_bytes))
+        bs = max(1, min(INFERENCE_BATCH, INFERENCE_BYTES // row_bytes) // expand)
         buf: torch.Tensor | None = None
         out: np.ndarray | None = None
         for start in range(0, n, bs):

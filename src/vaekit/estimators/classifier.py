@@ -589,7 +589,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Each image's noise is drawn from its own pixels (see :meth:`vaekit.VAE.score_samples`).
         """
         x = self._check_input(X)
-        return self._elbo_per_image(x)
+        return self._elbo_per_image(x, expand=len(self.classes_))
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_json(self) -> dict[str, Any]:

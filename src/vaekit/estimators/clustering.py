@@ -594,7 +594,10 @@ class VAEClustering(ClusterMixin, VAE):
                 self._knn = NearestNeighbors(n_neighbors=min(KNN_NEIGHBORS, n_ref))
                 self._knn.fit(self.ref_latents_)
             dist, idx = self._knn.kneighbors(z.astype(np.float32))  # (N, k) each
-            proba = self.ref_proba_[idx].mean(axis=1).astype(np.float64)
+            proba = np.empty((len(z), self.ref_proba_.shape[1]))
+            step = max(1, (1 << 22) // self.ref_proba_[:1].size // idx.shape[1])
+            for i in range(0, len(z), step):  # (rows, k, K) at a time, not (N, k, K)
+                proba[i : i + step] = self.ref_proba_[idx[i : i + step]].mean(axis=1)
             # A reference image keeps its own assignment: averaged with its neighbours', a
             # small set (every image among every other's k nearest) got one row for all.
             own = dist[:, 0] <= SAME_POINT_DISTANCE
