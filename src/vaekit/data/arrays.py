@@ -7,6 +7,7 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,13 @@ def warn_if_dim(hi: Any, what: str) -> None:
         )
 
 
+def _row_blocks(x: np.ndarray, values: int = 1 << 22) -> Iterator[slice]:
+    """Slices of ``x``'s rows, about ``values`` values each."""
+    step = max(1, values // max(1, math.prod(x.shape[1:])))
+    for start in range(0, len(x), step):
+        yield slice(start, start + step)
+
+
 def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
     """Integers must lie in 0..255, floats must be finite and lie in [0, 1].
 
@@ -102,7 +110,7 @@ def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
         if warn_dim and x.ndim in (2, 4):  # images (N, C, H, W) or features (N, F)
             warn_if_dim(hi, what)
     elif kind == "f":
-        n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+        n_bad = x.size - sum(int(np.count_nonzero(np.isfinite(x[r]))) for r in _row_blocks(x))
         if n_bad:
             raise DataError(
                 f"{what} holds {n_bad} NaN or infinite value(s); remove or replace them"
@@ -168,8 +176,11 @@ def to_uint8_images(x: np.ndarray, what: str, *, warn_dim: bool = True) -> np.nd
     _check_not_empty(x, what)
     _check_values(x, what, warn_dim=warn_dim)
     if x.dtype.kind == "f":
-        x = np.rint(x * np.float32(MAX_PIXEL))
-    elif x.dtype.kind == "b":
+        out = np.empty(x.shape, dtype=np.uint8)
+        for rows in _row_blocks(x):  # float temporaries of one block, not of the whole array
+            out[rows] = np.rint(x[rows] * np.float32(MAX_PIXEL))
+        return out
+    if x.dtype.kind == "b":
         x = x * np.uint8(MAX_PIXEL)
     return np.ascontiguousarray(x, dtype=np.uint8)
 
