@@ -580,8 +580,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         with torch.no_grad():
             z = self.module_.prior_sample(n_samples, generator=gen)
             onehot = torch.nn.functional.one_hot(cls.long(), k).float()
-            out = mean_from_output(self.module_.decode(z, onehot))
-        return out.cpu().numpy()
+        d = z.shape[1]  # decoded a batch at a time, as VAE.sample does
+
+        def decode(zy: torch.Tensor) -> torch.Tensor:
+            return mean_from_output(self.module_.decode(zy[:, :d], zy[:, d:]))
+
+        return self._batched(torch.cat([z, onehot], dim=1), decode)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """ELBO of each image as unlabeled data, in nats (one seeded posterior sample).
