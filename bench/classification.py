@@ -9,8 +9,10 @@ baseline trained on the same labeled images: logistic regression on raw pixels.
 No hyper-parameter is chosen on the test split: the temperature of the probabilities is
 fitted on a held-out part of the *training* labels (``validation_fraction``).
 
-``--unlabeled M`` keeps only M of the unlabeled training images (seeded), a shorter run
-than the protocol; the printed header says so.
+``--unlabeled M`` keeps only M of the unlabeled training images (seeded), a smaller run
+than the protocol; the printed header says so. With the default ``max_epochs="auto"`` the
+smaller data gets more epochs (about as many rows in all): pass ``--epochs`` for a shorter
+run.
 
 ``--dev`` is the protocol for choosing a method or its settings: it holds 10,000 training
 images out (a fixed, stratified draw), trains on the other 50,000 exactly as above, and

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -277,21 +279,19 @@ def test_validation_fraction_zero_fits_a_handful_of_images():
 
 
 def test_auto_epochs_follow_the_rows_seen_with_unlabeled_images(monkeypatch):
-    # "auto" trains few epochs of a large semi-supervised set (3 on Fashion-MNIST) and
+    # "auto" trains few epochs of a large, mostly unlabeled set (3 on Fashion-MNIST) and
     # AUTO_EPOCHS_SUPERVISED with every image labeled; the limits shrink here to stay fast.
     from vaekit.estimators import classifier as module
 
     monkeypatch.setattr(module, "AUTO_EPOCHS_SUPERVISED", 2)
-    monkeypatch.setattr(module, "AUTO_EPOCHS_RANGE", (1, 5))
+    monkeypatch.setattr(module, "AUTO_EPOCHS_RANGE", (1, 9))
     rng = np.random.default_rng(0)
     x = rng.random((40, 6)).astype(np.float32)
     y = np.full(40, -1)
-    y[:8] = np.repeat([0, 1], 4)
+    y[:2] = [0, 1]  # 38 of 40 unlabeled
     clf = tiny(max_epochs="auto", propagation=0.0, validation_fraction=0.0)
     monkeypatch.setattr(module, "AUTO_ROWS", 10**6)
-    assert clf.fit(x, y).n_epochs_ == 5  # the range's top
-    monkeypatch.setattr(module, "AUTO_ROWS", 4 * clf.n_rows_per_epoch_ + 1)
-    assert clf.fit(x, y).n_epochs_ == 4
+    assert clf.fit(x, y).n_epochs_ == 8  # 2 ** 0.05 * 9 ** 0.95 = 8.3: near the top
     monkeypatch.setattr(module, "AUTO_ROWS", 1)
     assert clf.fit(x, y).n_epochs_ == 1  # the range's bottom
     assert clf.fit(x, np.repeat([0, 1], 20)).n_epochs_ == 2  # all labeled
@@ -302,9 +302,14 @@ def test_auto_epochs_are_the_benchmarked_ones():
     assert clf.max_epochs == "auto"
     # Fashion-MNIST's 60,000 training images with 100 or 1,000 labels (79,890 and 78,900
     # rows per epoch with the labeled repeats): the 3 epochs of the benchmark; all labeled
-    # (the 0.934 run): 30; digits' 1,437 training images: 30.
-    assert [clf._epochs(79_890, True), clf._epochs(78_900, True)] == [3, 3]
-    assert [clf._epochs(60_000, False), clf._epochs(1_900, True)] == [30, 30]
+    # (the 0.934 run): 30; digits' 1,437 training images, 100 labeled: 30.
+    assert [clf._epochs(79_890, 0.9983), clf._epochs(78_900, 0.983)] == [3, 3]
+    assert [clf._epochs(60_000, 0.0), clf._epochs(1_900, 0.93)] == [30, 30]
+    # One unlabeled image among 60,000 changes nothing; half of them, about the middle.
+    assert clf._epochs(60_000, 1 / 60_000) == 30 and 8 <= clf._epochs(40_000, 0.5) <= 13
+    # At most the rows budget's epochs, at least 3, whatever the share.
+    shares = np.linspace(0, 1, 101)
+    assert all(3 <= clf._epochs(r, u) <= 30 for r in (1_000, 80_000, 10**7) for u in shares)
 
 
 @pytest.mark.parametrize("value", ["fast", 0, 2.5, True])
@@ -342,6 +347,26 @@ def test_a_temperature_run_to_its_limit_is_not_used(held_out, monkeypatch):
     monkeypatch.setattr(VAEClassifier, "_logits", lambda self, x: mixed)
     clf._fit_temperature(torch.from_numpy(x), y_idx, cal)
     assert 1.0 < clf.temperature_ < np.exp(3.9)
+    # So does a large one all right: the model is that good (T < 1 is its calibration).
+    many = np.arange(60)
+    right = 2.0 * np.eye(3)[many % 3]
+    monkeypatch.setattr(VAEClassifier, "_logits", lambda self, x: right)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf._fit_temperature(torch.from_numpy(np.repeat(x, 2, axis=0)), many % 3, many)
+    assert clf.temperature_ < 1.0 and clf.calibration_ece_ is not None
+
+
+def test_the_temperature_warning_points_at_the_callers_fit():
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.eye(3, 6), 10, axis=0)  # 3 well-separated classes, 10 images each
+    x = (0.1 + 0.8 * centres + 0.05 * rng.random((30, 6))).astype(np.float32)
+    clf = tiny(max_epochs=30, propagation=0.0)
+    with pytest.warns(
+        UserWarning, match="3 held-out labeled images are all predicted right"
+    ) as rec:
+        clf.fit(x, np.arange(30) // 10)
+    assert rec[0].filename == __file__ and clf.temperature_ == 1.0
 
 
 def test_score_samples_batches_shrink_with_the_classes(monkeypatch):

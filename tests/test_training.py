@@ -103,7 +103,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(x, tmp_path):
         train(m, [x], cfg(validation_fraction=0.0, max_epochs=10), run_dir=tmp_path)
     tensors, info = checkpoint.load_train_state(tmp_path)
     assert info["epoch"] >= 1
-    assert f"keeps epoch {info['epoch']}, but --resume keeps its settings" in str(err.value)
+    assert f"keeps epoch {info['epoch']}, but resuming keeps the run's settings" in str(err.value)
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 
 

@@ -104,8 +104,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         metavar="N",
         help="maximum epochs; early stopping may end sooner (default: 50; m2 and classify: "
-        "30, or with unlabeled images enough for about 250,000 rows, from 3 to 30; VaDE: of "
-        "its mixture phase, after N/2 epochs of pre-training)",
+        "30 with all labels, about 250,000 rows' worth (3 to 30) with nearly none, between "
+        "by the unlabeled share; VaDE: of its mixture phase, after N/2 epochs of pre-training)",
     )
     g.add_argument(
         "--latent-dim",
@@ -769,7 +769,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
         scores = _classification_scores(est, ds)[0]
-        if not scores:
+        if "accuracy" not in scores:
             raise DataError(
                 f"'{spec}' has no labeled test images to score classifier run '{args.run}' "
                 "on; pass labeled data (class sub-folders, IDX or .npz labels)"
@@ -955,11 +955,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     _check_size(clu, len(x), args.data)  # a bad setting fails before the 'clustering' line
     _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
     n_classes = len(ds.classes) if ds.y_train is not None else 0
-    if "n_clusters" not in given and not args.resume and n_classes not in (0, clu.n_clusters):
+    if "n_clusters" not in given and not args.resume and n_classes not in (0, 1, clu.n_clusters):
         _say(
             args,
             f"note: {clu.n_clusters} clusters (the default), but {ds.name} has {n_classes} "
-            f"classes; pass --n-clusters {n_classes} (or auto) to match them",
+            f"classes; pass --n-clusters {n_classes} to match them",
         )
     start = time.perf_counter()
     clu.fit(x, run_dir=out, resume=args.resume, metadata=meta)
@@ -1091,7 +1091,8 @@ def _labels_by_run_classes(ds: Any, run_classes: Sequence[str] | None, spec: str
 def _classification_scores(clf: Any, ds: Any):
     """Test-split metrics of a classifier: ``(metrics, predicted labels, probabilities)``.
 
-    Only test images with a label are scored; ``metrics`` is empty when there are none.
+    Only test images with a label are scored; without any, ``metrics`` holds only the
+    ``elbo`` (M2's bound on log p(x), summed over the classes: every test image).
     """
     import numpy as np
 
@@ -1099,9 +1100,10 @@ def _classification_scores(clf: Any, ds: Any):
 
     proba = clf.predict_proba(ds.x_test)
     pred = clf.classes_[proba.argmax(axis=1)]
+    elbo = float(np.mean(clf.score_samples(ds.x_test)))
     known = np.zeros(len(pred), dtype=bool) if ds.y_test is None else ds.y_test >= 0
     if not known.any():
-        return {}, pred, proba
+        return {"elbo": elbo}, pred, proba
     y_true = ds.y_test[known]
     metrics = classification_metrics(
         y_true, pred[known], class_names=ds.classes or [str(c) for c in clf.classes_]
@@ -1113,8 +1115,7 @@ def _classification_scores(clf: Any, ds: Any):
 
     metrics["ece"] = expected_calibration_error(col, proba[known])
     metrics["n_scored"] = int(known.sum())
-    # M2's bound on log p(x), summed over the classes: every test image, labeled or not.
-    metrics["elbo"] = float(np.mean(clf.score_samples(ds.x_test)))
+    metrics["elbo"] = elbo
     return metrics, pred, proba
 
 

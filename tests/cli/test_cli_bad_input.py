@@ -116,7 +116,7 @@ def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
 def case_diverged_at_the_first_epoch(d: Path, run: Path) -> Case:
     # "the last good checkpoint is kept" when none was: the folder had to go, unsaid.
     out = d / "out"
-    names = ("diverged at epoch 1", "lower --lr", f"'{out}' holds no finished epoch: remove it")
+    names = ("diverged at epoch 1", "lower --lr", "the run folder holds nothing to resume")
     return Case(["train", "digits", *TINY, "--lr", "1e6", "--out", out, "-q"], names)
 
 

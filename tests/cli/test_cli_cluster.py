@@ -174,6 +174,6 @@ def test_cluster_notes_a_default_k_unlike_the_classes(
     )
     assert_ok(results["default"])
     assert "note: 10 clusters (the default), but" in results["default"].stdout
-    assert "has 3 classes; pass --n-clusters 3 (or auto)" in results["default"].stdout
+    assert "has 3 classes; pass --n-clusters 3 to match them" in results["default"].stdout
     assert_ok(results["given"])
     assert "note:" not in results["given"].stdout

@@ -48,6 +48,9 @@ from vaekit.training.loop import seed_from
 LOG_TEMPERATURE_BOUND = 4.0
 #: A fitted log-temperature this close to the bound counts as having run to it.
 TEMPERATURE_BOUND_TOLERANCE = 0.01
+#: Held-out images below which a temperature all of them agree with (all right, or at the
+#: bound) is not trusted: three images of a 3-class folder gave T = 54.6.
+FEW_CALIBRATION_IMAGES = 50
 #: Fewest held-out images per class for which a temperature is fitted (fewer: none).
 MIN_CALIBRATION_PER_CLASS = 1
 #: Default decoder widths, latent side last (the decoder mirrors them): 256 -> 512 -> image.
@@ -110,9 +113,9 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         Fit a temperature on the held-out labeled images. Needs ``validation_fraction > 0``
         and at least as many held-out images as classes; with fewer, every labeled image
         is used for training and the probabilities are left uncalibrated (temperature 1).
-        They are also left so, with a warning, when the held-out images cannot say how
-        confident to be: all predicted right, or the fitted temperature at its search limit
-        (``exp(±4)``, confidently wrong).
+        They are also left so, with a warning, when fewer than 50 held-out images cannot say
+        how confident to be: all predicted right, or the fitted temperature at its search
+        limit (``exp(±4)``, confidently wrong).
     latent_dim : int, default=16
         Size of ``z`` (the style; the class is ``y``).
     arch : {"mlp", "conv"}, default="conv"
@@ -122,10 +125,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         for the early stopping of the ``propagation`` VAE.
     max_epochs : int or "auto", default="auto"
         Epochs to train; there is no early stopping (``patience`` is unused). "auto": 30
-        when every image is labeled; with unlabeled images, as many as show the model about
-        250,000 training rows (labeled repeats included), between 3 and 30. That is 3 on
-        Fashion-MNIST, where 3 epochs beat 2, 6, 10 and 30 with 100 and 1,000 labels, and
-        30 on ``digits``; ``n_epochs_`` says how many were run.
+        when every image is labeled; when (nearly) none is, as many as show the model about
+        250,000 training rows (labeled repeats included), between 3 and 30; in between,
+        interpolated geometrically by the share of unlabeled images. That is 3 on
+        Fashion-MNIST with 100 or 1,000 labels (where 3 epochs beat 2, 6, 10 and 30), 30
+        on ``digits``; ``n_epochs_`` says how many were run.
     **common
         ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``learning_rate``,
         ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``, ``random_state``,
@@ -372,20 +376,24 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             run_dir=run_dir,
             resume=resume,
             validation_fraction=0.0,
-            max_epochs=self._epochs(len(order), bool(len(unlabeled))),
+            max_epochs=self._epochs(len(order), len(unlabeled) / len(y_idx)),
         )
         self._fit_temperature(x, y_idx, cal_idx)
         self._save_finished_run(run_dir)
         return self
 
-    def _epochs(self, rows_per_epoch: int, semi_supervised: bool) -> int:
-        """``max_epochs``, with "auto" resolved for ``rows_per_epoch`` training rows."""
+    def _epochs(self, rows_per_epoch: int, unlabeled_share: float) -> int:
+        """``max_epochs``, with "auto" resolved for ``rows_per_epoch`` training rows.
+
+        The epochs for all labels and for (nearly) none, interpolated geometrically by the
+        share of unlabeled images, so that one unlabeled image changes next to nothing.
+        """
         if self.max_epochs != "auto":
             return int(self.max_epochs)
-        if not semi_supervised:
-            return AUTO_EPOCHS_SUPERVISED
         low, high = AUTO_EPOCHS_RANGE
-        return min(high, max(low, AUTO_ROWS // rows_per_epoch))
+        semi = min(high, max(low, AUTO_ROWS // rows_per_epoch))
+        u = float(unlabeled_share)
+        return round(math.exp((1 - u) * math.log(AUTO_EPOCHS_SUPERVISED) + u * math.log(semi)))
 
     def _graph_targets(
         self, x: torch.Tensor, y_idx: np.ndarray, train_idx: np.ndarray
@@ -481,10 +489,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             nll, bounds=(-LOG_TEMPERATURE_BOUND, LOG_TEMPERATURE_BOUND), method="bounded"
         )
         all_right = bool((logits.argmax(axis=1) == target).all())
-        if all_right or abs(res.x) > LOG_TEMPERATURE_BOUND - TEMPERATURE_BOUND_TOLERANCE:
-            # Every held-out image right (the NLL falls as T -> 0) or the fit at its bound
-            # (confidently wrong: T -> inf): too few to calibrate on. The temperature found
-            # would make every probability ~1 or ~1/K.
+        at_bound = abs(res.x) > LOG_TEMPERATURE_BOUND - TEMPERATURE_BOUND_TOLERANCE
+        if len(cal_idx) < FEW_CALIBRATION_IMAGES and (all_right or at_bound):
+            # A few held-out images all right (the NLL falls as T -> 0) or driving the fit
+            # to its bound (confidently wrong: T -> inf) say little about the rest: the
+            # temperature found would make every probability ~1 or ~1/K. (Many images all
+            # right: the model is that good, and the small T is its calibration.)
             import warnings
 
             why = "are all predicted right" if all_right else "drive T to its search limit"
@@ -492,7 +502,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
                 f"the {len(cal_idx)} held-out labeled images {why} (T = {math.exp(res.x):.3g}), "
                 "so the probabilities are left uncalibrated (T = 1); label more images or "
                 "raise validation_fraction",
-                stacklevel=3,
+                stacklevel=4,  # fit's caller (through keeps_state_on_failure)
             )
             return
         self.temperature_ = float(math.exp(res.x))

@@ -530,14 +530,15 @@ class _Loop:
         # epoch was finite: check them too, before they are checkpointed as good.
         finite_weights = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
         if not (finite_weights and all(math.isfinite(v) for v in row.values())):
+            # Not self.run_dir by name: VaDE pre-trains in a sub-folder of the run.
             if self.run_dir is None:
                 kept = ""
             elif self.epoch == 0:
-                kept = f"; '{self.run_dir}' holds no finished epoch: remove it first"
+                kept = "; no epoch finished, so the run folder holds nothing to resume: remove it"
             else:
                 kept = (
-                    f"; '{self.run_dir}' keeps epoch {self.epoch}, but --resume keeps its "
-                    "settings: train again into another folder"
+                    f"; the run folder keeps epoch {self.epoch}, but resuming keeps the run's "
+                    "settings: train again into a new folder"
                 )
             raise TrainingDivergedError(
                 f"training diverged at epoch {self.epoch + 1}: the loss became NaN or infinite;"
