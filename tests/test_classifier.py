@@ -383,3 +383,16 @@ def test_score_samples_batches_shrink_with_the_classes(monkeypatch):
     monkeypatch.setattr(clf.module_, "elbo", lambda xb: sizes.append(len(xb)) or elbo(xb))
     np.testing.assert_allclose(clf.score_samples(x), whole, rtol=1e-5)
     assert sizes == [4] * 12 + [2]  # 20 // 5 classes
+
+
+def test_cli_scores_of_a_test_split_without_labels_keep_the_elbo():
+    from types import SimpleNamespace
+
+    from vaekit.cli import _classification_scores
+
+    x = np.random.default_rng(0).random((20, 6)).astype(np.float32)
+    clf = tiny(max_epochs=1).fit(x, np.arange(20) % 2)
+    ds = SimpleNamespace(x_test=x[:6], y_test=None, classes=("a", "b"))
+    metrics, pred, proba = _classification_scores(clf, ds)
+    assert metrics == {"elbo": pytest.approx(float(np.mean(clf.score_samples(x[:6]))))}
+    assert pred.shape == (6,) and proba.shape == (6, 2)
