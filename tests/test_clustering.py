@@ -374,18 +374,28 @@ def test_cluster_samples_take_float32_covariances_without_a_warning():
     assert z.shape == (1000, 4) and np.isfinite(z).all()
 
 
-def test_kmeans_probabilities_of_many_clusters_come_a_block_of_rows_at_a_time():
+def test_kmeans_probabilities_of_many_clusters_come_a_block_of_rows_at_a_time(monkeypatch):
     # K x D large enough that the (rows, K, D) differences are split into blocks: the result
     # is that of the whole array at once (which for 70,000 images, K = 100 on a
     # 150-dimensional spectral embedding took 8 GB, and failed on digits with K = 1,500).
+    from vaekit.estimators import clustering
+
     rng = np.random.default_rng(0)
     est = VAEClustering(method="kmeans")
     est._fit_params = est.get_params()
-    est.cluster_centers_ = rng.normal(size=(200, 3000))  # 8 rows per block of 2**22 values
+    est.cluster_centers_ = rng.normal(size=(200, 3000))  # 6 rows per block of 2**22 values
     est.kmeans_scale_ = 50.0
     z = rng.normal(size=(21, 3000))
     d2 = ((z[:, None, :] - est.cluster_centers_[None]) ** 2).sum(-1)
     logits = -d2 / 100.0
     expected = np.exp(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
+    blocks, row_blocks = [], clustering.row_blocks
+
+    def spy(*args):
+        blocks.extend(row_blocks(*args))
+        return iter(blocks)
+
+    monkeypatch.setattr(clustering, "row_blocks", spy)
     np.testing.assert_array_equal(est._proba_from_params(z), expected)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 6), (6, 12), (12, 18), (18, 24)]
     assert est._proba_from_params(z[:0]).shape == (0, 200)

@@ -86,11 +86,20 @@ def warn_if_dim(hi: Any, what: str) -> None:
         )
 
 
-def _row_blocks(x: np.ndarray, values: int = 1 << 22) -> Iterator[slice]:
-    """Slices of ``x``'s rows, about ``values`` values each."""
-    step = max(1, values // max(1, math.prod(x.shape[1:])))
-    for start in range(0, len(x), step):
+def row_blocks(n_rows: int, row_size: int, values: int = 1 << 22) -> Iterator[slice]:
+    """Slices of ``n_rows`` rows, each of about ``values`` values when a row holds ``row_size``.
+
+    For work whose temporaries would be too large for all rows at once (32 MB of float64
+    per block by default).
+    """
+    step = max(1, values // max(1, row_size))
+    for start in range(0, n_rows, step):
         yield slice(start, start + step)
+
+
+def _row_blocks(x: np.ndarray) -> Iterator[slice]:
+    """:func:`row_blocks` of the rows of ``x``."""
+    return row_blocks(len(x), math.prod(x.shape[1:]))
 
 
 def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:

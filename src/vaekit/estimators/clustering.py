@@ -61,6 +61,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
+from vaekit.data.arrays import row_blocks
 from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import check_n_samples, keeps_state_on_failure, to_tensor
 from vaekit.estimators.vae import VAE
@@ -595,9 +596,8 @@ class VAEClustering(ClusterMixin, VAE):
                 self._knn.fit(self.ref_latents_)
             dist, idx = self._knn.kneighbors(z.astype(np.float32))  # (N, k) each
             proba = np.empty((len(z), self.ref_proba_.shape[1]))
-            step = max(1, (1 << 22) // self.ref_proba_[:1].size // idx.shape[1])
-            for i in range(0, len(z), step):  # (rows, k, K) at a time, not (N, k, K)
-                proba[i : i + step] = self.ref_proba_[idx[i : i + step]].mean(axis=1)
+            for rows in row_blocks(len(z), idx.shape[1] * proba.shape[1]):  # not (N, k, K)
+                proba[rows] = self.ref_proba_[idx[rows]].mean(axis=1)
             # A reference image keeps its own assignment: averaged with its neighbours', a
             # small set (every image among every other's k nearest) got one row for all.
             own = dist[:, 0] <= SAME_POINT_DISTANCE
@@ -611,14 +611,9 @@ class VAEClustering(ClusterMixin, VAE):
             centers = self.cluster_centers_
             # (rows, K, D) differences a block of rows at a time: all at once, 70,000 images
             # and K = 100 on a 150-dimensional spectral embedding would take 8 GB.
-            step = max(1, (1 << 22) // (centers.size or 1))
-            d2 = np.concatenate(
-                [
-                    ((z[i : i + step, None, :] - centers[None]) ** 2).sum(-1)
-                    for i in range(0, len(z), step)
-                ]
-                or [np.empty((0, len(centers)))]
-            )
+            d2 = np.empty((len(z), len(centers)))
+            for rows in row_blocks(len(z), centers.size):
+                d2[rows] = ((z[rows, None, :] - centers[None]) ** 2).sum(-1)
             logits = -d2 / (2.0 * self.kmeans_scale_)
             log_resp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
         else:
