@@ -238,6 +238,18 @@ def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
     )
 
 
+def _source(ds: Any) -> str:
+    """``ds.name``, with the folder read for a downloadable built-in ('fashion-mnist (/usr/...)').
+
+    $VAEKIT_DATA, Debian's copy and the cache can each hold one; the status line says which.
+    """
+    from vaekit.data.registry import REMOTE, locate_remote
+
+    if ds.name not in REMOTE:
+        return ds.name
+    return f"{ds.name} ({locate_remote(ds.name)})"  # found again, never downloaded: just read
+
+
 def _check_size(est: Any, n: int, spec: str, n_test: int = 0) -> None:
     """Check ``est``'s parameters for ``n`` training images of DATA ``spec`` before any work.
 
@@ -704,7 +716,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(
         args,
         f"training {type(est).__name__}{' (VaDE)' if name == 'VAEClustering' else ''} on "
-        f"{ds.name}: {len(ds.x_train)} images "
+        f"{_source(ds)}: {len(ds.x_train)} images "
         f"{'x'.join(map(str, ds.image_shape))} -> {out}",
     )
     labels = [_training_labels(ds, None)] if name == "VAEClassifier" else []
@@ -953,7 +965,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     x = all_images(ds)  # a prepared dataset stays memory-mapped
     paths = [*(ds.paths_train or [""] * len(ds.x_train)), *(ds.paths_test or [""] * len(ds.x_test))]
     _check_size(clu, len(x), args.data)  # a bad setting fails before the 'clustering' line
-    _say(args, f"clustering {len(x)} images of {ds.name} (method {clu.method}) -> {out}")
+    _say(args, f"clustering {len(x)} images of {_source(ds)} (method {clu.method}) -> {out}")
     n_classes = len(ds.classes) if ds.y_train is not None else 0
     if "n_clusters" not in given and not args.resume and n_classes not in (0, 1, clu.n_clusters):
         _say(
@@ -1147,7 +1159,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     clf._check_params()  # a bad setting fails before the 'classifying' line
     _say(
         args,
-        f"classifying {ds.name}: {n_labeled} labeled and {len(y) - n_labeled} unlabeled "
+        f"classifying {_source(ds)}: {n_labeled} labeled and {len(y) - n_labeled} unlabeled "
         f"training images{spread} -> {out}",
     )
     start = time.perf_counter()

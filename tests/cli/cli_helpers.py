@@ -216,12 +216,14 @@ def write_image_folder(
     return root
 
 
-def write_idx_folder(root: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> Path:
-    """An MNIST-style folder of 8x8 images: train (gzip) and t10k (plain) images and labels."""
+def write_idx_folder(
+    root: Path, n_train: int = 30, n_test: int = 10, seed: int = 0, side: int = 8
+) -> Path:
+    """An MNIST-style folder of ``side`` x ``side`` images: train (gzip), t10k (plain)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for split, n, suffix in (("train", n_train, ".gz"), ("t10k", n_test, "")):
-        images = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+        images = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
         write_idx(root / f"{split}-images-idx3-ubyte{suffix}", images)
         write_idx(root / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n, dtype=np.uint8) % 3)
     return root

@@ -177,3 +177,17 @@ def test_cluster_notes_a_default_k_unlike_the_classes(
     assert "has 3 classes; pass --n-clusters 3 to match them" in results["default"].stdout
     assert_ok(results["given"])
     assert "note:" not in results["given"].stdout
+
+
+def test_status_line_names_the_copy_of_a_builtin_dataset_it_read(cli: Cli, tmp_path: Path) -> None:
+    """$VAEKIT_DATA, Debian's folder or the cache: the first line says which was read."""
+    from dataclasses import replace
+
+    from cli_helpers import write_idx_folder
+
+    folder = write_idx_folder(tmp_path / "data" / "fashion-mnist", 60, 20, side=28)
+    run = replace(cli, env={**cli.env, "VAEKIT_DATA": str(tmp_path / "data")})
+    tiny = ("--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2", "--n-clusters", "3")
+    res = run("cluster", "fashion-mnist", *tiny, "--out", tmp_path / "c")
+    assert_ok(res)
+    assert f"clustering 80 images of fashion-mnist ({folder}) (method" in res.stdout
