@@ -3,7 +3,9 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.datasets import load_digits
+from sklearn.metrics import adjusted_rand_score
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -320,6 +322,38 @@ def test_spectral_embedding_separates_groups(n):
     np.testing.assert_array_equal(emb, spectral_embedding(z, 4, seed=0))  # deterministic
     assert spectral_embedding(z, 6, seed=0).shape == (n, 6)
     assert spectral_embedding(z[:2], 6).shape == (2, 1)  # too few points for a graph
+
+
+def test_spectral_embedding_returns_its_graph():
+    from vaekit.estimators.clustering import spectral_embedding
+    from vaekit.graph import knn_graph
+
+    z = np.random.default_rng(0).normal(size=(50, 3))
+    emb, graph = spectral_embedding(z, 3, seed=0, return_graph=True)
+    np.testing.assert_array_equal(emb, spectral_embedding(z, 3, seed=0))
+    assert abs(graph - knn_graph(z)).max() == 0
+    assert spectral_embedding(z[:2], 3, return_graph=True)[1] is None
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_restarts_on_a_graph_are_chosen_by_its_modularity(method):
+    # Four groups at the corners of a wide rectangle, K = 2: left | right has the lower
+    # k-means inertia, but the graph joins each bottom group to the other bottom group
+    # (and top to top) only, so bottom | top is the partition of the graph.
+    rng = np.random.default_rng(0)
+    corners = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 3.0], [4.0, 3.0]])
+    group = np.arange(200) % 4
+    u = corners[group] + rng.normal(0, 0.1, (200, 2))
+    bottom = group < 2
+    graph = sp.csr_matrix((bottom[:, None] == bottom[None]).astype(float) - np.eye(200))
+    clu = VAEClustering(n_clusters=2, method=method, n_init=20, random_state=0)
+    clu.n_clusters_, clu.seed_, clu._fit_params = 2, 0, clu.get_params()
+
+    clu._fit_clusterer(u, graph=graph)
+    labels = clu._proba_from_params(u).argmax(1)
+    assert adjusted_rand_score(bottom, labels) == 1.0
+    clu._fit_clusterer(u)  # without the graph: the lowest inertia / highest likelihood
+    assert adjusted_rand_score(corners[group, 0] > 2, clu._proba_from_params(u).argmax(1)) == 1.0
 
 
 def test_bad_manifold_is_a_config_error():

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.semi_supervised import LabelSpreading
 
-from vaekit.graph import knn_graph, label_spreading
+from vaekit.graph import knn_graph, label_spreading, modularity
 
 
 def blobs(n_per=40, seed=0):
@@ -57,3 +57,33 @@ def test_matches_scikit_learn_label_spreading_on_the_same_graph(alpha):
     ref = LabelSpreading(kernel=lambda a, b: w.toarray(), alpha=alpha, max_iter=10_000, tol=1e-12)
     ref.fit(z, y)
     np.testing.assert_allclose(ours, ref.label_distributions_, atol=1e-6)
+
+
+def two_triangles_and_a_bridge() -> sp.csr_matrix:
+    """Triangles 0-1-2 and 3-4-5, joined by the edge 2-3; unit weights."""
+    edges = [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5), (2, 3)]
+    rows, cols = zip(*edges, strict=True)
+    w = sp.csr_matrix((np.ones(len(edges)), (rows, cols)), shape=(6, 6))
+    return (w + w.T).tocsr()
+
+
+def test_modularity_of_hand_computed_partitions():
+    w = two_triangles_and_a_bridge()
+    # 7 edges (2m = 14); each triangle holds 3 of them and has degree sum 7:
+    # Q = 2 * (3/7 - (7/14)^2) = 6/7 - 1/2
+    assert modularity(w, np.array([0, 0, 0, 1, 1, 1])) == pytest.approx(6 / 7 - 1 / 2)
+    assert modularity(w, np.zeros(6, dtype=int)) == pytest.approx(0.0)  # one cluster
+    assert modularity(w, np.array([0, 1, 0, 1, 0, 1])) < 0  # worse than chance
+    assert modularity(sp.csr_matrix((3, 3)), np.array([0, 1, 2])) == 0.0  # no edges
+
+
+def test_modularity_matches_newmans_definition_on_a_weighted_graph():
+    z, _ = blobs(n_per=15)
+    w = knn_graph(z, n_neighbors=4, scale_neighbor=2)
+    labels = np.random.default_rng(1).integers(0, 4, len(z))
+    a = w.toarray()
+    k = a.sum(1)
+    two_m = a.sum()
+    # Q = 1/2m sum_ij (A_ij - k_i k_j / 2m) [c_i == c_j]
+    expected = ((a - np.outer(k, k) / two_m) * (labels[:, None] == labels[None])).sum() / two_m
+    assert modularity(w, labels) == pytest.approx(expected)

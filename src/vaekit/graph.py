@@ -1,4 +1,4 @@
-"""Nearest-neighbour graphs of latent vectors, and label spreading over them.
+"""Nearest-neighbour graphs of latent vectors, label spreading over them, and modularity.
 
 Both the spectral step of :class:`~vaekit.VAEClustering` and the label propagation of
 :class:`~vaekit.VAEClassifier` work on the same graph: each point joined to its
@@ -104,3 +104,34 @@ def label_spreading(
     reached = total[:, 0] > 0
     out[reached] = f[reached] / total[reached]
     return out
+
+
+def modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
+    """Newman's modularity of a partition of a weighted graph (Newman 2006).
+
+    ``Q = sum_c [W_cc / 2m - (vol_c / 2m)^2]``, where ``W_cc`` sums the weights of the
+    edges inside cluster ``c`` (each counted from both ends), ``vol_c`` the degrees of its
+    points and ``2m`` all degrees: the share of edge weight inside clusters, less the share
+    a random graph with the same degrees would put there. Higher is better; at most 1.
+
+    Parameters
+    ----------
+    graph : sparse matrix of shape (N, N)
+        Symmetric non-negative affinities ``W``, e.g. from :func:`knn_graph`.
+    labels : ndarray of shape (N,)
+        Cluster index ``0..K-1`` of each point.
+
+    Returns
+    -------
+    float
+        The modularity, 0 for a graph without edges.
+    """
+    labels = np.asarray(labels)
+    coo = graph.tocoo()
+    total = float(coo.data.sum())
+    if total <= 0:
+        return 0.0
+    inside = float(coo.data[labels[coo.row] == labels[coo.col]].sum())
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    volume = np.bincount(labels, weights=degree)
+    return inside / total - float(((volume / total) ** 2).sum())
