@@ -108,8 +108,9 @@ def main() -> None:
     variants = {"vaekit_direct_gmm": dict(method="gmm", manifold=None, shift_average=0)}
     if args.shift_average:
         variants["vaekit_no_shift_avg"] = dict(shift_average=0)
-    if args.manifold == "spectral":
-        variants["vaekit_inertia_restarts"] = dict(restarts_by="objective")
+    if args.manifold == "spectral":  # the choice among restarts before 2026-12-07
+        objective = "inertia" if args.method == "kmeans" else "likelihood"
+        variants[f"vaekit_{objective}_restarts"] = dict(restarts_by="objective")
     results.update({name: [] for name in variants})
     if not args.skip_baseline:
         t0 = time.perf_counter()
@@ -179,15 +180,16 @@ def recluster(clu, x: np.ndarray, **params) -> np.ndarray:
     Uses the estimator's own clustering code on a shallow copy, so the comparison is on the
     same trained VAE and costs no second training. ``direct_gmm`` (method gmm, no manifold,
     no shift averaging) is the GMM on the plain posterior means, the first default;
-    ``restarts_by="objective"`` keeps the k-means restart of lowest inertia instead of the
-    one whose partition of the spectral step's graph has the highest modularity.
+    ``restarts_by="objective"`` keeps the restart of lowest k-means inertia (highest
+    likelihood for ``method="gmm"``) instead of the one whose partition of the spectral
+    step's graph has the highest modularity.
     """
     other = copy.copy(clu)
     params = dict(params)
     restarts_by = params.pop("restarts_by", "graph")
     other.set_params(**params)
     other._fit_params = other.get_params(deep=False)  # the copy acts on its own settings
-    if restarts_by == "objective":  # the default before 2026-12-07: lowest k-means inertia
+    if restarts_by == "objective":
         other._fit_clusterer = lambda u, graph=None: type(clu)._fit_clusterer(other, u)
     return other._cluster(other._features(x)).argmax(axis=1)
 

@@ -5,8 +5,9 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
 - ``"gmm"`` — train a VAE, then fit a full-covariance Gaussian mixture to the posterior
   means (best of ``n_init`` EM runs by likelihood, an unsupervised criterion).
 - ``"kmeans"`` — the same VAE, then k-means on the posterior means (best of ``n_init``
-  runs by inertia). The default, with the spectral manifold step below: on Fashion-MNIST
-  that pair had the best mean ACC, NMI and ARI over five seeds (BENCHMARKS.md).
+  runs by inertia; after the spectral step, by modularity, see below). The default, with
+  the spectral manifold step: on Fashion-MNIST that pair had the best mean ACC, NMI and
+  ARI over five seeds (BENCHMARKS.md).
 - ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the VAE, initialise a diagonal
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
@@ -78,8 +79,9 @@ MANIFOLDS = (None, "umap", "spectral")
 #: Ridge added to mixture covariances, relative to the latent scale.
 GMM_REG_COVAR = 1e-4
 #: Restarts when ``n_init`` is None: EM is costly (about 4 s a run on 70,000 10-D latents),
-#: k-means on the spectral embedding is not (50 runs: 4-5 s), and on Fashion-MNIST 5 runs
-#: had missed the lowest-inertia solution on two seeds of five.
+#: k-means on the spectral embedding is not (50 runs and their modularity: about 6 s), and
+#: on Fashion-MNIST fewer restarts often missed the best partition (25 of them: a poor one
+#: in one draw of ten; 200 would add about +0.003 ACC and NMI; BENCHMARKS.md).
 GMM_N_INIT = 5
 KMEANS_N_INIT = 50
 #: Floor of the k-means soft-assignment variance (reached only when every point coincides
