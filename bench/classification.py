@@ -127,12 +127,14 @@ def main() -> None:
                 row["ece"] = expected_calibration_error(y_eval, proba)
                 results.append(row)
                 print(_fmt(row), flush=True)
-            kw = {"hidden_dims": tuple(args.hidden_dims)} if args.hidden_dims else {}
+            kw = {"batch_size": args.batch_size, "random_state": seed}
+            if args.hidden_dims:
+                kw["hidden_dims"] = tuple(args.hidden_dims)
             if args.epochs is not None:
                 kw["max_epochs"] = args.epochs
-            kw.update(overrides)
+            kw.update(overrides)  # --set NAME=VALUE wins, also for batch_size
             with _common.measured() as t:
-                clf = VAEClassifier(batch_size=args.batch_size, random_state=seed, **kw).fit(x, yk)
+                clf = VAEClassifier(**kw).fit(x, yk)
                 proba = clf.predict_proba(x_eval)
             row = _row("vaekit-m2", n_text, seed, y_eval, proba, t, classification_metrics)
             row["ece"] = expected_calibration_error(y_eval, proba)
