@@ -780,12 +780,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
-        scores = _classification_scores(est, ds)[0]
-        if "accuracy" not in scores:
+        if ds.y_test is None or not (ds.y_test >= 0).any():  # before the test images' work
             raise DataError(
                 f"'{spec}' has no labeled test images to score classifier run '{args.run}' "
                 "on; pass labeled data (class sub-folders, IDX or .npz labels)"
             )
+        scores = _classification_scores(est, ds)[0]
     elif config.get("estimator") == "VAEClustering":
         # A clustering trains on every image: there is no held-out part to score.
         from vaekit.data.prepared import all_images
