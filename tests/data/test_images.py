@@ -480,3 +480,12 @@ def test_avif_files_are_left_out_where_pillow_cannot_read_them(
     monkeypatch.setattr(images, "_decoders", lambda: ("PNG", "JPEG"))
     ds = load_dataset(tmp_path, test_fraction=0.5)
     assert len(ds.x_train) + len(ds.x_test) == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_among_the_images_is_left_out(tmp_path: Path, save_image) -> None:
+    # Before: opening it as an image waited forever for a writer.
+    _labeled(tmp_path, save_image, n=2)
+    os.mkfifo(tmp_path / "cat" / "pipe.png")
+    ds = load_dataset(tmp_path)
+    assert len(ds.x_train) + len(ds.x_test) == 4

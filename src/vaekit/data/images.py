@@ -122,7 +122,8 @@ def _images_below(
         found += [
             (os.path.join(dirpath, f), _join_rel(rel_dir, f))
             for f in filenames
-            if _is_image_name(f)
+            # a regular file, as _loose_images keeps: reading a FIFO would wait forever
+            if _is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))
         ]
     return sorted(found, key=lambda pair: pair[1])
 
