@@ -352,12 +352,19 @@ def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
                 else f"the manifest of the prepared dataset '{array_path(path)}'"
             )
             raise VaekitError(f"--out '{path}' is {which}; choose a new file")
-        target = path.resolve()
-        if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
-            raise VaekitError(
-                f"--out '{path}' is a file of the run in '{path.parent}'; choose a new file"
-            )
+    _refuse_run_file(path, f"--out '{path}'")
     return path
+
+
+def _refuse_run_file(path: Path, what: str) -> None:
+    """Refuse ``path`` if it is one of ``RUN_FILES`` in a run folder, written yet or not.
+
+    A run not yet finished has no metrics.json, say, but will write one over whatever
+    another command put there.
+    """
+    target = path.resolve()
+    if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
+        raise VaekitError(f"{what} is a file of the run in '{path.parent}'; choose a new file")
 
 
 def _refuse_replacing_data(path: Path, data: str | None) -> None:
@@ -376,22 +383,42 @@ def _is_run_data(spec: str, meta: dict[str, Any]) -> bool:
     return same_data(spec, meta.get("data"))
 
 
-def _warn_if_split_changed(ds: Any, meta: dict[str, Any], spec: str) -> None:
-    """Warn when the run's data now splits into other counts than when it was trained.
+def _split_change(ds: Any, meta: dict[str, Any], spec: str) -> str | None:
+    """How the run's data now splits, if into other counts than when it was trained.
 
     Files added to or removed from a folder since give another seeded split, so images the
     run trained on may be scored as test images.
     """
     was = (meta.get("n_train"), meta.get("n_test"))
     now = (len(ds.x_train), len(ds.x_test))
-    if None not in was and tuple(was) != now and _is_run_data(spec, meta):
+    if None in was or tuple(was) == now or not _is_run_data(spec, meta):
+        return None
+    return (
+        f"{spec!r} now gives {now[0]} training and {now[1]} test images, the run was "
+        f"trained with {was[0]} and {was[1]}: files were added or removed since"
+    )
+
+
+def _warn_if_split_changed(ds: Any, meta: dict[str, Any], spec: str) -> None:
+    """Warn when the run's data now splits otherwise (:func:`_split_change`)."""
+    change = _split_change(ds, meta, spec)
+    if change:
         import warnings
 
         warnings.warn(
-            f"{spec!r} now gives {now[0]} training and {now[1]} test images, the run was "
-            f"trained with {was[0]} and {was[1]}: files were added or removed since, so the "
-            "test images are not the ones the run held out",
-            stacklevel=2,
+            f"{change}, so the test images are not the ones the run held out", stacklevel=2
+        )
+
+
+def _refuse_if_split_changed(ds: Any, meta: dict[str, Any], spec: str, out: Path) -> None:
+    """Refuse to resume run ``out`` on data that now splits otherwise (:func:`_split_change`).
+
+    It would go on training on some of the images it held out, and score others it trained on.
+    """
+    change = _split_change(ds, meta, spec)
+    if change:
+        raise DataError(
+            f"cannot resume '{out}': {change}; restore them, or start a new run without --resume"
         )
 
 
@@ -410,9 +437,23 @@ def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
 _chosen_run_dir: list[Path] = []
 
 
-def _fresh_dir(out: str | None, default: str) -> Path:
-    """``out`` if given (must not hold a run); else ``default`` with -2, -3, ... if taken."""
+def _fresh_dir(out: str | None, default: str, data: str | None = None) -> Path:
+    """``out`` if given (must not hold a run); else ``default`` with -2, -3, ... if taken.
+
+    Refused inside the folder of images ``data``: the run's pictures (montage.png, say)
+    would be loaded as images of that data by the next command reading it.
+    """
     path = _pick_fresh_dir(out, default)
+    if data is not None and Path(data).is_dir():
+        from vaekit.data.registry import _builtin_name
+
+        folder = Path(data).resolve()
+        if _builtin_name(data) is None and folder in (path.resolve(), *path.resolve().parents):
+            named = f"--out '{path}'" if out is not None else f"the run folder '{path}'"
+            raise VaekitError(
+                f"{named} is inside the data folder '{data}', where its pictures would be "
+                "read as images; give an --out outside it"
+            )
     _chosen_run_dir[:] = [path]
     return path
 
@@ -699,13 +740,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.model is not None and args.model != models[0]:
             _refuse_changes(out, [f"--model (the run has {models[0]!r})"])
         ds = _load_data(args.data, args, params.get("random_state") or 0)
+        _refuse_if_split_changed(ds, meta, args.data, out)
         est = _estimator_from(getattr(estimators, name), params, out)
     else:
-        out = None if args.out is None else _fresh_dir(args.out, "")  # before loading data
+        # before loading data
+        out = None if args.out is None else _fresh_dir(args.out, "", args.data)
         ds = _load_data(args.data, args, args.seed)
         model = args.model or "vae"
         if out is None:
-            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{model}")
+            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{model}", args.data)
         from vaekit import estimators
 
         name, fixed = MODELS[model]
@@ -878,6 +921,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 "--out or remove it"
             )
     out = _output_file(args.out, ".npy")
+    _refuse_run_file(manifest_path(out), f"the manifest '{manifest_path(out)}' of --out")
 
     start = time.perf_counter()
     meta = prepare(
@@ -956,9 +1000,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.resume:
         out, _, params, meta = _resumed_run(args, "cluster", {**_model_params(args), **given})
         ds = _load_data(args.data, args, params.get("random_state") or 0)
+        _refuse_if_split_changed(ds, meta, args.data, out)
         clu = _estimator_from(VAEClustering, params, out)
     else:
-        out = _fresh_dir(args.out, "")
+        out = _fresh_dir(args.out, "", args.data)
         ds = _load_data(args.data, args, args.seed)
         clu = _new_estimator(VAEClustering, args, **{**CLUSTER_DEFAULTS, **given})
         meta = {**_data_metadata(args.data, ds, args), "command": "cluster"}
@@ -1141,10 +1186,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
             _refuse_changes(out, [f"--labels (the run has {meta.get('labels')!r})"])
         seed = params.get("random_state") or 0
         ds = _load_data(args.data, args, seed)
+        _refuse_if_split_changed(ds, meta, args.data, out)
         y = _training_labels(ds, meta.get("labels"), seed)
         clf = _estimator_from(VAEClassifier, params, out)
     else:
-        out = _fresh_dir(args.out, "")
+        out = _fresh_dir(args.out, "", args.data)
         ds = _load_data(args.data, args, args.seed)
         y = _training_labels(ds, args.labels, args.seed)
         clf = _new_estimator(VAEClassifier, args)

@@ -495,6 +495,27 @@ def case_classify_into_an_image_folder(d: Path, run: Path) -> Case:
 
 
 @case
+def case_cluster_into_a_new_folder_inside_the_data(d: Path, run: Path) -> Case:
+    # Before: accepted; the next command on the folder read montage.png as an image of a
+    # class named after the run.
+    pets = write_image_folder(d / "pets")
+    out = pets / "myrun"
+    return Case(
+        ["cluster", pets, *TINY, "--out", out], ("--out", out, "data folder"), [pets], [out]
+    )
+
+
+@case
+def case_prepare_manifest_into_an_unfinished_run(d: Path, run: Path) -> Case:
+    # Before: the manifest was written as the run's metrics.json, which the resumed run
+    # then replaced; the prepared array lost its labels and split.
+    r = _run_copy(run, d)
+    (r / "metrics.json").unlink()  # killed before its end
+    out = r / "metrics.npy"
+    return Case(["prepare", "digits", "--out", out], (r / "metrics.json", "run"), [r], [out])
+
+
+@case
 def case_demo_into_a_folder_of_files(d: Path, run: Path) -> Case:
     mine = d / "mine"
     mine.mkdir()

@@ -16,12 +16,15 @@ import torch
 from cli_helpers import (
     PYTHON_M,
     TIMEOUT,
+    TINY,
     Cli,
     Preloaded,
     TrainedRun,
     assert_ok,
     assert_user_error,
     copy_run,
+    snapshot,
+    write_image_folder,
 )
 from safetensors.torch import load_file
 
@@ -225,3 +228,22 @@ def test_resume_may_move_the_run_to_another_device(
     assert json.loads((run / "config.json").read_text())["params"]["device"] == "cpu"
     after = load_file(run / "model.safetensors")
     assert all(torch.equal(weights[k], after[k]) for k in weights)
+
+
+@pytest.mark.parametrize("command", ["train", "cluster", "classify"])
+def test_resume_refuses_data_that_now_splits_otherwise(
+    fast_cli: Cli | Preloaded, tmp_path: Path, command: str
+) -> None:
+    # Before: files added to the folder gave another seeded split and the run went on
+    # silently, training on images it had held out and scoring images it had trained on.
+    pets = write_image_folder(tmp_path / "pets", n=12)
+    run = tmp_path / "run"
+    extra = ("--n-clusters", "2") if command == "cluster" else ()
+    assert_ok(fast_cli(command, pets, *TINY, *extra, "--out", run, "--quiet"))
+    before = snapshot([run])
+    write_image_folder(tmp_path / "more", classes=("cats",), n=4, seed=1)
+    for png in (tmp_path / "more" / "cats").iterdir():
+        png.rename(pets / "cats" / f"new-{png.name}")
+    line = assert_user_error(fast_cli(command, pets, "--out", run, "--resume", "--quiet"), run)
+    assert "files were added or removed" in line
+    assert snapshot([run]) == before
