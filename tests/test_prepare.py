@@ -122,6 +122,11 @@ def test_prepared_file_errors_are_one_line(tmp_path: Path) -> None:
     manifest_path(out).write_text(json.dumps(meta))
     with pytest.raises(DataError, match="prepare"):
         load_dataset(out)
+    # A manifest of another version: said once (before, the advice came twice in one line).
+    manifest_path(out).write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(DataError, match="version-") as err:
+        load_dataset(out)
+    assert str(err.value).count("vaekit prepare") == 1
 
 
 def _vaekit(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -117,6 +117,8 @@ def load_prepared(
         p = None if paths is None else tuple(str(s) for s in paths)
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename!r} is missing; {redo}") from None
+    except DataError:  # a ValueError too, but already says what to do
+        raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise DataError(
             f"prepared data {shown!r} cannot be read ({type(exc).__name__}: {exc}); {redo}"
