@@ -99,6 +99,16 @@ def test_auto_k_reports_the_criterion():
     assert clu.n_clusters_ == 4
 
 
+def test_auto_k_on_few_distinct_images_does_not_warn_per_k():
+    # Before: scikit-learn's "Number of distinct clusters found smaller than n_clusters",
+    # once for each K tried above the number of distinct latents.
+    x = np.repeat(blobs(k=2, n_per=2)[0], 10, axis=0)  # 4 distinct images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clu = tiny(n_clusters="auto", max_clusters=8, max_epochs=2).fit(x)
+    assert clu.k_selection_["k"] == list(range(2, 9))
+
+
 @pytest.mark.parametrize(
     ("kw", "pinned"),
     [({}, 0.62), ({"method": "gmm", "manifold": None}, 0.64)],

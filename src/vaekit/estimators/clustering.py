@@ -514,7 +514,12 @@ class VAEClustering(ClusterMixin, VAE):
                 n_init=1,
                 reg_covar=GMM_REG_COVAR,
                 random_state=self.seed_,
-            ).fit(z)
+            )
+            with warnings.catch_warnings():
+                # A K above the number of distinct latents warns once per K tried (17 lines
+                # for tiny data); its BIC says as much, and the choice is reported.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gmm.fit(z)
             scores.append(float(gmm.bic(z)))
         best = ks[int(np.argmin(scores))]
         self.k_selection_ = {"criterion": "bic", "k": ks, "score": scores, "chosen": best}
