@@ -163,3 +163,32 @@ def test_resuming_a_killed_run_adds_to_its_training_time(digits, tmp_path, monke
     assert resumed.n_epochs_ == 2 and resumed.fit_seconds_ > 500.0
     recorded = json.loads((run / "train_state.json").read_text())["train_seconds"]
     assert 500.0 < recorded <= resumed.fit_seconds_
+
+
+def test_resume_refuses_other_images(digits, tmp_path):
+    # Before: the run went on (or, finished, came back) trained on other images.
+    run = tmp_path / "run"
+    tiny().fit(digits, run_dir=run)
+    before = files(run)
+    with pytest.raises(CheckpointError, match="the data differ from those it was trained on"):
+        tiny().fit(digits[:200], run_dir=run, resume=True)
+    with pytest.raises(CheckpointError, match="the data differ"):
+        tiny().fit(digits[::-1].copy(), run_dir=run, resume=True)  # same images, other order
+    assert files(run) == before
+    tiny().fit(digits, run_dir=run, resume=True)  # its own data: resumed
+
+
+def test_classifier_resume_refuses_other_labels_or_class_names(digits, tmp_path):
+    # Before: labels renamed (0..9 -> 10..19) kept the trained weights under the new names.
+    y = np.r_[np.arange(60) % 3, np.full(len(digits) - 60, -1)]
+    params = dict(
+        hidden_dims=(8,), feature_dim=8, decoder_dims=(8,), arch="mlp", latent_dim=2,
+        max_epochs=1, propagation_epochs=1, random_state=0,
+    )  # fmt: skip
+    run = tmp_path / "clf"
+    VAEClassifier(**params).fit(digits, y, run_dir=run)
+    before = files(run)
+    for other in (np.where(y >= 0, y + 10, -1), np.where(y >= 0, (y + 1) % 3, -1)):
+        with pytest.raises(CheckpointError, match="other images, labels or classes"):
+            VAEClassifier(**params).fit(digits, other, run_dir=run, resume=True)
+    assert files(run) == before

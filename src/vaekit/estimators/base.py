@@ -316,13 +316,33 @@ class BaseVAEEstimator(BaseEstimator):
         check_split(len(data[0]), cfg.validation_fraction)  # before anything is written
         self._start_run(run_dir, resume)
         start = time.perf_counter()
-        result = train(self.module_, data, cfg, run_dir=run_dir, resume=resume)
+        data_id = None if run_dir is None else self._data_id(data)
+        result = train(self.module_, data, cfg, run_dir=run_dir, resume=resume, data_id=data_id)
         self.history_ = [*self.history_, *result.history]
         self.best_epoch_ = result.best_epoch
         self.n_epochs_ = len(self.history_)
         self.stopped_early_ = result.stopped_early
         self.fit_seconds_ += result.resumed_seconds + time.perf_counter() - start
         self.module_.eval()
+
+    def _data_id(self, data: list[torch.Tensor]) -> str:
+        """Fingerprint of what a run trains on, for a resume to compare.
+
+        Covers the images and any integer tensor beside them (labels), with the
+        estimator's :meth:`_data_id_extra`; not float targets computed from them, which
+        another thread count may round otherwise.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for i, t in enumerate(data):
+            if i == 0 or not t.is_floating_point():
+                digest.update(f"{tuple(t.shape)} {t.dtype};".encode())
+                digest.update(np.ascontiguousarray(t.detach().cpu().numpy()))
+        digest.update(repr(self._data_id_extra()).encode())
+        return digest.hexdigest()
+
+    def _data_id_extra(self) -> Any:
+        """Return what else a resumed run must share with the run (a classifier: its classes)."""
+        return None
 
     # -- inference helpers -----------------------------------------------------------------
     def _device(self) -> torch.device:

@@ -382,6 +382,10 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         self._save_finished_run(run_dir)
         return self
 
+    def _data_id_extra(self) -> Any:
+        """Return the classes by name: renamed labels give the same indices, not the model."""
+        return [repr(c) for c in self.classes_]
+
     def _epochs(self, rows_per_epoch: int, unlabeled_share: float) -> int:
         """``max_epochs``, with "auto" resolved for ``rows_per_epoch`` training rows.
 

@@ -262,9 +262,11 @@ class _Loop:
         cfg: TrainConfig,
         run_dir: Path | None,
         on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+        data_id: str | None = None,
     ):
         self.started = time.perf_counter()
         self.cfg = cfg
+        self.data_id = data_id
         self.on_epoch_end = on_epoch_end
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
@@ -401,6 +403,7 @@ class _Loop:
             "train_config": asdict(self.cfg),
             "world_size": self.world,
             "history": self.history,
+            "data_id": self.data_id,
             # Wall time of the run up to this checkpoint, over all its resumes.
             "train_seconds": self.resumed_seconds + time.perf_counter() - self.started,
         }
@@ -430,6 +433,13 @@ class _Loop:
             raise CheckpointError(
                 f"cannot resume '{self.run_dir}': training settings differ ({', '.join(diff)});"
                 " resume with the original settings or use a new run directory (--out)"
+            )
+        saved_id = info.get("data_id")  # None: saved without one (before it was kept)
+        if None not in (saved_id, self.data_id) and saved_id != self.data_id:
+            raise CheckpointError(
+                f"cannot resume '{self.run_dir}': the data differ from those it was trained on"
+                " (other images, labels or classes); resume with its own data or use a new run"
+                " directory (--out)"
             )
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
@@ -650,6 +660,7 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    data_id: str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on in-memory tensors and return its history.
 
@@ -672,6 +683,9 @@ def train(
         Called with each epoch's history row after it is checkpointed (logging, or
         benchmarks that interleave other work between epochs); its time is not counted in
         the row's ``seconds``.
+    data_id : str, optional
+        A fingerprint of what the run trains on, kept in its checkpoints: a resume with
+        another one is refused.
 
     Notes
     -----
@@ -693,7 +707,7 @@ def train(
     rank = distributed.rank()
     with torch.random.fork_rng(devices=_rng_devices()):  # leave the caller's RNG untouched
         torch.manual_seed(config.random_state + rank * RANK_SEED_STRIDE)
-        loop = _Loop(model, data, config, run_path, on_epoch_end)
+        loop = _Loop(model, data, config, run_path, on_epoch_end, data_id)
         if run_path is not None and rank == 0:
             checkpoint.remove_stale_temps(run_path)
         if not (resume and run_path is not None and loop.restore()):
