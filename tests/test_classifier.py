@@ -136,6 +136,8 @@ def test_probabilities_and_save_load(digits, semi, tmp_path):
     assert back.temperature_ == clf.temperature_
     assert clf.transform(digits.x_test[:3]).shape == (3, 4)
     assert clf.sample(2, label=3).shape == (2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="label must be one of"):  # before: a broadcast error
+        clf.sample(2, label=[1, 2])
 
 
 def test_too_few_labels_to_calibrate_are_all_trained_on(digits):

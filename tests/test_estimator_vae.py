@@ -121,12 +121,22 @@ def test_unfitted_raises():
         ("likelihood", "poisson"),
         ("beta", -1.0),
         ("hidden_dims", ()),
+        ("hidden_dims", 16),  # before: "object of type 'int' has no len()"
+        ("hidden_dims", (True,)),  # before: a 1-unit layer
         ("batch_size", 1.5),
     ],
 )
 def test_bad_params(digits, param, value):
     with pytest.raises(ConfigError, match=param.split("_")[0]):
         tiny(**{param: value}).fit(digits)
+
+
+def test_metadata_that_json_cannot_hold_is_refused_before_training(digits, tmp_path):
+    # Before: accepted by fit; save then raised JSON's TypeError after writing the weights.
+    with pytest.raises(ConfigError, match="metadata must hold only what JSON can"):
+        tiny().fit(digits, metadata={"a": object()})
+    with pytest.raises(ConfigError, match="metadata must be a dict"):
+        tiny().fit(digits, metadata=[1, 2])
 
 
 def test_bad_data(fitted):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import mmap
 import numbers
 import os
@@ -121,14 +122,7 @@ class BaseVAEEstimator(BaseEstimator):
             raise ConfigError(
                 f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
             )
-        if self.hidden_dims is not None and (
-            len(self.hidden_dims) == 0
-            or not all(isinstance(h, numbers.Integral) and h > 0 for h in self.hidden_dims)
-        ):
-            raise ConfigError(
-                f"hidden_dims must be a non-empty tuple of positive integers, got "
-                f"{self.hidden_dims!r}"
-            )
+        check_layer_sizes("hidden_dims", self.hidden_dims)
         for name in ("beta", "learning_rate"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
@@ -216,7 +210,7 @@ class BaseVAEEstimator(BaseEstimator):
         self.seed_ = seed_from(self.random_state)
         # What the model is trained with: set_params after fit acts at the next fit only.
         self._fit_params = self.get_params(deep=False)
-        self.metadata_ = dict(metadata or {})
+        self.metadata_ = _checked_metadata(metadata)
         self.fit_seconds_ = 0.0
         self.history_ = []
         with torch.random.fork_rng(devices=[]):
@@ -539,6 +533,38 @@ class BaseVAEEstimator(BaseEstimator):
         if len(rows) == est.n_epochs_:  # else a history of something else saved there
             est.history_ = rows
         return est
+
+
+def _checked_metadata(metadata: Any) -> dict[str, Any]:
+    """``fit``'s ``metadata`` as a dict; ``ConfigError`` unless JSON can hold it (config.json)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"metadata must hold only what JSON can (strings, numbers, lists, dicts): {exc}"
+        ) from None
+    return dict(metadata)
+
+
+def check_layer_sizes(name: str, dims: Any) -> None:
+    """Raise ``ConfigError`` unless ``dims`` is None or a non-empty sequence of positive ints.
+
+    A single int (``hidden_dims=16``) and bools (``(True,)``, a 1-unit layer) are refused.
+    """
+    if dims is None:
+        return
+    if not (
+        isinstance(dims, (tuple, list, np.ndarray))
+        and len(dims) > 0
+        and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims)
+    ):
+        raise ConfigError(
+            f"{name} must be a non-empty tuple of positive integers such as (256,), got {dims!r}"
+        )
 
 
 def check_n_samples(n_samples: Any) -> int:

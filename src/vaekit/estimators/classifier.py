@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import (
     BaseVAEEstimator,
+    check_layer_sizes,
     check_n_samples,
     keeps_state_on_failure,
     to_tensor,
@@ -274,13 +275,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             raise ConfigError(f"decoder_arch must be 'mlp' or 'conv', got {self.decoder_arch!r}")
         if not isinstance(self.calibrate, bool | np.bool_):  # "no" would be taken as True
             raise ConfigError(f"calibrate must be True or False, got {self.calibrate!r}")
-        dims = self.decoder_dims
-        if dims is not None and (
-            len(dims) == 0 or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims)
-        ):
-            raise ConfigError(
-                f"decoder_dims must be a non-empty tuple of positive integers, got {dims!r}"
-            )
+        check_layer_sizes("decoder_dims", self.decoder_dims)
 
     def _build_module(self, input_shape: tuple[int, ...]) -> M2Module:
         image = len(input_shape) == 3
@@ -587,7 +582,7 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         if label is None:
             cls = torch.randint(0, k, (n_samples,), generator=gen, device=self._device())
         else:
-            where = np.flatnonzero(self.classes_ == label)
+            where = [i for i, c in enumerate(self.classes_) if np.ndim(label) == 0 and c == label]
             if len(where) == 0:
                 raise ConfigError(f"label must be one of {self.classes_.tolist()}, got {label!r}")
             cls = torch.full((n_samples,), int(where[0]), device=self._device())
