@@ -192,3 +192,31 @@ def test_classifier_resume_refuses_other_labels_or_class_names(digits, tmp_path)
         with pytest.raises(CheckpointError, match="other images, labels or classes"):
             VAEClassifier(**params).fit(digits, other, run_dir=run, resume=True)
     assert files(run) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "section", "key", "value"),
+    [
+        (VAE, "fitted", "seed", "s"),
+        (VAEClassifier, "fitted", "temperature", 0),
+        (VAEClassifier, "fitted", "temperature", -1),
+        (VAEClustering, "fitted", "kmeans_scale", 0),
+        (VAEClustering, "fitted", "n_clusters", 5),
+        (VAEClustering, "params", "method", "bogus"),
+    ],
+)
+def test_load_refuses_a_config_edited_out_of_range(digits, tmp_path, kind, section, key, value):
+    # Before: loaded, then NaN or silently other predictions, or an error at predict time.
+    params = dict(hidden_dims=(8,), latent_dim=2, max_epochs=1, random_state=0)
+    if kind is VAEClassifier:
+        params.update(feature_dim=8, decoder_dims=(8,), arch="mlp")
+    if kind is VAEClustering:
+        params.update(n_clusters=3, manifold=None)
+    est = kind(**params).fit(digits, np.arange(len(digits)) % 3)
+    est.save(tmp_path / "run")
+    config_file = tmp_path / "run" / "config.json"
+    config = json.loads(config_file.read_text())
+    config[section][key] = value
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="is inconsistent"):
+        kind.load(tmp_path / "run")

@@ -498,6 +498,7 @@ class BaseVAEEstimator(BaseEstimator):
             )
         try:
             est = cls(**cls.params_from_config(config["params"]))
+            est._check_params()  # a config.json edited by hand: say so now, not at predict
             if est.random_state is not None:
                 seed_from(est.random_state)  # evaluate splits the data with it
             est._fit_params = est.get_params(deep=False)
@@ -506,6 +507,8 @@ class BaseVAEEstimator(BaseEstimator):
             est.metadata_ = config.get("metadata", {})
             fitted = config["fitted"]
             est.seed_ = fitted["seed"]
+            if not isinstance(est.seed_, int) or isinstance(est.seed_, bool):
+                raise TypeError(f"seed {est.seed_!r} is not an integer")
             est.n_epochs_ = fitted["n_epochs"]
             est.best_epoch_ = fitted["best_epoch"]
             est.stopped_early_ = fitted["stopped_early"]
@@ -520,7 +523,7 @@ class BaseVAEEstimator(BaseEstimator):
             est._restore_extras(
                 {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}, fitted
             )
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
             raise CheckpointError(
                 f"'{path}' is inconsistent ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "it was modified or is incomplete — retrain the run"

@@ -623,6 +623,8 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
 
     def _restore_extras(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.temperature_ = float(info["temperature"])
+        if not 0 < self.temperature_ < math.inf:
+            raise ValueError(f"temperature {self.temperature_!r} is not a positive number")
         self.calibration_ece_ = info.get("calibration_ece")
         self.n_labeled_ = int(info["n_labeled"])
         self.n_calibration_ = int(info["n_calibration"])

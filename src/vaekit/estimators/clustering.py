@@ -49,6 +49,7 @@ nearest reference latents.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from pathlib import Path
@@ -762,8 +763,14 @@ class VAEClustering(ClusterMixin, VAE):
         elif self._fitted("method") == "kmeans":
             self.cluster_centers_ = tensors["centers"].numpy()
             self.kmeans_scale_ = float(info["kmeans_scale"])
+            if not 0 < self.kmeans_scale_ < math.inf:
+                raise ValueError(f"kmeans_scale {self.kmeans_scale_!r} is not a positive number")
         else:
             self.module_.use_mixture = True
+        columns = {"ref_proba": 1, "weights": 0, "centers": 0}
+        for name, axis in columns.items():
+            if name in tensors and tensors[name].shape[axis] != self.n_clusters_:
+                raise ValueError(f"n_clusters {self.n_clusters_} but {name} for another number")
 
 
 def _normal_draws(rng: np.random.Generator, mean: Any, cov: Any, n: int) -> np.ndarray:
