@@ -523,7 +523,7 @@ class BaseVAEEstimator(BaseEstimator):
             est._restore_extras(
                 {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}, fitted
             )
-        except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # ConfigError too
             raise CheckpointError(
                 f"'{path}' is inconsistent ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "it was modified or is incomplete — retrain the run"
