@@ -166,6 +166,11 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     assert rows == [f"cluster {c}" for c in range(k)]
     assert "mixture prior" in items["samples"].caption
     by_cluster, by_class = items["latent-map"].figure.axes
+    assert "colours show the cluster (left) and true class" in items["latent-map"].caption
+    # One panel without labels: no "(left)" for a panel that is not there (a review found it).
+    x = digits.x_train[:50]
+    alone = report._latent_item(run, clu, x, clu.predict(x), None, "pca", 0)
+    assert len(alone.figure.axes) == 1 and "colours show the cluster." in alone.caption
     assert [t.get_text() for t in by_cluster.get_legend().get_texts()] == [
         f"cluster {c}" for c in range(k)
     ]

@@ -567,8 +567,10 @@ def _latent_item(
         )
     how = {"pca": "PCA (a linear projection)", "tsne": "t-SNE", "umap": "UMAP"}[method]
     where = "an image" if clusters is not None else "a held-out image"
+    both = clusters is not None and labels is not None  # two panels: say which is which
+    cluster_panel = "cluster (left)" if both else "cluster"
     panels = " and ".join(
-        p for p, v in (("cluster (left)", clusters), ("true class", labels)) if v is not None
+        p for p, v in ((cluster_panel, clusters), ("true class", labels)) if v is not None
     )
     colour = f"; colours show the {panels}" if panels else ""
     read = (
