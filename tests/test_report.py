@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -481,3 +482,18 @@ def test_most_confident_members_rank_by_the_models_probabilities(
     monkeypatch.setattr(plots, "plot_cluster_montage", spy)
     report.build_figures(load_run(run_dir, VAEClustering, digits))
     np.testing.assert_allclose(seen["confidence"], clu.predict_proba(x).max(1))
+
+
+def test_class_names_the_font_lacks_warn_once(tmp_path: Path) -> None:
+    # Before: matplotlib's "Glyph ... missing from font(s)" once per figure and character.
+    path = tmp_path / "clf"
+    write_classification_run(path)
+    config = checkpoint.read_config(path)
+    config["metadata"]["classes"] = ["猫", "犬", "cost"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.write_report(path / "report.html", [report.read_run(path, config)])
+    said = [str(w.message) for w in caught]
+    assert not any("Glyph" in m for m in said), said
+    assert sum("characters the figures' font lacks" in m for m in said) == 1, said
+    assert "猫" in (path / "report.html").read_text(encoding="utf-8")

@@ -30,6 +30,7 @@ import html
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -938,6 +939,26 @@ def _report_png(path: Path) -> bool:
     return (plots.png_software(path) or "").startswith(REPORT_SOFTWARE)
 
 
+def _pass_on_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Warn again what drawing the figures warned, matplotlib's missing glyphs once only.
+
+    Class names in a script the figures' font lacks (CJK, say) drew one warning per figure
+    and character; they show as boxes in the figures, and in full in the page's tables.
+    """
+    glyphs = False
+    for w in caught:
+        if re.match(r"Glyph \d+ .* missing from font", str(w.message)):
+            glyphs = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if glyphs:
+        warnings.warn(
+            "some class names have characters the figures' font lacks: they show as boxes "
+            "in the figures; the page's tables give them in full",
+            stacklevel=3,
+        )
+
+
 def write_report(
     out: str | Path,
     runs: Sequence[RunData],
@@ -973,33 +994,37 @@ def write_report(
     runs = sorted(
         runs, key=lambda r: (_KIND_ORDER.get(r.config.get("estimator"), 99), _run_name(r))
     )
-    figures = []  # every figure first, so that a clash is refused before anything is written
-    for run in runs:
-        prefix = f"{out.stem}-{_run_name(run)}-" if len(runs) > 1 else f"{out.stem}-"
-        items = build_figures(run, latent_method=latent_method, max_points=max_points)
-        figures.append(
-            (run, items, {i.name: out.with_name(f"{prefix}{i.name}.png") for i in items})
-        )
-    for _, items, paths in figures:
-        for item in items:
-            png = paths[item.name]
-            if item.figure is not None and png.exists() and not _report_png(png):
-                raise DataError(
-                    f"'{png}' exists and no vaekit report wrote it; the report would replace "
-                    "it with a figure: move it or choose another --out"
-                )
-    written: list[Path] = []
-    sections = []
-    for run, items, paths in figures:
-        pngs = {}
-        for item in items:
-            if item.figure is None:  # left out: the page says why
-                continue
-            pngs[item.name] = plots.save_figure(
-                item.figure, paths[item.name], f"{REPORT_SOFTWARE} {__version__}"
+    # Drawing warns once per figure and character a font lacks: said once, after.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figures = []  # every figure first, so that a clash is refused before anything is written
+        for run in runs:
+            prefix = f"{out.stem}-{_run_name(run)}-" if len(runs) > 1 else f"{out.stem}-"
+            items = build_figures(run, latent_method=latent_method, max_points=max_points)
+            figures.append(
+                (run, items, {i.name: out.with_name(f"{prefix}{i.name}.png") for i in items})
             )
-            written.append(paths[item.name])
-        sections.append((run, f"run-{_run_name(run)}", items, pngs))
+        for _, items, paths in figures:
+            for item in items:
+                png = paths[item.name]
+                if item.figure is not None and png.exists() and not _report_png(png):
+                    raise DataError(
+                        f"'{png}' exists and no vaekit report wrote it; the report would replace "
+                        "it with a figure: move it or choose another --out"
+                    )
+        written: list[Path] = []
+        sections = []
+        for run, items, paths in figures:
+            pngs = {}
+            for item in items:
+                if item.figure is None:  # left out: the page says why
+                    continue
+                pngs[item.name] = plots.save_figure(
+                    item.figure, paths[item.name], f"{REPORT_SOFTWARE} {__version__}"
+                )
+                written.append(paths[item.name])
+            sections.append((run, f"run-{_run_name(run)}", items, pngs))
+    _pass_on_warnings(caught)
     if len(runs) == 1:
         title = _run_name(runs[0])
     else:  # a demo folder: the folder that holds the runs
