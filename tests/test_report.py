@@ -172,6 +172,13 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     x = digits.x_train[:50]
     alone = report._latent_item(run, clu, x, clu.predict(x), None, "pca", 0)
     assert len(alone.figure.axes) == 1 and "colours show the cluster." in alone.caption
+    assert "training and test" not in items["cluster-sizes"].caption
+    # A run of 'vaekit train --model vade' scores the test images only; the figures say
+    # that they show all (a review found the captions silent about it).
+    run.config.setdefault("metadata", {})["command"] = "train"
+    items = {i.name: i for i in report.build_figures(run)}
+    for name in ("cluster-sizes", "classes-vs-clusters"):
+        assert "All 1797 images, training and test" in items[name].caption
     assert [t.get_text() for t in by_cluster.get_legend().get_texts()] == [
         f"cluster {c}" for c in range(k)
     ]

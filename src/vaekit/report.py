@@ -487,13 +487,20 @@ def _clustering_figures(
         if clusters is None:
             clusters = proba.argmax(1)
     k = getattr(est, "n_clusters_", None) or run.metrics.get("n_clusters")
+    scope = ""
+    if run.config.get("metadata", {}).get("command") == "train" and clusters is not None:
+        # vaekit train --model vade scores its clusters of the test images only.
+        scope = (
+            f" All {len(clusters)} images, training and test; the metrics score the test "
+            "images' clusters only."
+        )
     if clusters is not None:
         items.append(
             FigureItem(
                 "cluster-sizes",
                 "Cluster sizes",
                 "Images per cluster; one very large cluster often swallows several kinds of "
-                "image, a tiny one may hold outliers.",
+                f"image, a tiny one may hold outliers.{scope}",
                 plots.plot_cluster_sizes(clusters, n_clusters=k),
             )
         )
@@ -523,7 +530,7 @@ def _clustering_figures(
                 "Classes vs clusters",
                 "Rows: true classes (never used for clustering), columns: clusters in the "
                 "order that best matches them to classes; a dark diagonal means clusters "
-                "found the classes, a split row a class spread over several clusters.",
+                f"found the classes, a split row a class spread over several clusters.{scope}",
                 plots.plot_confusion_matrix(
                     table,
                     row_names=_names_for(_label_names(run), table.shape[0]),
