@@ -953,10 +953,13 @@ def _pass_on_warnings(caught: list[warnings.WarningMessage]) -> None:
     and character; they show as boxes in the figures, and in full in the page's tables.
     """
     glyphs = False
+    said: set[tuple[type[Warning], str]] = set()  # recorded under "always": once each again
     for w in caught:
-        if re.match(r"Glyph \d+ .* missing from font", str(w.message)):
+        text = str(w.message)
+        if re.match(r"Glyph \d+ .* missing from font", text):
             glyphs = True
-        else:
+        elif (w.category, text) not in said:
+            said.add((w.category, text))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if glyphs:
         warnings.warn(

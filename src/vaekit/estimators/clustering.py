@@ -767,8 +767,8 @@ class VAEClustering(ClusterMixin, VAE):
                 raise ValueError(f"kmeans_scale {self.kmeans_scale_!r} is not a positive number")
         else:
             self.module_.use_mixture = True
-        columns = {"ref_proba": 1, "weights": 0, "centers": 0}
-        for name, axis in columns.items():
+        cluster_axis = {"ref_proba": 1, "weights": 0, "centers": 0}
+        for name, axis in cluster_axis.items():
             if name in tensors and tensors[name].shape[axis] != self.n_clusters_:
                 raise ValueError(f"n_clusters {self.n_clusters_} but {name} for another number")
 
