@@ -58,6 +58,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.base import ClusterMixin
@@ -85,6 +86,9 @@ GMM_REG_COVAR = 1e-4
 #: in one draw of ten; 200 would add about +0.003 ACC and NMI; BENCHMARKS.md).
 GMM_N_INIT = 5
 KMEANS_N_INIT = 50
+#: With the spectral step's graph, the share of restarts of highest modularity whose
+#: cluster probabilities are averaged (20 of 50; BENCHMARKS.md, "A consensus of restarts").
+CONSENSUS_SHARE = 0.4
 #: Floor of the k-means soft-assignment variance (reached only when every point coincides
 #: with its centre, e.g. a handful of images or exact duplicates).
 KMEANS_MIN_SCALE = 1e-12
@@ -426,7 +430,7 @@ class VAEClustering(ClusterMixin, VAE):
             self._fit_on_manifold(z)
         else:
             self.n_clusters_ = self._choose_k(z)
-            self._fit_clusterer(z)
+            return self._fit_clusterer(z)
         return self._proba_of_features(z)
 
     def _features(self, X: Any) -> np.ndarray:
@@ -466,8 +470,7 @@ class VAEClustering(ClusterMixin, VAE):
         else:
             dim = int(self.manifold_dim or round(SPECTRAL_DIM_PER_CLUSTER * k))
             u, graph = spectral_embedding(z_ref, dim, seed=self.seed_, return_graph=True)
-        self._fit_clusterer(u, graph=graph)
-        resp = self._proba_from_params(u)
+        resp = self._fit_clusterer(u, graph=graph)
         self.ref_latents_ = z_ref
         self.ref_proba_ = resp.astype(np.float32)
         self._set_latent_gaussians(z_ref.astype(np.float64), resp)
@@ -536,14 +539,18 @@ class VAEClustering(ClusterMixin, VAE):
     def _n_init(self, default: int) -> int:
         return int(self.n_init) if self.n_init is not None else default
 
-    def _fit_clusterer(self, z: np.ndarray, *, graph: sp.spmatrix | None = None) -> None:
-        """Fit k-means or the mixture to ``z``; the best restart by objective, or by graph.
+    def _fit_clusterer(self, z: np.ndarray, *, graph: sp.spmatrix | None = None) -> np.ndarray:
+        """Fit k-means or the mixture to ``z``; return the cluster probabilities of ``z``.
 
-        With the ``graph`` of the points (the spectral step's), each restart is fitted on
-        its own and the one whose partition of the graph has the highest modularity is
-        kept: on Fashion-MNIST, the k-means restart with the lowest inertia in the
-        embedding was often a worse partition of the graph, and of the classes, than others
-        (BENCHMARKS.md, "Restarts chosen on the graph").
+        Without a graph, the restart with the best objective is kept. With the ``graph`` of
+        the points (the spectral step's), each restart is fitted on its own and ranked by the
+        modularity of its partition of the graph: the best is kept as the fitted centres or
+        mixture, and the probabilities returned are the mean of those of the
+        ``CONSENSUS_SHARE`` best-ranked restarts, each one's clusters first matched to the
+        best one's. On Fashion-MNIST the lowest k-means inertia was often a worse partition
+        of the graph, and of the classes, than another restart, and the single restart of
+        highest modularity now and then a poor one that the consensus of the next ones
+        corrects (BENCHMARKS.md, "Restarts chosen on the graph", "A consensus of restarts").
         """
         kmeans = self._fitted("method") == "kmeans"
         n_init = self._n_init(KMEANS_N_INIT if kmeans else GMM_N_INIT)
@@ -561,15 +568,27 @@ class VAEClustering(ClusterMixin, VAE):
             ).fit(z_fit)
 
         if graph is None:
-            model = fit(n_init, self.seed_)
-        else:
-            best = -np.inf
-            for seed in np.random.default_rng(self.seed_).integers(2**31 - 1, size=n_init):
-                candidate = fit(1, int(seed))
-                score = modularity(graph, candidate.predict(z))
-                if score > best:
-                    model, best = candidate, score
-        if kmeans:
+            self._keep_clusterer(fit(n_init, self.seed_), z_fit)
+            return self._proba_from_params(z.astype(np.float64))
+        ranked = []
+        for seed in np.random.default_rng(self.seed_).integers(2**31 - 1, size=n_init):
+            candidate = fit(1, int(seed))
+            ranked.append((modularity(graph, candidate.predict(z)), candidate))
+        ranked.sort(key=lambda pair: -pair[0])  # stable: equal scores keep the draw order
+        proba = None
+        for _, candidate in ranked[: math.ceil(CONSENSUS_SHARE * n_init)]:
+            self._keep_clusterer(candidate, z_fit)
+            p = self._proba_from_params(z.astype(np.float64))
+            if proba is None:
+                proba, best, reference = p, candidate, p.argmax(axis=1)
+            else:
+                proba += p[:, _matching(p.argmax(axis=1), reference, p.shape[1])]
+        self._keep_clusterer(best, z_fit)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def _keep_clusterer(self, model: KMeans | GaussianMixture, z_fit: np.ndarray) -> None:
+        """Take ``model``'s k-means centres or mixture parameters as the fitted ones."""
+        if isinstance(model, KMeans):
             self.cluster_centers_ = model.cluster_centers_.astype(np.float64)
             # Soft assignments use one shared isotropic variance: the mean within-cluster one,
             # floored so that points that all coincide give equal, not NaN, probabilities.
@@ -771,6 +790,17 @@ class VAEClustering(ClusterMixin, VAE):
         for name, axis in cluster_axis.items():
             if name in tensors and tensors[name].shape[axis] != self.n_clusters_:
                 raise ValueError(f"n_clusters {self.n_clusters_} but {name} for another number")
+
+
+def _matching(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Column order that relabels ``labels``' clusters as the ``reference`` ones they overlap.
+
+    ``p[:, _matching(...)]`` puts, in column ``j``, the cluster that the Hungarian matching
+    of the two partitions' contingency table pairs with the reference's cluster ``j``.
+    """
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (reference, labels), 1)
+    return linear_sum_assignment(-overlap)[1]
 
 
 def _normal_draws(rng: np.random.Generator, mean: Any, cov: Any, n: int) -> np.ndarray:
