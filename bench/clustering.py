@@ -108,10 +108,9 @@ def main() -> None:
     variants = {"vaekit_direct_gmm": dict(method="gmm", manifold=None, shift_average=0)}
     if args.shift_average:
         variants["vaekit_no_shift_avg"] = dict(shift_average=0)
-    if args.manifold == "spectral":  # the choices among restarts before 2026-12-07
+    if args.manifold == "spectral":  # the choice among restarts before 2026-12-07
         objective = "inertia" if args.method == "kmeans" else "likelihood"
         variants[f"vaekit_{objective}_restarts"] = dict(restarts_by="objective")
-        variants["vaekit_best_modularity"] = dict(restarts_by="best")
     results.update({name: [] for name in variants})
     if not args.skip_baseline:
         t0 = time.perf_counter()
@@ -182,9 +181,8 @@ def recluster(clu, x: np.ndarray, **params) -> np.ndarray:
     same trained VAE and costs no second training. ``direct_gmm`` (method gmm, no manifold,
     no shift averaging) is the GMM on the plain posterior means, the first default;
     ``restarts_by="objective"`` keeps the restart of lowest k-means inertia (highest
-    likelihood for ``method="gmm"``) instead of the consensus of the restarts whose
-    partitions of the spectral step's graph have the highest modularity; ``"best"`` keeps
-    the one restart of highest modularity alone.
+    likelihood for ``method="gmm"``) instead of the one whose partition of the spectral
+    step's graph has the highest modularity.
     """
     other = copy.copy(clu)
     params = dict(params)
@@ -193,13 +191,6 @@ def recluster(clu, x: np.ndarray, **params) -> np.ndarray:
     other._fit_params = other.get_params(deep=False)  # the copy acts on its own settings
     if restarts_by == "objective":
         other._fit_clusterer = lambda u, graph=None: type(clu)._fit_clusterer(other, u)
-    elif restarts_by == "best":
-
-        def best_restart(u: np.ndarray, graph=None) -> np.ndarray:
-            type(clu)._fit_clusterer(other, u, graph=graph)  # keeps the best restart's centres
-            return other._proba_from_params(u)
-
-        other._fit_clusterer = best_restart
     return other._cluster(other._features(x)).argmax(axis=1)
 
 

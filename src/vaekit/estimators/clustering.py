@@ -58,7 +58,6 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.base import ClusterMixin
@@ -86,12 +85,6 @@ GMM_REG_COVAR = 1e-4
 #: in one draw of ten; 200 would add about +0.003 ACC and NMI; BENCHMARKS.md).
 GMM_N_INIT = 5
 KMEANS_N_INIT = 50
-#: With the spectral step's graph, the share of restarts of highest modularity whose
-#: cluster probabilities are averaged (20 of 50), of those within ``CONSENSUS_GAP`` of the
-#: best modularity: on Fashion-MNIST the 20th of 50 is 0.005-0.009 below the best, while a
-#: rare restart far above the others is kept alone (BENCHMARKS.md, "A consensus of restarts").
-CONSENSUS_SHARE = 0.4
-CONSENSUS_GAP = 0.01
 #: Floor of the k-means soft-assignment variance (reached only when every point coincides
 #: with its centre, e.g. a handful of images or exact duplicates).
 KMEANS_MIN_SCALE = 1e-12
@@ -433,7 +426,7 @@ class VAEClustering(ClusterMixin, VAE):
             self._fit_on_manifold(z)
         else:
             self.n_clusters_ = self._choose_k(z)
-            return self._fit_clusterer(z)
+            self._fit_clusterer(z)
         return self._proba_of_features(z)
 
     def _features(self, X: Any) -> np.ndarray:
@@ -473,7 +466,8 @@ class VAEClustering(ClusterMixin, VAE):
         else:
             dim = int(self.manifold_dim or round(SPECTRAL_DIM_PER_CLUSTER * k))
             u, graph = spectral_embedding(z_ref, dim, seed=self.seed_, return_graph=True)
-        resp = self._fit_clusterer(u, graph=graph)
+        self._fit_clusterer(u, graph=graph)
+        resp = self._proba_from_params(u)
         self.ref_latents_ = z_ref
         self.ref_proba_ = resp.astype(np.float32)
         self._set_latent_gaussians(z_ref.astype(np.float64), resp)
@@ -542,19 +536,14 @@ class VAEClustering(ClusterMixin, VAE):
     def _n_init(self, default: int) -> int:
         return int(self.n_init) if self.n_init is not None else default
 
-    def _fit_clusterer(self, z: np.ndarray, *, graph: sp.spmatrix | None = None) -> np.ndarray:
-        """Fit k-means or the mixture to ``z``; return the cluster probabilities of ``z``.
+    def _fit_clusterer(self, z: np.ndarray, *, graph: sp.spmatrix | None = None) -> None:
+        """Fit k-means or the mixture to ``z``; the best restart by objective, or by graph.
 
-        Without a graph, the restart with the best objective is kept. With the ``graph`` of
-        the points (the spectral step's), each restart is fitted on its own and ranked by the
-        modularity of its partition of the graph: the best is kept as the fitted centres or
-        mixture, and the probabilities returned are the mean of those of the
-        ``CONSENSUS_SHARE`` best-ranked restarts within ``CONSENSUS_GAP`` of its modularity,
-        each one's clusters first matched to the best one's. On Fashion-MNIST the lowest
-        k-means inertia was often a worse partition of the graph, and of the classes, than
-        another restart, and the single restart of highest modularity now and then a poor
-        one that the consensus of the next ones corrects (BENCHMARKS.md, "Restarts chosen
-        on the graph", "A consensus of restarts").
+        With the ``graph`` of the points (the spectral step's), each restart is fitted on
+        its own and the one whose partition of the graph has the highest modularity is
+        kept: on Fashion-MNIST, the k-means restart with the lowest inertia in the
+        embedding was often a worse partition of the graph, and of the classes, than others
+        (BENCHMARKS.md, "Restarts chosen on the graph").
         """
         kmeans = self._fitted("method") == "kmeans"
         n_init = self._n_init(KMEANS_N_INIT if kmeans else GMM_N_INIT)
@@ -572,29 +561,15 @@ class VAEClustering(ClusterMixin, VAE):
             ).fit(z_fit)
 
         if graph is None:
-            self._keep_clusterer(fit(n_init, self.seed_), z_fit)
-            return self._proba_from_params(z.astype(np.float64))
-        ranked = []
-        for seed in np.random.default_rng(self.seed_).integers(2**31 - 1, size=n_init):
-            candidate = fit(1, int(seed))
-            ranked.append((modularity(graph, candidate.predict(z)), candidate))
-        ranked.sort(key=lambda pair: -pair[0])  # stable: equal scores keep the draw order
-        proba = None
-        for score, candidate in ranked[: math.ceil(CONSENSUS_SHARE * n_init)]:
-            if score < ranked[0][0] - CONSENSUS_GAP:
-                break
-            self._keep_clusterer(candidate, z_fit)
-            p = self._proba_from_params(z.astype(np.float64))
-            if proba is None:
-                proba, best, reference = p, candidate, p.argmax(axis=1)
-            else:
-                proba += p[:, _matching(p.argmax(axis=1), reference, p.shape[1])]
-        self._keep_clusterer(best, z_fit)
-        return proba / proba.sum(axis=1, keepdims=True)
-
-    def _keep_clusterer(self, model: KMeans | GaussianMixture, z_fit: np.ndarray) -> None:
-        """Take ``model``'s k-means centres or mixture parameters as the fitted ones."""
-        if isinstance(model, KMeans):
+            model = fit(n_init, self.seed_)
+        else:
+            best = -np.inf
+            for seed in np.random.default_rng(self.seed_).integers(2**31 - 1, size=n_init):
+                candidate = fit(1, int(seed))
+                score = modularity(graph, candidate.predict(z))
+                if score > best:
+                    model, best = candidate, score
+        if kmeans:
             self.cluster_centers_ = model.cluster_centers_.astype(np.float64)
             # Soft assignments use one shared isotropic variance: the mean within-cluster one,
             # floored so that points that all coincide give equal, not NaN, probabilities.
@@ -796,17 +771,6 @@ class VAEClustering(ClusterMixin, VAE):
         for name, axis in cluster_axis.items():
             if name in tensors and tensors[name].shape[axis] != self.n_clusters_:
                 raise ValueError(f"n_clusters {self.n_clusters_} but {name} for another number")
-
-
-def _matching(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """Column order that relabels ``labels``' clusters as the ``reference`` ones they overlap.
-
-    ``p[:, _matching(...)]`` puts, in column ``j``, the cluster that the Hungarian matching
-    of the two partitions' contingency table pairs with the reference's cluster ``j``.
-    """
-    overlap = np.zeros((k, k))
-    np.add.at(overlap, (reference, labels), 1)
-    return linear_sum_assignment(-overlap)[1]
 
 
 def _normal_draws(rng: np.random.Generator, mean: Any, cov: Any, n: int) -> np.ndarray:
