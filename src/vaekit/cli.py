@@ -103,7 +103,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--epochs",
         type=_positive_int,
         metavar="N",
-        help="maximum epochs; early stopping may end sooner (default: 50; m2 and classify: "
+        help="maximum epochs; the VAE and VaDE may stop sooner on their validation loss, m2 "
+        "and classify run all N (default: 50; m2 and classify: "
         "30 with all labels, about 250,000 rows' worth (3 to 30) with nearly none, between "
         "by the unlabeled share; VaDE: of its mixture phase, after N/2 epochs of pre-training)",
     )
