@@ -129,6 +129,59 @@ def test_prepared_file_errors_are_one_line(tmp_path: Path) -> None:
     assert str(err.value).count("vaekit prepare") == 1
 
 
+def test_a_manifest_saved_again_by_a_json_tool_is_still_read(tmp_path: Path) -> None:
+    # Keys sorted and no spaces (jq -c -S): before, the array then loaded as a plain .npy
+    # with a new random split, no labels and no paths, and nothing said so.
+    out = tmp_path / "d.npy"
+    prepare("digits", out)
+    before = load_dataset(out)
+    meta = json.loads(manifest_path(out).read_text())
+    manifest_path(out).write_text(json.dumps(meta, separators=(",", ":"), sort_keys=True))
+    after = load_dataset(out)
+    np.testing.assert_array_equal(after.x_test, before.x_test)
+    np.testing.assert_array_equal(after.y_train, before.y_train)
+
+
+@pytest.mark.parametrize("n_train, n_test", [(1797, 0), (1897, -100)])
+def test_a_manifest_without_test_images_is_refused_before_training(
+    tmp_path: Path, n_train: int, n_test: int
+) -> None:
+    out = tmp_path / "d.npy"
+    prepare("digits", out)
+    meta = json.loads(manifest_path(out).read_text())
+    manifest_path(out).write_text(json.dumps({**meta, "n_train": n_train, "n_test": n_test}))
+    with pytest.raises(DataError, match=rf"{n_train} \+ {n_test} images.*vaekit prepare"):
+        load_dataset(out)
+
+
+def test_a_kill_between_the_two_renames_leaves_a_manifest_without_its_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The array used to be renamed into place first: killed then, it was left without a
+    # manifest and loaded as a plain .npy (new split, no labels).
+    import os
+
+    import vaekit.data.prepared as prepared
+
+    out = tmp_path / "d.npy"
+    real = os.replace
+
+    def killed_after_first(src, dst):
+        real(src, dst)
+        raise KeyboardInterrupt  # as a kill after the first rename
+
+    monkeypatch.setattr(prepared.os, "replace", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("digits", out)
+    monkeypatch.setattr(prepared.os, "replace", real)
+    assert manifest_path(out).exists() and not out.exists()
+    with pytest.raises(DataError, match=r"d\.npy.* is missing; run 'vaekit prepare' again"):
+        load_dataset(out)
+    res = _vaekit("prepare", "digits", "--out", out, "-q")  # and preparing it again works
+    assert res.returncode == 0, res.stderr
+    assert load_dataset(out).y_train is not None
+
+
 def _vaekit(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vaekit", *map(str, args)],

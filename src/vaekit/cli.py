@@ -913,10 +913,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Convert DATA once into a memory-mapped .npy and its .json manifest."""
-    from vaekit.data.prepared import manifest_path, prepare
+    from vaekit.data.prepared import is_prepared, manifest_path, prepare
 
-    for path in (Path(args.out), manifest_path(args.out)):  # the source, or the user's files
-        if path.exists() and not path.is_dir():
+    # Replaces neither the source nor the user's files; only a manifest whose array is
+    # missing (a 'vaekit prepare' killed between its two renames) is written again.
+    half_done = not Path(args.out).exists() and is_prepared(Path(args.out))
+    for path in (Path(args.out), manifest_path(args.out)):
+        if path.exists() and not path.is_dir() and not half_done:
             raise VaekitError(
                 f"'{path}' already exists; prepare writes new files only — choose another "
                 "--out or remove it"

@@ -50,7 +50,12 @@ def array_path(manifest: str | os.PathLike[str]) -> Path:
 
 
 def is_prepared(path: Path) -> bool:
-    """Whether ``path`` is a prepared array (``.npy`` with a vaekit manifest) or manifest."""
+    """Whether ``path`` is a prepared array (``.npy`` with a vaekit manifest) or manifest.
+
+    A manifest is recognised by its format name anywhere in it, not by its layout: one saved
+    again by a JSON tool (keys sorted, no spaces) must not turn its array into a plain
+    ``.npy`` with a new split and no labels; :func:`load_prepared` then checks it in full.
+    """
     name = path.name.lower()
     if name.endswith(".npy"):
         manifest = manifest_path(path)
@@ -58,14 +63,16 @@ def is_prepared(path: Path) -> bool:
         manifest = path
     else:
         return False
-    if not manifest.is_file():
-        return False
+    token, tail = FORMAT.encode(), b""
     try:
-        with open(manifest, encoding="utf-8") as f:
-            head = f.read(200)  # the format key is written first
+        with open(manifest, "rb") as f:
+            while chunk := f.read(1 << 20):
+                if token in tail + chunk:
+                    return True
+                tail = chunk[-len(token) :]
     except OSError:
         return False
-    return f'"format": "{FORMAT}"' in head
+    return False
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -123,7 +130,13 @@ def load_prepared(
         raise DataError(
             f"prepared data {shown!r} cannot be read ({type(exc).__name__}: {exc}); {redo}"
         ) from None
-    if x.dtype != np.uint8 or x.shape != shape or n_train + n_test != shape[0] or n_train < 1:
+    if (
+        x.dtype != np.uint8
+        or x.shape != shape
+        or n_train + n_test != shape[0]
+        or n_train < 1
+        or n_test < 1  # every split holds out at least one test image
+    ):
         raise DataError(
             f"{str(arr_file)!r} holds {x.dtype} {x.shape} but its manifest says uint8 {shape} "
             f"with {n_train} + {n_test} images; {redo}"
@@ -186,7 +199,7 @@ def _manifest(
     official_split: bool,
 ) -> dict[str, Any]:
     return {
-        "format": FORMAT,  # first key: is_prepared() looks for it at the top of the file
+        "format": FORMAT,  # is_prepared() looks for it
         "version": VERSION,
         "source": source,
         "dtype": "uint8",
@@ -226,15 +239,22 @@ def _new_array_file(tmp: Path, out: Path, shape: tuple[int, ...]) -> np.memmap:
 
 
 def _commit(tmp_array: Path, out: Path, meta: dict[str, Any]) -> None:
-    """Move the finished array into place, then write the manifest (atomically)."""
+    """Put the manifest in place, then the finished array (each renamed atomically).
+
+    Any old array goes first and the new one comes last, so a kill in between leaves a
+    manifest without its array, which :func:`load_prepared` reports as missing; never an
+    array beside another array's manifest, nor one without a manifest, which would load as
+    a plain ``.npy`` with a new split and no labels.
+    """
     tmp_manifest = out.with_name(f".{out.stem}.json.tmp")
     try:
         tmp_manifest.write_text(json.dumps(meta) + "\n", encoding="utf-8")
     except OSError as exc:
         tmp_manifest.unlink(missing_ok=True)
         raise OSError(exc.errno, exc.strerror, str(manifest_path(out))) from None
-    os.replace(tmp_array, out)
+    out.unlink(missing_ok=True)
     os.replace(tmp_manifest, manifest_path(out))
+    os.replace(tmp_array, out)
 
 
 def _tmp_for(out: Path) -> Path:

@@ -505,6 +505,8 @@ def load_dataset(
             f"{shown!r} is a symbolic link to nothing (a missing file, or a loop of links); "
             "point it at the data"
         )
+    if shown and not path.exists() and is_prepared(path):  # its manifest is there
+        return load_prepared(path, shown, image_size=size, color=color)  # says what to redo
     if not shown or not path.exists():
         raise DataError(
             f"no such file or directory: {shown!r}; pass {', '.join(KNOWN_NAMES[:-1])}, "
