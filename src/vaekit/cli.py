@@ -299,7 +299,26 @@ def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, An
         "image_shape": list(ds.image_shape),
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
+        "test_id": _test_id(ds),
     }
+
+
+def _test_id(ds: Any) -> str:
+    """Fingerprint of a dataset's test images and labels, a block of rows at a time.
+
+    The same counts may hide another split (data prepared again with another seed): the
+    run's held-out images are then partly ones it trained on.
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.blake2b(digest_size=16)
+    for start in range(0, len(ds.x_test), 4096):
+        digest.update(np.ascontiguousarray(ds.x_test[start : start + 4096]))
+    if ds.y_test is not None:
+        digest.update(np.ascontiguousarray(ds.y_test, dtype=np.int64))
+    return digest.hexdigest()
 
 
 def _check_writable(path: Path, what: str, *, folder: bool = False) -> None:
@@ -392,8 +411,15 @@ def _split_change(ds: Any, meta: dict[str, Any], spec: str) -> str | None:
     """
     was = (meta.get("n_train"), meta.get("n_test"))
     now = (len(ds.x_train), len(ds.x_test))
-    if None in was or tuple(was) == now or not _is_run_data(spec, meta):
+    if None in was or not _is_run_data(spec, meta):
         return None
+    if tuple(was) == now:
+        if meta.get("test_id") in (None, _test_id(ds)):  # None: a run saved before it was kept
+            return None
+        return (
+            f"{spec!r} now gives other test images than the run held out (the same counts: "
+            "prepared or split again with another seed?)"
+        )
     return (
         f"{spec!r} now gives {now[0]} training and {now[1]} test images, the run was "
         f"trained with {was[0]} and {was[1]}: files were added or removed since"
@@ -563,6 +589,7 @@ _METADATA_CHECKS: dict[str, Callable[[Any], bool]] = {
     **dict.fromkeys(("data", "dataset", "command", "color"), lambda v: isinstance(v, str)),
     "image_size": lambda v: v is None or isinstance(v, str),
     "skip_bad": lambda v: isinstance(v, bool),
+    "test_id": lambda v: isinstance(v, str),
     "labels": lambda v: v is None or _is_count(v),
     **dict.fromkeys(("n_train", "n_test", "n_labeled"), _is_count),
     "classes": lambda v: isinstance(v, list) and all(isinstance(c, str | int) for c in v),
@@ -820,6 +847,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _data_options_of_run(args, meta)
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
+    change = _split_change(ds, meta, spec)
+    if change and not args.out:
+        raise DataError(
+            f"not scoring run '{args.run}' into its own metrics.json: {change}; restore the "
+            "data, or pass --out FILE to score these images anyway"
+        )
     _warn_if_split_changed(ds, meta, spec)
     t0 = time.perf_counter()
     if config.get("estimator") == "VAEClassifier":

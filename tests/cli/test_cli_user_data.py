@@ -62,10 +62,11 @@ def test_evaluate_and_report_skip_the_images_the_run_skipped(
     assert (run / "report-reconstructions.png").exists()
 
 
-def test_evaluate_warns_when_the_folder_changed_since_training(
+def test_evaluate_refuses_when_the_folder_changed_since_training(
     fast_cli: Cli | Preloaded, tmp_path: Path
 ) -> None:
-    """Images added since training give another seeded split: say so, do not score quietly."""
+    """Images added since training give another seeded split: the run's own metrics keep
+    their scores on the images it held out; --out scores the new split, with a warning."""
     root = write_image_folder(tmp_path / "imgs", n=10)
     run = tmp_path / "run"
     assert_ok(fast_cli("train", root, *TINY, "--out", run, "-q"))
@@ -76,10 +77,39 @@ def test_evaluate_warns_when_the_folder_changed_since_training(
     for c in ("cats", "dogs"):
         for f in (tmp_path / "more" / c).iterdir():
             f.rename(root / c / f"new-{f.name}")
+    before = (run / "metrics.json").read_bytes()
     res = fast_cli("evaluate", run, "-q")
-    assert_ok(res)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "now gives 24 training and 6 test images" in res.stderr, res.stderr
-    assert "trained with 16 and 4" in res.stderr, res.stderr
+    assert "trained with 16 and 4" in res.stderr and "--out FILE" in res.stderr, res.stderr
+    assert (run / "metrics.json").read_bytes() == before
+    res = fast_cli("evaluate", run, "--out", tmp_path / "new.json", "-q")
+    assert_ok(res)
+    assert "warning" in res.stderr and "now gives 24 training" in res.stderr, res.stderr
+    assert json.loads((tmp_path / "new.json").read_text())["n_test"] == 6
+
+
+def test_data_prepared_again_with_another_seed_is_another_split(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Same counts, other test images: before, evaluate scored images the run trained on
+    into its own metrics.json, and embed's rows no longer lined up with clusters.csv."""
+    data = tmp_path / "d.npy"
+    assert_ok(fast_cli("prepare", "digits", "--out", data, "-q"))
+    run = tmp_path / "run"
+    assert_ok(fast_cli("cluster", data, *TINY, "--n-clusters", "3", "--out", run, "-q"))
+    assert_ok(fast_cli("evaluate", run, "-q"))
+    before = (run / "metrics.json").read_bytes()
+    data.unlink()
+    data.with_suffix(".json").unlink()
+    assert_ok(fast_cli("prepare", "digits", "--seed", "1", "--out", data, "-q"))
+    res = fast_cli("evaluate", run, "-q")
+    assert res.returncode == 2, res.stderr
+    assert "other test images than the run held out" in res.stderr, res.stderr
+    assert (run / "metrics.json").read_bytes() == before
+    res = fast_cli("embed", run, data, "--out", tmp_path / "z.npy", "-q")
+    assert_ok(res)
+    assert "other test images than the run held out" in res.stderr, res.stderr
 
 
 def test_nearly_black_integer_images_are_warned_about_once(
