@@ -384,13 +384,19 @@ def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, to
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     path = run_dir / MODEL_FILE
+    resume = (
+        f"the run did not finish — resume it with "
+        f"'vaekit {run_command(config)} DATA --out {run_dir} --resume'"
+    )
     if not path.exists():
-        raise CheckpointError(
-            f"'{path}' is missing; the run did not finish — resume it with "
-            f"'vaekit {run_command(config)} DATA --out {run_dir} --resume'"
-        )
+        raise CheckpointError(f"'{path}' is missing; {resume}")
     data = path.read_bytes()
     expected = config.get("model_sha256")
+    if expected != sha256_bytes(data) and config.get("status") == "training":
+        # Killed between the final weights and the config that records their checksum.
+        raise CheckpointError(
+            f"'{path}' is not yet recorded in '{run_dir / CONFIG_FILE}'; {resume}"
+        )
     if expected != sha256_bytes(data):
         raise CheckpointError(
             f"'{path}' does not match the checksum in '{run_dir / CONFIG_FILE}'; "

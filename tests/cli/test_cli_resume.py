@@ -247,3 +247,21 @@ def test_resume_refuses_data_that_now_splits_otherwise(
     line = assert_user_error(fast_cli(command, pets, "--out", run, "--resume", "--quiet"), run)
     assert "files were added or removed" in line
     assert snapshot([run]) == before
+
+
+def test_a_run_killed_before_its_final_config_is_written_says_to_resume(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Killed between the final weights and the config recording their checksum: before,
+    evaluate said the weights were modified and to retrain, though --resume finishes it."""
+    run = tmp_path / "run"
+    assert_ok(fast_cli("train", "digits", *TINY, "--out", run, "-q"))
+    config = json.loads((run / "config.json").read_text())
+    config["status"] = "training"  # the config as it was before the final save
+    del config["model_sha256"]
+    (run / "config.json").write_text(json.dumps(config))
+    res = fast_cli("evaluate", run, "-q")
+    assert res.returncode == 2, res.stderr
+    assert f"resume it with 'vaekit train DATA --out {run} --resume'" in res.stderr, res.stderr
+    assert_ok(fast_cli("train", "digits", *TINY, "--out", run, "--resume", "-q"))
+    assert_ok(fast_cli("evaluate", run, "-q"))
