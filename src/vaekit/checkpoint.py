@@ -391,13 +391,13 @@ def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, to
     if not path.exists():
         raise CheckpointError(f"'{path}' is missing; {resume}")
     data = path.read_bytes()
-    expected = config.get("model_sha256")
-    if expected != sha256_bytes(data) and config.get("status") == "training":
+    recorded = config.get("model_sha256") == sha256_bytes(data)
+    if not recorded and config.get("status") == "training":
         # Killed between the final weights and the config that records their checksum.
         raise CheckpointError(
             f"'{path}' is not yet recorded in '{run_dir / CONFIG_FILE}'; {resume}"
         )
-    if expected != sha256_bytes(data):
+    if not recorded:
         raise CheckpointError(
             f"'{path}' does not match the checksum in '{run_dir / CONFIG_FILE}'; "
             "the weights were modified or the run is incomplete — retrain it"
