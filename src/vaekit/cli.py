@@ -426,9 +426,8 @@ def _split_change(ds: Any, meta: dict[str, Any], spec: str) -> str | None:
     )
 
 
-def _warn_if_split_changed(ds: Any, meta: dict[str, Any], spec: str) -> None:
-    """Warn when the run's data now splits otherwise (:func:`_split_change`)."""
-    change = _split_change(ds, meta, spec)
+def _warn_of_split_change(change: str | None) -> None:
+    """Warn of a change that :func:`_split_change` found, if any."""
     if change:
         import warnings
 
@@ -847,13 +846,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _data_options_of_run(args, meta)
     ds = _load_data(spec, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, spec)
-    change = _split_change(ds, meta, spec)
+    change = _split_change(ds, meta, spec)  # hashes the test images: once
     if change and not args.out:
         raise DataError(
             f"not scoring run '{args.run}' into its own metrics.json: {change}; restore the "
             "data, or pass --out FILE to score these images anyway"
         )
-    _warn_if_split_changed(ds, meta, spec)
+    _warn_of_split_change(change)
     t0 = time.perf_counter()
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
@@ -910,7 +909,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     # The run's seed draws the split, so rows line up with its clusters.csv / predictions.csv.
     ds = _load_data(args.data, args, config["params"].get("random_state") or 0)
     _check_image_shape(est, ds, args.run, args.data)
-    _warn_if_split_changed(ds, meta, args.data)
+    _warn_of_split_change(_split_change(ds, meta, args.data))
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
     z = np.concatenate([est.transform(x) for x in parts[args.split]])
     buf = io.BytesIO()
@@ -1328,7 +1327,7 @@ def _write_report(
             ds = datasets[key]
         if ds is not None:
             _check_image_shape(est, ds, str(path), spec)
-            _warn_if_split_changed(ds, meta, spec)
+            _warn_of_split_change(_split_change(ds, meta, spec))
         loaded.append(report.read_run(path, config, estimator=est, dataset=ds))
     return report.write_report(
         out,
