@@ -62,6 +62,18 @@ def ensure_fashion_mnist() -> None:
     subprocess.run(cmd, check=True)
 
 
+def mean_std(values: list[float], digits: int = 3) -> str:
+    """``"mean ± std"`` of per-seed values, the sample standard deviation (``ddof=1``).
+
+    One value has no spread to report: ``"mean (n=1)"``.
+    """
+    import statistics
+
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def cpu_model() -> str:
     """CPU model name from ``/proc/cpuinfo`` (falls back to ``platform``)."""
     try:

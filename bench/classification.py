@@ -33,9 +33,10 @@ import json
 import numpy as np
 
 import _common
-from vaekit.data.dataset import draw_labels
 
 _common.use_checkout()
+
+from vaekit.data.dataset import draw_labels  # noqa: E402  (this checkout's, see use_checkout)
 
 #: Targets of issue 4 (test accuracy on 2 CPU cores).
 TARGETS = {"100": 0.78, "1000": 0.87, "all": 0.930}
@@ -144,24 +145,7 @@ def main() -> None:
             print(_fmt(row), flush=True)
 
     print()
-    for method in ("logreg-pixels", "vaekit-m2"):
-        for n_text in args.labels:
-            rows = [r for r in results if r["method"] == method and r["labels"] == n_text]
-            if not rows:
-                continue
-            stats = "  ".join(
-                f"{k} {np.mean([r[k] for r in rows]):.3f} ± {np.std([r[k] for r in rows]):.3f}"
-                for k in ("accuracy", "f1_macro", "ece", "seconds")
-            )
-            print(f"{method:14s} N={n_text:5s} {stats}  (seeds={len(rows)})")
-    for n_text in args.labels:
-        rows = [r for r in results if r["method"] == "vaekit-m2" and r["labels"] == n_text]
-        if rows and n_text in TARGETS and not args.dev:
-            mean = float(np.mean([r["accuracy"] for r in rows]))
-            print(
-                f"target N={n_text}: mean accuracy {mean:.3f} >= {TARGETS[n_text]}: "
-                f"{mean >= TARGETS[n_text]}"
-            )
+    print_summary(results, targets=not args.dev)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -175,6 +159,35 @@ def main() -> None:
                 },
                 f,
                 indent=2,
+            )
+
+
+def print_summary(results: list[dict], *, targets: bool = True) -> None:
+    """Mean ± std (sample) over the seeds per method and N, and issue 4's targets.
+
+    Also used by ``bench/summary.py`` on the ``--json`` reports of several runs.
+    """
+    keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "ece", "seconds")
+    for method in ("logreg-pixels", "vaekit-m2"):
+        for n_text in dict.fromkeys(r["labels"] for r in results):
+            rows = [r for r in results if r["method"] == method and r["labels"] == n_text]
+            if not rows:
+                continue
+            stats = "  ".join(
+                f"{k.removesuffix('_macro')} "
+                + _common.mean_std([r[k] for r in rows], 0 if k == "seconds" else 3)
+                for k in keys
+                if k in rows[0]
+            )
+            seeds = ", ".join(str(r["seed"]) for r in rows)
+            print(f"{method:14s} N={n_text:5s} {stats}  (seeds: {seeds})")
+    for n_text in dict.fromkeys(r["labels"] for r in results):
+        rows = [r for r in results if r["method"] == "vaekit-m2" and r["labels"] == n_text]
+        if rows and n_text in TARGETS and targets:
+            mean = float(np.mean([r["accuracy"] for r in rows]))
+            print(
+                f"target N={n_text}: mean accuracy {mean:.3f} >= {TARGETS[n_text]}: "
+                f"{mean >= TARGETS[n_text]}"
             )
 
 

@@ -11,9 +11,14 @@ manifold step), so the manifold step is compared on identical latents.
 
 Run from the repository root::
 
-    python bench/clustering.py --seeds 0 1 2 3 4 --epochs 20
-    python bench/clustering.py --seeds 0 1 2 3 4 --method gmm --manifold none --epochs 20
+    python bench/clustering.py --seeds 0 1 2 3 4
+    python bench/clustering.py --seeds 0 1 2 3 4 --method gmm --manifold none
     python bench/clustering.py --dataset digits --epochs 40   # a quick check, off protocol
+
+On 2 cores, the five seeds run fastest as two commands side by side with one torch thread
+each (``OMP_NUM_THREADS=1``, ``--seeds 0 1 2 --json a.json`` beside ``--seeds 3 4
+--skip-baseline --json b.json``); ``bench/summary.py a.json b.json`` then prints the summary
+over all five.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ def main() -> None:
     parser.add_argument("--method", default="kmeans", choices=("gmm", "kmeans", "vade"))
     parser.add_argument("--manifold", default="spectral", choices=("none", "umap", "spectral"))
     parser.add_argument("--manifold-dim", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=30, help="max VAE epochs per seed")
+    parser.add_argument(
+        "--epochs", type=int, help="max VAE epochs per seed (default: VAEClustering's max_epochs)"
+    )
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument(
         "--hidden-dims",
@@ -86,6 +93,9 @@ def main() -> None:
     from vaekit import VAEClustering, load_dataset
     from vaekit.metrics import clustering_metrics
     from vaekit.training.fastpath import resolve_precision
+
+    if args.epochs is None:
+        args.epochs = VAEClustering().max_epochs
 
     if args.dataset == "fashion-mnist":
         _common.ensure_fashion_mnist()
@@ -149,29 +159,34 @@ def main() -> None:
             print(_fmt(f"  same VAE, {name[7:]}", row) + " (clustering only)", flush=True)
 
     print()
-    for name, rows in results.items():
-        if rows:
-            stats = {
-                k: (np.mean([r[k] for r in rows]), np.std([r[k] for r in rows]))
-                for k in ("acc", "nmi", "ari", "seconds")
-            }
-            print(
-                f"{name:16s} "
-                + "  ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in stats.items())
-                + f"  (n={len(rows)})"
-            )
-    accs = [r["acc"] for r in results["vaekit"]]
-    nmis = [r["nmi"] for r in results["vaekit"]]
-    print(
-        f"targets: mean ACC >= 0.70: {np.mean(accs) >= 0.70}; mean NMI >= 0.70: "
-        f"{np.mean(nmis) >= 0.70}; every seed ACC >= 0.65: {min(accs) >= 0.65}; "
-        f"<= 15 min per seed: {max(r['seconds'] for r in results['vaekit']) <= 900}"
-    )
+    print_summary(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {"date": date, "command": command, "machine": info, "results": results}, f, indent=2
             )
+
+
+def print_summary(results: dict[str, list[dict[str, float]]]) -> None:
+    """Mean ± std (sample) over the seeds of each method, and issue 3's targets.
+
+    Also used by ``bench/summary.py`` on the ``--json`` reports of several runs.
+    """
+    for name, rows in results.items():
+        if rows:
+            stats = "  ".join(
+                f"{k} {_common.mean_std([r[k] for r in rows], 0 if k == 'seconds' else 3)}"
+                for k in ("acc", "nmi", "ari", "seconds")
+            )
+            print(f"{name:24s} {stats}  (seeds: {', '.join(str(r['seed']) for r in rows)})")
+    accs = [r["acc"] for r in results["vaekit"]]
+    nmis = [r["nmi"] for r in results["vaekit"]]
+    if accs:
+        print(
+            f"targets: mean ACC >= 0.70: {np.mean(accs) >= 0.70}; mean NMI >= 0.70: "
+            f"{np.mean(nmis) >= 0.70}; every seed ACC >= 0.65: {min(accs) >= 0.65}; "
+            f"<= 15 min per seed: {max(r['seconds'] for r in results['vaekit']) <= 900}"
+        )
 
 
 def recluster(clu, x: np.ndarray, **params) -> np.ndarray:
