@@ -25,12 +25,6 @@ SRC_DIR = REPO_ROOT / "src"
 #: Where Debian's ``dataset-fashion-mnist`` package puts the four IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
-IDX_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
 
 
 def use_checkout() -> None:
@@ -45,14 +39,15 @@ def use_checkout() -> None:
 
 
 def ensure_fashion_mnist() -> None:
-    """Install the Debian Fashion-MNIST package when its IDX files are not on this machine.
+    """Install the Debian Fashion-MNIST package when no copy is on this machine.
 
-    ``$VAEKIT_DATA/fashion-mnist`` counts as present too (``load_dataset`` looks there first).
+    A copy counts wherever ``load_dataset("fashion-mnist")`` would find it without a
+    download (``$VAEKIT_DATA/fashion-mnist``, Debian's folder, the download cache; compressed
+    or not). Call after :func:`use_checkout`.
     """
-    folders = [DEBIAN_FASHION_MNIST]
-    if os.environ.get("VAEKIT_DATA"):
-        folders.insert(0, Path(os.environ["VAEKIT_DATA"]) / "fashion-mnist")
-    if any(all((f / name).is_file() for name in IDX_FILES) for f in folders):
+    from vaekit.data.registry import local_copy
+
+    if local_copy("fashion-mnist") is not None:
         return
     cmd = ["apt-get", "install", "-y", FASHION_MNIST_PACKAGE]
     print(

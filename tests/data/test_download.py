@@ -148,3 +148,21 @@ def test_a_vaekit_data_that_cannot_be_meant_is_said(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset("fashion-mnist")
+
+
+def test_local_copy_finds_what_load_dataset_would_use_without_a_download(
+    offline: Path, idx_arrays: dict, write_idx_folder
+) -> None:
+    """``local_copy`` (the benchmarks' "is Fashion-MNIST here?") looks where loading does."""
+    assert registry.local_copy("fashion-mnist") is None
+    # Uncompressed files in $VAEKIT_DATA count, as load_dataset reads them.
+    write_idx_folder(offline / "data" / "fashion-mnist", idx_arrays, gz=False)
+    assert registry.local_copy("fashion-mnist") == offline / "data" / "fashion-mnist"
+    # So does the download cache; a partial folder does not.
+    write_idx_folder(offline / "cache" / "mnist", idx_arrays)
+    (offline / "debian" / "mnist").mkdir()
+    assert registry.local_copy("mnist") == offline / "cache" / "mnist"
+    partial = dict(idx_arrays)
+    del partial["y_test"]
+    write_idx_folder(offline / "data" / "mnist", partial)
+    assert registry.local_copy("mnist") == offline / "cache" / "mnist"

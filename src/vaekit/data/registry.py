@@ -188,6 +188,18 @@ def _complete_idx_folder(folder: Path) -> bool:
     return folder.is_dir() and len(find_idx_files(folder)) == len(IDX_FILE_NAMES)
 
 
+def local_copy(name: str) -> Path | None:
+    """Find the folder on this machine holding all four IDX files of ``name``, or None.
+
+    Looks where :func:`locate_remote` looks (``$VAEKIT_DATA/<name>/``, ``DEBIAN_ROOT/<name>/``,
+    the cache), compressed or not, and downloads nothing.
+    """
+    folders = [DEBIAN_ROOT / name, cache_root() / name]
+    if os.environ.get(ENV_DATA):
+        folders.insert(0, Path(os.environ[ENV_DATA]).expanduser() / name)
+    return next((f for f in folders if _complete_idx_folder(f)), None)
+
+
 def locate_remote(name: str) -> Path:
     """Find or download the IDX folder of a built-in dataset.
 
