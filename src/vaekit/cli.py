@@ -1143,7 +1143,7 @@ def _training_labels(ds: Any, n_labels: int | None, seed: int = 0):
                 stacklevel=2,
             )
     try:
-        return draw_labels(y, n_labels, seed, ds.classes)
+        return draw_labels(y, n_labels, seed)
     except ConfigError as exc:
         raise VaekitError(f"--labels {n_labels}: {exc}") from None
 
@@ -1600,9 +1600,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         type=_positive_int,
         metavar="N",
-        help="labeled training images to keep, about N/K of each of the K classes, drawn "
-        "with --seed (each class needs that many; default: all); the rest of the training "
-        "split is used unlabeled",
+        help="labeled training images to keep, about N/K of each of the K classes (a class "
+        "with fewer gives all it has, the others share the rest), drawn with --seed "
+        "(default: all); the rest of the training split is used unlabeled",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     p.add_argument(

@@ -167,8 +167,16 @@ def test_draw_labels_spreads_the_remainder_and_explains_shortfalls() -> None:
     assert np.array_equal(draw_labels(y, None, seed=0), y)
     with pytest.raises(ConfigError, match="fewer than the 4 classes"):
         draw_labels(y, 3, seed=0)
-    with pytest.raises(ConfigError, match="11 labeled images of class 'a'"):
-        draw_labels(y, 44, seed=0, classes=("a", "b", "c", "d"))
+    with pytest.raises(ConfigError, match="44 labels are more than the 40 labeled"):
+        draw_labels(y, 44, seed=0)
+    # A class short of its share gives all it has; the others share the rest evenly, so
+    # every N up to all the labels works (a user's "all 1,437" on the digits did not).
+    uneven = np.repeat(np.arange(4), [2, 10, 10, 9])
+    for n, counts in ((20, [2, 6, 6, 6]), (29, [2, 9, 9, 9]), (30, [2, 10, 9, 9]), (31, None)):
+        kept = draw_labels(uneven, n, seed=0)
+        assert np.bincount(kept[kept >= 0], minlength=4).tolist() == (
+            counts or np.bincount(uneven).tolist()
+        )
 
 
 def test_dataset_repr_summarises_instead_of_printing_the_arrays() -> None:

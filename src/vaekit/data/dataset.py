@@ -150,42 +150,51 @@ class Dataset:
         }
 
 
-def draw_labels(
-    y: np.ndarray, n_labels: int | None, seed: int, classes: tuple[str, ...] = ()
-) -> np.ndarray:
+def draw_labels(y: np.ndarray, n_labels: int | None, seed: int) -> np.ndarray:
     """Keep ``n_labels`` of the labels ``y``, as evenly over the classes as they go.
 
     ``n_labels // K`` images of each of the ``K`` classes present (the first
     ``n_labels % K`` classes one more) are drawn with ``seed``; every other label becomes
-    ``-1`` (unlabeled). ``None`` keeps every label. ``classes`` names the classes in errors.
+    ``-1`` (unlabeled). A class with fewer images than its share gives all it has and the
+    others share the rest the same way, so ``n_labels`` up to the number of labeled images
+    always works (all of them keeps every label). ``None`` keeps every label.
     The benchmarks and ``vaekit classify --labels N`` draw with this one function.
 
     Raises
     ------
     ConfigError
-        If ``n_labels`` is fewer than the classes or a class has too few labeled images.
+        If ``n_labels`` is fewer than the classes or more than the labeled images.
     """
     if n_labels is None:
         return y.copy()
-    present = np.unique(y[y >= 0])
+    present, counts = np.unique(y[y >= 0], return_counts=True)
     if n_labels < len(present):
         raise ConfigError(
             f"{n_labels} labels are fewer than the {len(present)} classes; ask for at least "
             f"{len(present)}"
         )
-    base, extra = divmod(n_labels, len(present))
+    if n_labels > counts.sum():
+        raise ConfigError(
+            f"{n_labels} labels are more than the {counts.sum()} labeled training images; "
+            "ask for fewer (or leave the number out to keep every label)"
+        )
+    want = np.zeros(len(present), dtype=np.int64)
+    open_ = np.ones(len(present), dtype=bool)  # classes whose share is not yet settled
+    budget = n_labels
+    while True:
+        base, extra = divmod(budget, int(open_.sum()))
+        share = np.zeros_like(want)
+        share[open_] = base + (np.arange(open_.sum()) < extra)
+        short = open_ & (counts < share)
+        if not short.any():
+            want[open_] = share[open_]
+            break
+        want[short], open_[short] = counts[short], False  # all they have
+        budget -= int(counts[short].sum())
     rng = np.random.default_rng(seed)
     out = np.full_like(y, UNLABELED)
-    for j, c in enumerate(present):
-        idx = np.flatnonzero(y == c)
-        want = base + (1 if j < extra else 0)
-        if want > len(idx):
-            name = classes[c] if c < len(classes) else c
-            raise ConfigError(
-                f"{n_labels} labels need {want} labeled images of class {name!r} but there "
-                f"are {len(idx)}; ask for fewer labels"
-            )
-        out[rng.choice(idx, want, replace=False)] = c
+    for c, k in zip(present, want, strict=True):
+        out[rng.choice(np.flatnonzero(y == c), k, replace=False)] = c
     return out
 
 
