@@ -862,8 +862,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "on; pass labeled data (class sub-folders, IDX or .npz labels)"
             )
         scores = _classification_scores(est, ds)[0]
-    elif config.get("estimator") == "VAEClustering":
-        # A clustering trains on every image: there is no held-out part to score.
+    elif config.get("estimator") == "VAEClustering" and meta.get("command") != "train":
+        # vaekit cluster trains on every image: there is no held-out part to score.
+        # (vaekit train --model vade holds the test split out, scored below like a VAE.)
         from vaekit.data.prepared import all_images
 
         scored_on = "all images (trained on)" if run_data else "all images of DATA"

@@ -124,6 +124,13 @@ def test_train_model_vade_is_a_mixture_prior_run(fast_cli: Cli | Preloaded, tmp_
     assert metrics["n_clusters"] == 10 and 0.0 <= metrics["acc"] <= 1.0
     assert_ok(fast_cli("train", "digits", "--out", out, "--resume", "-q"))
     assert_ok(fast_cli("generate", out, "--cluster", "9", "--n", "4", "--out", tmp_path / "g.png"))
+    # evaluate scores the held-out test images as train did, not all images (it trained on
+    # only the training split: "all images (trained on)" was false, and flattered the ELBO).
+    assert_ok(fast_cli("evaluate", out, "-q"))
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert "scored_on" not in evaluated
+    assert abs(evaluated["elbo"] - metrics["elbo"]) < 0.05 * abs(metrics["elbo"])
+    assert evaluated["acc"] == metrics["acc"] and evaluated["n_test"] == metrics["n_test"]
     # It trained on the training split only: the report must not say it clustered all 1797.
     assert_ok(fast_cli("report", out))
     html = (out / "report.html").read_text(encoding="utf-8")
