@@ -566,6 +566,24 @@ def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     checkpoint.atomic_write_json(path, metrics)
 
 
+def _write_run_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write a run's metrics.json, unless it already holds these very scores.
+
+    ``--resume`` on a finished run trains nothing and scores the same model again: the
+    file it would replace has the same scores, the run's own wall time and whatever
+    ``vaekit evaluate`` added (ELBO, reconstruction error), which a rewrite would lose.
+    """
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    same = isinstance(old, dict) and all(
+        k in old and old[k] == v for k, v in metrics.items() if k != "seconds"
+    )
+    if not same:
+        _write_metrics(path, metrics)
+
+
 def _format_metrics(metrics: dict[str, Any]) -> str:
     def show(v: float | int) -> str:  # counts in full: n_train=60000, not 6e+04
         return str(v) if isinstance(v, int) else f"{v:.4g}"
@@ -806,7 +824,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "n_test": len(ds.x_test),
         "seconds": est.fit_seconds_ + time.perf_counter() - t0,
     }
-    _write_metrics(out / "metrics.json", metrics)
+    _write_run_metrics(out / "metrics.json", metrics)
     took = f"{_count(est.n_epochs_, 'epoch')} in {est.fit_seconds_:.1f} s"
     _say(args, f"{took}; test {_format_metrics(metrics)}")
     print(out)
@@ -1096,7 +1114,7 @@ def _write_cluster_run(
     if clu.k_selection_ is not None:
         metrics["k_selection"] = clu.k_selection_
     metrics.update({"n_train": len(x), "n_test": 0, "seconds": time.perf_counter() - start})
-    _write_metrics(out / "metrics.json", metrics)
+    _write_run_metrics(out / "metrics.json", metrics)
     cluster_montage(out / "montage.png", x, labels, conf)
     return metrics
 
@@ -1279,7 +1297,7 @@ def _write_classify_run(
             "seconds": time.perf_counter() - start,
         }
     )
-    _write_metrics(out / "metrics.json", metrics)
+    _write_run_metrics(out / "metrics.json", metrics)
     return metrics
 
 

@@ -233,3 +233,19 @@ def test_a_built_in_name_is_recorded_as_such_beside_a_folder_of_that_name(
     res = here("evaluate", tmp_path / "run")
     assert_ok(res)
     assert json.loads(res.stdout)["n_test"] == DIGITS_TEST  # the built-in test split
+
+
+def test_resuming_a_finished_run_keeps_what_evaluate_added(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """A script that always passes --resume must not lose the ELBO evaluate wrote, nor the
+    run's own wall time: the finished run trains nothing and scores the same model."""
+    runs = {"cluster": tmp_path / "c", "train": tmp_path / "t"}
+    for command, out in runs.items():
+        extra = ("--n-clusters", "3") if command == "cluster" else ()
+        assert_ok(fast_cli(command, "digits", *TINY, *extra, "--out", out, "-q"))
+        assert_ok(fast_cli("evaluate", out, "-q"))
+        evaluated = (out / "metrics.json").read_bytes()
+        assert b"evaluate_seconds" in evaluated
+        assert_ok(fast_cli(command, "digits", *TINY, *extra, "--out", out, "--resume", "-q"))
+        assert (out / "metrics.json").read_bytes() == evaluated, command
