@@ -389,6 +389,13 @@ def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, to
         f"'vaekit {run_command(config)} DATA --out {run_dir} --resume'"
     )
     if not path.exists():
+        if _stopped_before_first_epoch(run_dir):
+            # E.g. training diverged in epoch 1: resuming would repeat it from the start.
+            resume = (
+                "the run stopped before its first epoch finished, so it holds nothing to "
+                "resume — remove the folder and train again (if training failed, its error "
+                "said why, e.g. a diverged loss)"
+            )
         raise CheckpointError(f"'{path}' is missing; {resume}")
     data = path.read_bytes()
     recorded = config.get("model_sha256") == sha256_bytes(data)
@@ -404,6 +411,15 @@ def load_model(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, to
         )
     tensors, _ = _read_safetensors(path)
     return config, tensors
+
+
+def _stopped_before_first_epoch(run_dir: Path) -> bool:
+    """Whether the run's training state records no finished epoch."""
+    try:
+        info = json.loads((run_dir / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("epoch") == 0
 
 
 def save_train_state(

@@ -28,6 +28,7 @@ from cli_helpers import (
     Preloaded,
     TrainedRun,
     assert_ok,
+    assert_user_error,
     console_script,
     copy_run,
     write_idx_folder,
@@ -249,3 +250,17 @@ def test_resuming_a_finished_run_keeps_what_evaluate_added(
         assert b"evaluate_seconds" in evaluated
         assert_ok(fast_cli(command, "digits", *TINY, *extra, "--out", out, "--resume", "-q"))
         assert (out / "metrics.json").read_bytes() == evaluated, command
+
+
+def test_a_run_that_diverged_in_its_first_epoch_is_not_offered_a_resume(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """train says "holds nothing to resume: remove it"; evaluate and report said "resume it
+    with ... --resume", which fails again the same way."""
+    out = tmp_path / "nan"
+    assert_user_error(
+        fast_cli("train", "digits", *TINY, "--lr", "1e6", "--out", out, "-q"), "diverged"
+    )
+    for command in ("evaluate", "report"):
+        message = assert_user_error(fast_cli(command, out), "model.safetensors")
+        assert "holds nothing to resume" in message and "--resume" not in message, command
