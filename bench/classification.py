@@ -168,8 +168,9 @@ def print_summary(results: list[dict], *, targets: bool = True) -> None:
     Also used by ``bench/summary.py`` on the ``--json`` reports of several runs.
     """
     keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "ece", "seconds")
+    n_texts = list(dict.fromkeys(r["labels"] for r in results))  # in the runs' order
     for method in ("logreg-pixels", "vaekit-m2"):
-        for n_text in dict.fromkeys(r["labels"] for r in results):
+        for n_text in n_texts:
             rows = [r for r in results if r["method"] == method and r["labels"] == n_text]
             if not rows:
                 continue
@@ -181,7 +182,7 @@ def print_summary(results: list[dict], *, targets: bool = True) -> None:
             )
             seeds = ", ".join(str(r["seed"]) for r in rows)
             print(f"{method:14s} N={n_text:5s} {stats}  (seeds: {seeds})")
-    for n_text in dict.fromkeys(r["labels"] for r in results):
+    for n_text in n_texts:
         rows = [r for r in results if r["method"] == "vaekit-m2" and r["labels"] == n_text]
         if rows and n_text in TARGETS and targets:
             mean = float(np.mean([r["accuracy"] for r in rows]))

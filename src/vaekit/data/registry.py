@@ -247,11 +247,10 @@ def locate_remote(name: str) -> Path:
                 f"${ENV_DATA} ({str(root)!r}) {wrong}; looking for {name} elsewhere",
                 stacklevel=3,
             )
-    if _complete_idx_folder(DEBIAN_ROOT / name):
-        return DEBIAN_ROOT / name
+    found = local_copy(name)  # the same places, in the same order
+    if found is not None:
+        return found
     cache = cache_root() / name
-    if _complete_idx_folder(cache):
-        return cache
     mirror = os.environ.get(ENV_MIRROR)
     bases = (mirror.rstrip("/") + "/" + name,) if mirror else remote.mirrors
     hint = f"or put the four IDX files in ${ENV_DATA}/{name}/"
