@@ -212,6 +212,22 @@ def test_set_params_after_fit_acts_at_the_next_fit(digits, tmp_path):
     np.testing.assert_array_equal(vae.reconstruct(digits[:5]), recon)
 
 
+def test_a_run_trained_on_a_gpu_loads_on_the_device_asked_for(digits, tmp_path):
+    """config.json keeps the training device ("cuda"); loading where it does not exist works."""
+    vae = tiny(max_epochs=1).fit(digits[:60])
+    vae.save(tmp_path / "run")
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["params"]["device"] = "cuda"  # what VAE(device="cuda").save writes
+    config_path.write_text(json.dumps(config))
+    for device in ("cpu", "auto"):
+        loaded = VAE.load(tmp_path / "run", device=device)
+        assert loaded.device == device
+        np.testing.assert_array_equal(loaded.transform(digits[:5]), vae.transform(digits[:5]))
+    with pytest.raises(ConfigError, match="unknown device"):
+        VAE.load(tmp_path / "run", device="tpu")  # the caller's mistake, not the run's
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_fails_before_writing_to_run_dir(digits, tmp_path):
     with pytest.raises(ConfigError, match="CUDA is not available"):

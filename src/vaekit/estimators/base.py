@@ -484,12 +484,28 @@ class BaseVAEEstimator(BaseEstimator):
     def load(cls, path: str | Path, *, device: str = "auto") -> Self:
         """Load an estimator saved with ``save`` (never unpickles).
 
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            The run directory ``save`` (or ``fit(run_dir=...)``) wrote.
+        device : str, default="auto"
+            Where to put the model now: ``"auto"``, ``"cpu"`` or ``"cuda"``; it becomes the
+            estimator's ``device``, so a run trained on a GPU loads on a CPU-only machine.
+
+        Returns
+        -------
+        estimator
+            The fitted estimator, ready to ``predict``/``transform``.
+
         Raises
         ------
         CheckpointError
             The directory is missing, incomplete, from another vaekit version, of another
             estimator, or its files were modified.
+        ConfigError
+            ``device`` is unknown or not available here.
         """
+        torch_device = resolve_device(device)  # the caller's mistake, not the file's
         config, tensors = checkpoint.load_model(path)
         if config.get("estimator") != cls._estimator_name:
             raise CheckpointError(
@@ -497,7 +513,8 @@ class BaseVAEEstimator(BaseEstimator):
                 f"load it with vaekit.{config.get('estimator')}.load"
             )
         try:
-            est = cls(**cls.params_from_config(config["params"]))
+            # The device the run was trained on may not exist here; it is the caller's now.
+            est = cls(**{**cls.params_from_config(config["params"]), "device": device})
             est._check_params()  # a config.json edited by hand: say so now, not at predict
             if est.random_state is not None:
                 seed_from(est.random_state)  # evaluate splits the data with it
@@ -519,7 +536,7 @@ class BaseVAEEstimator(BaseEstimator):
             module.load_state_dict(
                 {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}
             )
-            est.module_ = module.to(resolve_device(device)).eval()
+            est.module_ = module.to(torch_device).eval()
             est._restore_extras(
                 {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}, fitted
             )
