@@ -565,12 +565,13 @@ class _Loop:
         rows = self.val_idx[self.rank :: self.world] if self.world > 1 else self.val_idx
         row_bytes = 4 * max(1, math.prod(self.data[0].shape[1:]))  # one float32 example
         bs = max(self.cfg.batch_size, min(MAX_VALIDATION_BATCH, VALIDATION_BYTES // row_bytes))
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, reconstruction, kl, count
+        # loss, reconstruction, kl, count; on the model's device, which NCCL's all_reduce needs
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         for start in range(0, len(rows), bs):
             batch = self._gather(rows[start : start + bs])
             out = self.model.loss(*batch, kl_weight=1.0)
             k = len(batch[0])
-            part = torch.stack([out.total, out.reconstruction, out.kl]).double().cpu() * k
+            part = torch.stack([out.total, out.reconstruction, out.kl]).double() * k
             sums[:3] += part
             sums[3] += k
         sums = distributed.all_reduce_sum(sums)
