@@ -11,7 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _sklearn_checks import EXPECTED_FAILURES
 from vaekit import VAEClustering
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DataError
 from vaekit.metrics import cluster_accuracy
 
 
@@ -269,6 +269,8 @@ def test_estimator_contract_on_valid_data():
     assert np.array_equal(est.predict(np.asfortranarray(x)), first)
     with pytest.raises(ValueError, match="n_samples=1"):
         tiny().fit(x[:1])
+    with pytest.raises(DataError, match="'auto' needs at least 3 images, got n_samples=2"):
+        tiny(n_clusters="auto", validation_fraction=0.0).fit(x[:2])
 
 
 @pytest.mark.slow  # numba compiles UMAP on first use: 40 s to minutes, more than a unit test

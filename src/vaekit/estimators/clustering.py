@@ -363,6 +363,11 @@ class VAEClustering(ClusterMixin, VAE):
         k = self.n_clusters
         if k != "auto" and k > n_samples:
             raise DataError(f"n_clusters={k} is more than n_samples={n_samples}; lower it")
+        if k == "auto" and n_samples < 3:  # it tries K = 2..n_samples - 1: none for 2 images
+            raise DataError(
+                f"n_clusters='auto' needs at least 3 images, got n_samples={n_samples}; "
+                "pass n_clusters=2"
+            )
         super()._check_n_samples(n_samples)
 
     def _build_module(self, input_shape: tuple[int, ...]):
