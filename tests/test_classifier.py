@@ -225,6 +225,29 @@ def test_bad_input(kw, y, match):
         tiny(**kw).fit(x, y)
 
 
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"kl_warmup_epochs": -1}, "kl_warmup_epochs"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+        ({"precision": "fp8"}, "precision"),
+        ({"compile": "sometimes"}, "compile"),
+    ],
+)
+def test_training_settings_are_refused_before_the_spreading_vae_trains(kw, match, monkeypatch):
+    """Semi-supervised fit trains an M1 VAE first; a bad loop setting must not wait for it."""
+    from vaekit.estimators.vae import VAE
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the settings were checked")
+
+    monkeypatch.setattr(VAE, "fit", no_training)
+    x = np.random.default_rng(0).random((20, 4))
+    y = np.r_[np.tile([0, 1], 5), np.full(10, -1)]
+    with pytest.raises(ConfigError, match=match):
+        tiny(propagation=1.0, **kw).fit(x, y)
+
+
 def test_run_saved_before_new_parameters_loads_as_trained(semi, tmp_path):
     """A run saved without the later parameters was trained without them."""
     import json

@@ -91,11 +91,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
 
 
-def is_temp_file(name: str) -> bool:
-    """Say whether ``name`` is one of the atomic writers' temp files (``.NAME.*.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def foreign_files(folder: str | os.PathLike) -> list[str]:
     """Sorted names in ``folder`` other than hidden ones ([] if none or no folder).
 
@@ -117,7 +112,7 @@ def name_list(names: list[str]) -> str:
 
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
     """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``)."""
-    for tmp in Path(run_dir).glob(".*.tmp"):  # the names is_temp_file accepts
+    for tmp in Path(run_dir).glob(".*.tmp"):  # the atomic writers' temp names
         with contextlib.suppress(OSError):
             tmp.unlink()
 

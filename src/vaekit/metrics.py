@@ -145,7 +145,8 @@ def classification_metrics(
     -------
     dict
         ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro`` (macro averages
-        over the ``K`` classes, 0 for a class never predicted), ``per_class``
+        over the classes that occur in ``y_true`` or ``y_pred``, as scikit-learn's
+        ``average="macro"``; a class that occurs but is never predicted counts 0), ``per_class``
         (``{name: {precision, recall, f1, support}}``), ``confusion_matrix`` (rows true,
         columns predicted, class-index order), ``classes`` and, with ``proba``, ``ece``.
     """

@@ -130,6 +130,9 @@ class BaseVAEEstimator(BaseEstimator):
         if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:  # True is 1
             raise ConfigError(f"verbose must be an integer >= 0, got {self.verbose!r}")
         resolve_device(self.device)  # raises now, before any training or file in run_dir
+        # The training loop's settings as it will check them, now: VAEClassifier trains its
+        # label-spreading VAE (minutes on Fashion-MNIST) before it builds its own loop.
+        self._train_config(0, max_epochs=1)
         if n_samples is not None:
             self._check_n_samples(n_samples)
 

@@ -131,10 +131,15 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         interpolated geometrically by the share of unlabeled images. That is 3 on
         Fashion-MNIST with 100 or 1,000 labels (where 3 epochs beat 2, 6, 10 and 30), 30
         on ``digits``; ``n_epochs_`` says how many were run.
-    **common
-        ``hidden_dims``, ``likelihood``, ``beta``, ``batch_size``, ``learning_rate``,
-        ``lr_schedule``, ``kl_warmup_epochs``, ``patience``, ``device``, ``random_state``,
-        ``verbose``, ``precision``, ``compile`` as for :class:`vaekit.VAE`.
+    kl_warmup_epochs : int, default=0
+        Epochs over which the KL weight rises from 0 to 1 (0: none; :class:`vaekit.VAE`
+        uses 10).
+    patience : int, default=10
+        Accepted for the shared signature and ignored: there is no early stopping.
+    hidden_dims, likelihood, beta, batch_size, learning_rate, lr_schedule
+        As for :class:`vaekit.VAE`.
+    device, random_state, verbose, precision, compile
+        As for :class:`vaekit.VAE`.
 
     Attributes
     ----------
@@ -573,7 +578,22 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
     def sample(
         self, n_samples: int = 1, *, label: Any = None, random_state: Any = None
     ) -> np.ndarray:
-        """Generate images (pixel means), of class ``label`` or of random classes."""
+        """Generate images (pixel means) of one class or of random classes.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Images to generate.
+        label : a member of ``classes_`` or None, default=None
+            The class to draw; None draws each image's class uniformly.
+        random_state : int, RandomState, Generator or None, default=None
+            Seed of the draw (None: the estimator's fitted seed).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, *input_shape_)
+            Float32 pixel means in [0, 1].
+        """
         check_is_fitted(self, "temperature_")
         n_samples = check_n_samples(n_samples)
         seed = self.seed_ if random_state is None else seed_from(random_state)

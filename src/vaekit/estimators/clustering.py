@@ -8,7 +8,8 @@ Methods (the ``method`` parameter), all on the same VAE and training loop:
   runs by inertia; after the spectral step, by modularity, see below). The default, with
   the spectral manifold step: on Fashion-MNIST that pair had the best mean ACC, NMI and
   ARI over five seeds (BENCHMARKS.md).
-- ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the VAE, initialise a diagonal
+- ``"vade"`` — VaDE (Jiang et al. 2017): pre-train the encoder and decoder as an
+  autoencoder (the posterior means decoded, no KL), initialise a diagonal
   Gaussian-mixture prior from a GMM on the latents, then train the whole model end to end;
   clusters are ``argmax_c p(c|z)``.
 
@@ -105,7 +106,8 @@ SPECTRAL_REGULARIZATION = 0.01
 KNN_NEIGHBORS = 10
 #: Features this close (Euclidean) to a reference latent are that reference image's.
 SAME_POINT_DISTANCE = 1e-6
-#: Above this many images, UMAP is fitted on a seeded subsample; the rest go through kNN.
+#: Above this many images, the manifold step (spectral or UMAP) is fitted on a seeded
+#: subsample; the other images get their neighbours' probabilities (``KNN_NEIGHBORS``).
 MANIFOLD_MAX_SAMPLES = 100_000
 #: Above this many latents, the mixture / k-means (and BIC for K) is fitted on a seeded
 #: subsample and then applied to all: 100k points pin 10 full-covariance Gaussians in 10-D
@@ -224,14 +226,16 @@ class VAEClustering(ClusterMixin, VAE):
     max_clusters : int, default=20
         Largest K tried by ``n_clusters="auto"``.
     pretrain_epochs : int or None, default=None
-        VaDE only: epochs of plain-VAE pre-training (default: ``max_epochs // 2``), before
+        VaDE only: epochs of autoencoder pre-training (posterior means decoded, no KL term;
+        Jiang et al. 2017) (default: ``max_epochs // 2``), before
         up to ``max_epochs`` with the mixture prior; ``history_`` holds both phases, each
         numbered from epoch 1.
-    **vae_params
-        The VAE parameters (``latent_dim``, ``arch``, ``hidden_dims``, ``likelihood``,
-        ``beta``, ``batch_size``, ``max_epochs``, ``learning_rate``, ``lr_schedule``,
-        ``kl_warmup_epochs``, ``validation_fraction``, ``patience``, ``device``,
-        ``random_state``, ``verbose``, ``precision``, ``compile``), as for :class:`vaekit.VAE`.
+    latent_dim, arch, hidden_dims, likelihood, beta, batch_size, max_epochs, learning_rate
+        The VAE's parameters, as for :class:`vaekit.VAE`.
+    lr_schedule, kl_warmup_epochs, validation_fraction, patience, device, random_state
+        As for :class:`vaekit.VAE`.
+    verbose, precision, compile
+        As for :class:`vaekit.VAE`.
 
     Attributes
     ----------
@@ -240,7 +244,8 @@ class VAEClustering(ClusterMixin, VAE):
     n_clusters_ : int
         Number of clusters used (the chosen one when ``n_clusters="auto"``).
     k_selection_ : dict or None
-        ``{"criterion": "bic", "k": [...], "score": [...]}`` when K was chosen automatically.
+        ``{"criterion": "bic", "k": [...], "score": [...], "chosen": K}`` when K was chosen
+        automatically (``score``: the BIC of each K tried, lower is better), else None.
 
     Examples
     --------
@@ -678,6 +683,21 @@ class VAEClustering(ClusterMixin, VAE):
         VaDE samples its mixture prior. With a manifold step (the default), the latents
         are drawn from a Gaussian fitted to the cluster's members in latent space; without
         one, from the cluster's GMM component, or around its k-means centre; then decoded.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Images to generate.
+        cluster : int or None, default=None
+            Cluster index in ``0..n_clusters_ - 1``; None draws from the whole prior (the
+            standard normal; VaDE's mixture).
+        random_state : int, RandomState, Generator or None, default=None
+            Seed of the draw (None: the estimator's fitted seed).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, *input_shape_)
+            Float32 pixel means in [0, 1].
         """
         check_is_fitted(self, "n_clusters_")
         n_samples = check_n_samples(n_samples)

@@ -213,7 +213,17 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseVAEEstimator):
     def sample(self, n_samples: int = 1, *, random_state: Any = None) -> np.ndarray:
         """Generate ``n_samples`` images (pixel means of ``p(x|z)``, ``z`` from the prior).
 
-        ``random_state`` (default: the estimator's seed) makes the draw repeatable.
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Images to generate.
+        random_state : int, RandomState, Generator or None, default=None
+            Seed of the draw (None: the estimator's fitted seed, so repeated calls agree).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, *input_shape_)
+            Float32 pixel means in [0, 1].
         """
         check_is_fitted(self, "module_")
         n_samples = check_n_samples(n_samples)

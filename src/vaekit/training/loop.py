@@ -75,7 +75,8 @@ class TrainConfig:
     max_epochs : int
         Upper bound on passes over the training data.
     learning_rate : float
-        Adam's initial step size; decays by a cosine to ``MIN_LR_FRACTION`` of it.
+        Adam's initial step size; with the cosine schedule it decays to ``MIN_LR_FRACTION``
+        of it.
     lr_schedule : {"cosine", "constant"}
         Learning-rate schedule over ``max_epochs``.
     kl_warmup_epochs : int
@@ -347,8 +348,8 @@ class _Loop:
     def _has_unused_parameters(self) -> bool:
         """Whether the loss leaves a trainable parameter without a gradient.
 
-        Some models leave parameters out of a phase (VaDE's prior while it pre-trains as a
-        plain VAE); DDP must then look for them every step, which costs a graph traversal,
+        Some models leave parameters out of a phase (VaDE's prior while it pre-trains as an
+        autoencoder); DDP must then look for them every step, which costs a graph traversal,
         so it is only asked to when one loss evaluation on two rows shows the need.
         """
         params = [p for p in self.model.parameters() if p.requires_grad]
