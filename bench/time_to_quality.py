@@ -86,7 +86,11 @@ def main() -> None:
             flush=True,
         )
     for seed in args.seeds:
-        results["seeds"].append(run_seed(seed, args, x, y))
+        with _common.measured() as load:
+            summary = run_seed(seed, args, x, y)
+        summary["other_cpus"] = load["other_cpus"]  # > 0: the timing was contended
+        print(f"  (other processes kept {load['other_cpus']:.2f} CPUs busy meanwhile)")
+        results["seeds"].append(summary)
 
     done = [s["seconds"] for s in results["seeds"] if s["reached"]]
     print()
