@@ -83,6 +83,40 @@ def test_prepare_image_folder_keeps_paths_labels_and_split(
     assert json.loads((tmp_path / "rel.json").read_text())["paths"][0].startswith(str(src))
 
 
+def test_prepare_expands_the_home_folder_and_takes_one_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'~/photos' as the README writes it: the manifest's paths and the output were under a
+    folder literally named '~' of the working directory. One image is a training part alone."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    src = _folder(tmp_path / "home" / "pics")
+    meta = prepare("~/pics", "~/p.npy")
+    assert (tmp_path / "home" / "p.npy").is_file() and not (tmp_path / "~").exists()
+    assert all(Path(p).is_file() for p in meta["paths"])
+    assert meta["paths"][0].startswith(str(src))
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.fromarray(np.full((10, 12), 9, dtype=np.uint8)).save(one / "only.png")
+    prepare(one, tmp_path / "one.npy")
+    ds = load_dataset(tmp_path / "one.npy")
+    assert ds.x_train.shape == (1, 1, 10, 12) and len(ds.x_test) == 0
+    assert list(ds.paths_train) == [str(one / "only.png")]
+
+
+def test_sizes_that_differ_between_blocks_name_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: 'are 1x10x12 (CxHxW) in the first block but 1x5x5 later', naming no file."""
+    import vaekit.data.prepared as prepared
+
+    monkeypatch.setattr(prepared, "PREPARE_BLOCK", 1)  # every image its own block
+    src = _folder(tmp_path / "imgs", n_per_class=3)
+    Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(src / "dog" / "odd.png")
+    with pytest.raises(DataError, match=r"differ in size \(.*odd\.png.*\); pass --image-size"):
+        prepare(src, tmp_path / "p.npy")
+
+
 def test_a_skipped_image_leaves_the_same_split_in_the_folder_and_its_prepared_file(
     tmp_path: Path,
 ) -> None:

@@ -388,11 +388,24 @@ def _refuse_run_file(path: Path, what: str) -> None:
 
 
 def _refuse_replacing_data(path: Path, data: str | None) -> None:
-    """Refuse an output file that is the data file ``data`` or a prepared array's manifest."""
-    if data is None or not path.exists() or not Path(data).exists():
+    """Refuse an output file that would replace or join the data ``data``.
+
+    That is the data file itself or a prepared array's manifest, or a picture inside the
+    image folder ``data`` (it would be read as one of its images).
+    """
+    if data is None or not Path(data).exists():
         return
-    source = Path(data).resolve()
-    if path.resolve() in (source, source.with_suffix(".json")):
+    source, target = Path(data).resolve(), path.resolve()
+    if source.is_dir():
+        from vaekit.data.images import is_image_name
+
+        if source in target.parents and is_image_name(target.name):
+            raise VaekitError(
+                f"--out '{path}' is inside the image folder {data!r}, where it would be read "
+                "as one of its images; choose a file outside it"
+            )
+        return
+    if path.exists() and target in (source, source.with_suffix(".json")):
         raise VaekitError(f"--out '{path}' is the data being read ({data!r}); choose another file")
 
 
@@ -888,6 +901,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scored_on = "all images (trained on)" if run_data else "all images of DATA"
         scores = {**generative_metrics(est, all_images(ds)), "scored_on": scored_on}
     else:
+        if not len(ds.x_test):  # a single image is a training part alone
+            raise DataError(
+                f"'{spec}' has no test images to score run '{args.run}' on "
+                f"({len(ds.x_train)} image(s), all in the training part); pass more images"
+            )
         scores = generative_metrics(est, ds.x_test)
     metrics = {
         **scores,
@@ -930,7 +948,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     _check_image_shape(est, ds, args.run, args.data)
     _warn_of_split_change(_split_change(ds, meta, args.data))
     parts = {"train": [ds.x_train], "test": [ds.x_test], "all": [ds.x_train, ds.x_test]}
-    z = np.concatenate([est.transform(x) for x in parts[args.split]])
+    chosen = [x for x in parts[args.split] if len(x)]
+    if not chosen:  # one image: all of it is the training part
+        raise DataError(
+            f"'{args.data}' has no {args.split} images ({len(ds.x_train)} training, "
+            f"{len(ds.x_test)} test); use --split all"
+        )
+    z = np.concatenate([est.transform(x) for x in chosen])
     buf = io.BytesIO()
     np.save(buf, z)
     checkpoint.atomic_write_bytes(args.out, buf.getvalue())
@@ -940,8 +964,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample images from a trained run into a PNG grid."""
-    _output_file(args.out, ".png")
-    est, _ = _load_estimator(args.run, reads_metadata=False)
+    path = _output_file(args.out, ".png")
+    est, config = _load_estimator(args.run, reads_metadata=False)
+    meta = config.get("metadata")
+    data = meta.get("data") if isinstance(meta, dict) else None  # metadata from Python: any
+    _refuse_replacing_data(path, data if isinstance(data, str) else None)  # its image folder
     from vaekit.plots import save_image_grid
 
     if args.cluster is None:

@@ -20,6 +20,8 @@ from cli_helpers import (
     assert_user_error,
     console_script,
     copy_run,
+    snapshot,
+    write_image_folder,
 )
 
 from vaekit import VAE, load_dataset
@@ -94,6 +96,39 @@ def test_embed_uses_the_split_of_the_run(fast_cli: Cli | Preloaded, tmp_path: Pa
     want = VAE.load(run).transform(load_dataset("digits", random_state=3).x_test)
     assert z.shape == (DIGITS_TEST, LATENT_DIM)
     np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-6)
+
+
+def test_one_new_image_can_be_embedded(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    """Before, one image could not be split into train and test, so embed refused it."""
+    one = load_dataset("digits").x_test[:1]
+    np.save(tmp_path / "one.npy", one)
+    z_out = tmp_path / "z.npy"
+    assert_ok(fast_cli("embed", trained_run.path, tmp_path / "one.npy", "--out", z_out))
+    want = VAE.load(trained_run.path).transform(one)
+    np.testing.assert_allclose(np.load(z_out, allow_pickle=False), want, rtol=1e-5, atol=1e-6)
+    res = fast_cli("embed", trained_run.path, tmp_path / "one.npy", "--split", "test",
+                   "--out", tmp_path / "t.npy")  # fmt: skip
+    assert_user_error(res, "has no test images (1 training, 0 test); use --split all")
+    res = fast_cli("evaluate", trained_run.path, tmp_path / "one.npy")
+    assert_user_error(res, "has no test images to score run")
+
+
+def test_generate_never_writes_into_the_runs_image_folder(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Before, a grid written over (or beside) the training images was read as one of them:
+    the run's data changed, and evaluate then failed on the odd-sized picture."""
+    data = write_image_folder(tmp_path / "imgs")
+    before = snapshot([data])
+    run = tmp_path / "run"
+    assert_ok(fast_cli("train", data, *TINY, "--out", run, "-q"))
+    for out in (data / "cats" / "0.png", data / "grid.png"):
+        res = fast_cli("generate", run, "--n", "4", "--out", out)
+        assert_user_error(res, out, "inside the image folder")
+    assert snapshot([data]) == before
+    assert_ok(fast_cli("generate", run, "--n", "4", "--out", tmp_path / "grid.png"))
 
 
 def test_a_closed_stdout_stops_quietly(trained_run: TrainedRun, tmp_path: Path) -> None:

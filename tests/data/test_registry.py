@@ -97,10 +97,15 @@ def test_bad_arguments(kwargs: dict) -> None:
         load_dataset("digits", **kwargs)
 
 
-def test_too_few_images_to_split(tmp_path: Path) -> None:
-    np.save(tmp_path / "one.npy", np.zeros((1, 4, 4), dtype=np.uint8))
+def test_one_image_is_a_training_part_alone(tmp_path: Path) -> None:
+    """One new image must load (to embed or predict it); two cannot give 90 % to a test part."""
+    np.save(tmp_path / "one.npy", np.full((1, 4, 4), 200, dtype=np.uint8))
+    ds = load_dataset(tmp_path / "one.npy")
+    assert ds.x_train.shape == (1, 1, 4, 4) and ds.x_test.shape == (0, 1, 4, 4)
+    assert ds.x_train[0, 0, 0, 0] == 200
+    np.save(tmp_path / "two.npy", np.zeros((2, 4, 4), dtype=np.uint8))
     with pytest.raises(DataError, match=r"too few to split"):
-        load_dataset(tmp_path / "one.npy")
+        load_dataset(tmp_path / "two.npy", test_fraction=0.9)
 
 
 def test_seeded_split_falls_back_to_shuffle() -> None:

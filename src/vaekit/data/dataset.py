@@ -227,7 +227,9 @@ def seeded_split(
     """Split ``range(n)`` into sorted train and test indices with a fixed seed.
 
     The split is stratified by label when every label value (``-1`` included) occurs at least
-    twice and both parts can hold one image of each; otherwise it is a plain shuffle.
+    twice and both parts can hold one image of each; otherwise it is a plain shuffle. A
+    single image is the training part alone, with an empty test part: there is nothing to
+    hold out, and it can still be embedded or predicted by a trained run.
 
     Parameters
     ----------
@@ -250,8 +252,10 @@ def seeded_split(
     Raises
     ------
     DataError
-        If there are too few images to make both parts non-empty.
+        If there is no image, or ``test_fraction`` leaves the training part empty.
     """
+    if n == 1:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     n_test = math.ceil(test_fraction * n)
     if n < 2 or n_test >= n:
         raise DataError(

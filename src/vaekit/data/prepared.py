@@ -135,7 +135,7 @@ def load_prepared(
         or x.shape != shape
         or n_train + n_test != shape[0]
         or n_train < 1
-        or n_test < 1  # every split holds out at least one test image
+        or n_test < (shape[0] > 1)  # every split holds out a test image; one image cannot
     ):
         raise DataError(
             f"{str(arr_file)!r} holds {x.dtype} {x.shape} but its manifest says uint8 {shape} "
@@ -323,6 +323,7 @@ def prepare_image_folder(
     tmp = _tmp_for(out)
     mm: np.memmap | None = None
     kept: list[int] = []  # positions in ``order`` of the images written, in row order
+    first = ""  # the first image written, named if a later block's size differs
     bad: list[str] = []  # skipped files of all blocks, reported once
     n_train = 0
     try:
@@ -341,6 +342,7 @@ def prepare_image_folder(
             if x is None:  # every file of this block was skipped
                 continue
             if mm is None:
+                first = rels[block[decoded.kept[0]]]
                 shape = (len(order), *x.shape[1:])
                 out.parent.mkdir(parents=True, exist_ok=True)
                 mm = _new_array_file(tmp, out, shape)
@@ -354,10 +356,12 @@ def prepare_image_folder(
                         skip_bad=skip_bad, test_fraction=test_fraction,
                         random_state=random_state,
                     )  # fmt: skip
+                later = rels[block[decoded.kept[0]]]
                 raise DataError(
-                    f"images of {shown!r} are {'x'.join(map(str, mm.shape[1:]))} (CxHxW) in "
-                    f"the first block but {'x'.join(map(str, x.shape[1:]))} later; pass "
-                    "--image-size and --color to make them all alike"
+                    f"images of {shown!r} differ in size ({first!r} is "
+                    f"{'x'.join(map(str, mm.shape[1:]))} CxHxW, {later!r} is "
+                    f"{'x'.join(map(str, x.shape[1:]))}); pass --image-size and --color to make "
+                    "them all alike"
                 )
             mm[len(kept) : len(kept) + len(x)] = x
             kept += (start + decoded.kept).tolist()
@@ -365,7 +369,8 @@ def prepare_image_folder(
         report_skipped(bad, len(order), len(kept), shown, stacklevel=4)
         assert mm is not None
         n_train = sum(1 for k in kept if k < n_train_listed)
-        if n_train in (0, len(kept)):  # a part (train, or test: always listed) left empty
+        # A part left empty (train, or test: always listed but for a single image)
+        if n_train == 0 or (n_train == len(kept) and len(order) > 1):
             raise DataError(f"no readable images left in a part of {shown!r}; fix the images")
         if len(kept) < len(order):  # some images were skipped: shrink the file
             mm = _shrunk(mm, tmp, len(kept), out)
@@ -375,7 +380,7 @@ def prepare_image_folder(
         src = order[np.asarray(kept)]
         labels = y_all[src] if classes else None
         # Absolute: the manifest is read from other working folders than this one.
-        paths = [os.path.abspath(os.path.join(shown, rels[i])) for i in src]
+        paths = [os.path.abspath(os.path.join(root, rels[i])) for i in src]  # ~ expanded
         meta = _manifest(shown, shape, n_train, labels, classes, paths, test is not None)
         _commit(tmp, out, meta)
     finally:
@@ -446,7 +451,7 @@ def prepare(
         load_dataset,
     )
 
-    out = Path(out)
+    out = Path(out).expanduser()  # as the source is: "~/photos.npy" is not a folder "~"
     if not out.name.lower().endswith(".npy"):
         raise DataError(f"the prepared file must end in .npy, got {str(out)!r}")
     shown = os.fspath(spec)
