@@ -277,6 +277,22 @@ def test_float_tiff_is_read_in_0_1(tmp_path: Path) -> None:
         load_dataset(tmp_path / "f")
 
 
+def test_12_bit_data_in_16_bit_pngs_is_said_nearly_black_naming_the_folder(
+    tmp_path: Path,
+) -> None:
+    """Before, the folder loaded silently; training then warned about 'X' and said to divide."""
+    from vaekit.errors import NearlyBlackWarning
+
+    (tmp_path / "b12").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        twelve_bit = rng.integers(0, 4096, (6, 6)).astype(np.uint16)
+        Image.fromarray(twelve_bit).save(tmp_path / "b12" / f"{i}.png")
+    with pytest.warns(NearlyBlackWarning, match=r"images of '.*b12' .*save them as 8-bit"):
+        ds = load_dataset(tmp_path / "b12")
+    assert ds.x_train.max() <= 16
+
+
 def test_32_bit_integer_tiff_beyond_16_bits_is_refused(tmp_path: Path) -> None:
     """Mode "I" holds 32-bit values; 0..65535 scale like 16-bit images, the rest is refused."""
     (tmp_path / "i").mkdir()

@@ -70,17 +70,22 @@ def _check_not_empty(x: np.ndarray, what: str) -> None:
         raise DataError(f"{what} is empty (shape {x.shape}); give at least one image")
 
 
-def warn_if_dim(hi: Any, what: str) -> None:
+def warn_if_dim(hi: Any, what: str, advice: str | None = None) -> None:
     """Warn when integer images whose brightest pixel is ``hi`` are nearly black.
 
     Integers are read as intensities out of 255; a brightest pixel in ``1..31`` almost
-    surely means another scale (scikit-learn's 0..16 digits, a 0/1 mask).
+    surely means another scale (scikit-learn's 0..16 digits, a 0/1 mask). ``advice`` says
+    what to do (default: for arrays, divide by ``hi``).
     """
     if 0 < hi < DIM_INTEGER_MAX:
+        if advice is None:
+            advice = (
+                f"if {hi} means white, divide by {hi} and give floats in [0, 1] (or booleans "
+                "for 0/1 masks)"
+            )
         warnings.warn(
             f"{what} holds integers of at most {hi}, read as intensities out of "
-            f"{MAX_PIXEL}: the images are nearly black; if {hi} means white, divide by {hi} "
-            "and give floats in [0, 1] (or booleans for 0/1 masks)",
+            f"{MAX_PIXEL}: the images are nearly black; {advice}",
             NearlyBlackWarning,
             stacklevel=4,
         )

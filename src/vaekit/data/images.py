@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
-from vaekit.data.arrays import Color, resample_filter, thread_count
+from vaekit.data.arrays import Color, resample_filter, thread_count, warn_if_dim
 from vaekit.data.dataset import UNLABELED, seeded_split
 from vaekit.errors import DataError
 
@@ -55,6 +55,11 @@ BACKGROUND = (255, 255, 255)
 #: Integer modes whose values run to 65535 (16-bit PNG/TIFF); scaled down to 0..255.
 WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 WIDE_INT_MAX = 65535
+#: What to do about a folder of nearly black images (see ``arrays.warn_if_dim``).
+DIM_IMAGES_ADVICE = (
+    "if they store fewer bits than their format holds (say 12-bit data in 16-bit PNGs), "
+    "rescale them to the format's full range or save them as 8-bit"
+)
 UNLABELED_DIR = "unlabeled"
 #: Folders that hold no images of the dataset: Synology NAS thumbnails (``cat/@eaDir/
 #: x.jpg/SYNOFILE_THUMB_M.jpg``) and macOS resource forks in zip files.
@@ -69,7 +74,8 @@ MAX_LISTED_BAD = 50
 SKIP_BAD_HINT = "or pass --skip-bad (skip_bad=True) to skip unreadable images"
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """Whether a folder load reads the file ``name`` as an image (not hidden, a known suffix)."""
     if name.startswith("."):
         return False
     suffix = os.path.splitext(name)[1].lower()
@@ -123,7 +129,7 @@ def _images_below(
             (os.path.join(dirpath, f), _join_rel(rel_dir, f))
             for f in filenames
             # a regular file, as _loose_images keeps: reading a FIFO would wait forever
-            if _is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))
+            if is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))
         ]
     return sorted(found, key=lambda pair: pair[1])
 
@@ -143,7 +149,7 @@ def _visible_dirs(folder: str) -> list[str]:
 
 def _loose_images(folder: str) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and _is_image_name(e.name))
+        return sorted(e.name for e in it if e.is_file() and is_image_name(e.name))
 
 
 @dataclass
@@ -541,6 +547,8 @@ def load_image_folder(
     )
     report_skipped(decoded.bad, len(files), len(decoded.kept), shown, stacklevel=STACKLEVEL)
     x, kept = decoded.x, decoded.kept
+    if x is not None:
+        warn_if_dim(int(x.max()), f"the images of {shown!r}", DIM_IMAGES_ADVICE)
     classes = tuple(sorted({n for n in names if n is not None}))
     index = {name: k for k, name in enumerate(classes)}
     y_all = np.array([UNLABELED if n is None else index[n] for n in names], dtype=np.int64)
