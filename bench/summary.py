@@ -1,4 +1,6 @@
-"""Mean ± std over the seeds of several runs of ``clustering.py`` or ``classification.py``.
+"""Mean ± std over the seeds of several runs of one benchmark's ``--json`` reports.
+
+``clustering.py``, ``classification.py`` and ``time_to_quality.py`` are understood.
 
 A five-seed protocol on 2 cores runs as two commands side by side (seeds 0 1 2 beside 3 4),
 each with its own ``--json`` report; each prints the summary of its own seeds only. This
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import classification
 import clustering
+import time_to_quality
 
 #: Options that may differ between the runs of one protocol.
 _PER_RUN_OPTIONS = {"--seeds", "--json", "--skip-baseline", "--save-latents"}
@@ -51,7 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     if len({tuple(settings(rep["command"])) for rep in reports}) > 1:
         sys.exit("summary.py: the reports are runs of different benchmarks or settings")
     print()
-    if isinstance(reports[0]["results"], dict):  # clustering.py: method -> rows
+    if isinstance(reports[0]["results"], dict) and "seeds" in reports[0]["results"]:
+        seeds = [s for rep in reports for s in rep["results"]["seeds"]]  # time_to_quality.py
+        _check_seeds([("vaekit", s["seed"]) for s in seeds])
+        target = reports[0].get("target", time_to_quality.DEFAULT_TARGET)  # not kept at first
+        time_to_quality.print_summary(seeds, target)
+    elif isinstance(reports[0]["results"], dict):  # clustering.py: method -> rows
         results: dict[str, list] = {}
         for rep in reports:
             for name, rows in rep["results"].items():

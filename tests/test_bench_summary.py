@@ -89,3 +89,26 @@ def test_summary_of_classification_reports(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "accuracy 0.790 ± 0.016  precision 0.790 ± 0.016  recall 0.790 ± 0.016" in done.stdout
     assert "target N=100: mean accuracy 0.790 >= 0.78: True" in done.stdout
+
+
+def test_summary_of_time_to_quality_reports(tmp_path):
+    def report(path: Path, seeds: list[int], seconds: list[float], keep_target: bool) -> Path:
+        rows = [
+            {"seed": s, "reached": True, "epoch": 2 + s, "seconds": t, "checks": []}
+            for s, t in zip(seeds, seconds, strict=True)
+        ]
+        command = f"python bench/time_to_quality.py --seeds {' '.join(map(str, seeds))}"
+        rep = {"date": "d", "command": command, "machine": {"cpu": "c"}}
+        rep.update({"target": 0.65} if keep_target else {})  # the first reports had none
+        rep["results"] = {"seeds": rows, "kmeans_pixels": None}
+        path.write_text(json.dumps(rep), encoding="utf-8")
+        return path
+
+    a = report(tmp_path / "a.json", [0, 1, 2], [41.3, 49.2, 64.0], keep_target=False)
+    b = report(tmp_path / "b.json", [3, 4], [50.0, 55.5], keep_target=True)
+    done = _summary(a, b)
+    assert done.returncode == 0, done.stderr
+    times = [41.3, 49.2, 64.0, 50.0, 55.5]
+    mean, std = statistics.fmean(times), statistics.stdev(times)
+    expected = f"time to ACC >= 0.65: {mean:.1f} ± {std:.1f} s"
+    assert expected in done.stdout and "over 5 of 5 seeds (epochs 2, 3, 4, 5, 6" in done.stdout
