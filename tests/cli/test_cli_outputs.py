@@ -23,6 +23,7 @@ from cli_helpers import (
     snapshot,
     write_image_folder,
 )
+from PIL import Image
 
 from vaekit import VAE, load_dataset
 from vaekit.data.prepared import prepare
@@ -113,6 +114,11 @@ def test_one_new_image_can_be_embedded(
     assert_user_error(res, "has no test images (1 training, 0 test); use --split all")
     res = fast_cli("evaluate", trained_run.path, tmp_path / "one.npy")
     assert_user_error(res, "has no test images to score run")
+    folder = tmp_path / "new"  # and the same image as the only one of a folder
+    folder.mkdir()
+    Image.fromarray(one[0, 0]).save(folder / "a.png")
+    assert_ok(fast_cli("embed", trained_run.path, folder, "--out", tmp_path / "f.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), want, rtol=1e-5, atol=1e-6)
 
 
 def test_generate_never_writes_into_the_runs_image_folder(

@@ -564,7 +564,7 @@ def load_image_folder(
     out: dict[str, object] = {"classes": classes, "official_split": test is not None}
     for part, listed in parts.items():
         idx = listed[row[listed] >= 0]
-        if len(idx) == 0:
+        if len(idx) == 0 and len(listed):  # (a single image has no test part at all)
             raise DataError(
                 f"no readable images left in the {part} part of {shown!r}; fix the images"
             )

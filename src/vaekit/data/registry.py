@@ -389,10 +389,11 @@ def _assemble(
     random_state: int,
 ) -> Dataset:
     """Bring images to the requested colour and size, split if needed, build the Dataset."""
-    x_train, x_test = (
-        None if x is None else as_requested(x, name, image_size=image_size, color=color)
-        for x in (x_train, x_test)
-    )
+    x_train = as_requested(x_train, name, image_size=image_size, color=color)
+    if official_split is False and x_test is not None and not len(x_test):
+        x_test = np.empty((0, *x_train.shape[1:]), dtype=np.uint8)  # a folder of one image
+    elif x_test is not None:
+        x_test = as_requested(x_test, name, image_size=image_size, color=color)
     official = x_test is not None if official_split is None else official_split
     if x_test is None:
         train_idx, test_idx = seeded_split(
