@@ -191,6 +191,18 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
     ]
 
 
+def test_a_cluster_runs_image_counts_say_what_was_clustered(cluster_run, digits) -> None:
+    """vaekit cluster writes n_train = every image, n_test = 0: not 'training images'."""
+    path, _, _ = cluster_run
+    run = load_run(path, VAEClustering, digits)
+    run.metrics.update(n_train=1797, n_test=0)
+    run.config.setdefault("metadata", {})["command"] = "cluster"
+    html = report._metrics_html(run)
+    assert "images clustered (training and test parts)" in html and "training images" not in html
+    run.config["metadata"]["command"] = "train"  # train --model vade holds a test part out
+    assert "training images" in report._metrics_html(run)
+
+
 def test_clusters_csv_is_the_source_of_cluster_figures(cluster_run, digits, tmp_path) -> None:
     path, _, x = cluster_run
     run_dir = tmp_path / "run"

@@ -1563,7 +1563,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         default=DEMO_EPOCHS,
-        help=f"maximum epochs; early stopping usually ends sooner ({DEMO_EPOCHS})",
+        help=(
+            f"maximum epochs of the VAE and clustering runs; early stopping usually ends "
+            f"sooner ({DEMO_EPOCHS}; the classifier runs at most {DEMO_CLASSIFIER_EPOCHS})"
+        ),
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     _add_common(p)

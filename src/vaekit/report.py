@@ -854,9 +854,12 @@ def _metrics_html(run: RunData) -> str:
             '<p class="muted">The run\'s own metrics (its metrics.json, scored on the data '
             "it was trained on), not scores on DATA; vaekit evaluate RUN DATA scores DATA.</p>"
         )
+    meanings = dict(METRIC_DESCRIPTIONS)
+    if run.config.get("metadata", {}).get("command") == "cluster":  # trained on every image
+        meanings.update(n_train="images clustered (training and test parts)", n_test="none")
     parts += [
         _table(
-            [(k, v, METRIC_DESCRIPTIONS.get(k, "")) for k, v in scalars],
+            [(k, v, meanings.get(k, "")) for k, v in scalars],
             ("metric", "value", "meaning"),
         )
     ]
