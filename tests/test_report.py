@@ -203,6 +203,23 @@ def test_a_cluster_runs_image_counts_say_what_was_clustered(cluster_run, digits)
     assert "training images" in report._metrics_html(run)
 
 
+def test_clusters_csv_rows_are_found_by_their_index(digits) -> None:
+    """index is each image's row in DATA (index_is_row); older runs numbered the images in
+    training-then-test order. Either way a re-sorted file maps back to the images."""
+    from types import SimpleNamespace
+
+    rows = digits.all_rows()  # digits: vaekit's seeded split of one array
+    assert not np.array_equal(rows, np.arange(len(rows)))
+    values = np.arange(len(rows)) % 7  # the cluster of the image at place j: j % 7
+    shuffled = np.random.default_rng(0).permutation(len(rows))
+    index, value = rows[shuffled], values[shuffled]  # a clusters.csv sorted some other way
+    new = SimpleNamespace(config={"metadata": {"index_is_row": True}})
+    np.testing.assert_array_equal(value[report._assignment_order(index, new, digits)], values)
+    old = SimpleNamespace(config={"metadata": {}})
+    positions = np.arange(len(rows))[shuffled]
+    np.testing.assert_array_equal(value[report._assignment_order(positions, old, digits)], values)
+
+
 def test_clusters_csv_is_the_source_of_cluster_figures(cluster_run, digits, tmp_path) -> None:
     path, _, x = cluster_run
     run_dir = tmp_path / "run"

@@ -300,6 +300,9 @@ def _data_metadata(spec: str, ds: Any, args: argparse.Namespace) -> dict[str, An
         "n_train": len(ds.x_train),
         "n_test": len(ds.x_test),
         "test_id": _test_id(ds),
+        # clusters.csv / predictions.csv: index is the image's row in DATA (ds.all_rows();
+        # runs written before this key numbered the images in training-then-test order)
+        "index_is_row": True,
     }
 
 
@@ -955,6 +958,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
             f"{len(ds.x_test)} test); use --split all"
         )
     z = np.concatenate([est.transform(x) for x in chosen])
+    if args.split == "all":  # DATA's own order: row r is DATA's image r (a split file's too)
+        z = z[np.argsort(ds.all_rows(), kind="stable")]
     buf = io.BytesIO()
     np.save(buf, z)
     checkpoint.atomic_write_bytes(args.out, buf.getvalue())
@@ -1131,10 +1136,10 @@ def _write_cluster_run(
 
     proba = clu._train_proba  # predict_proba(x): the clustering was just fitted on x
     labels, conf = proba.argmax(1), proba.max(1)
-    rows = ["index,path,cluster,probability"]
+    rows = ["index,path,cluster,probability"]  # index: the image's row in DATA
     rows += [
         f"{i},{_csv_field(p)},{c},{q:.6f}"
-        for i, (p, c, q) in enumerate(zip(paths, labels, conf, strict=True))
+        for i, p, c, q in zip(ds.all_rows(), paths, labels, conf, strict=True)
     ]
     checkpoint.atomic_write_text(out / "clusters.csv", "\n".join(rows) + "\n")
     metrics = _cluster_scores(clu, x, labels, ds.all_labels(), seed)
@@ -1309,10 +1314,12 @@ def _write_classify_run(
     metrics, pred, proba = _classification_scores(clf, ds)
     names = list(ds.classes) or [str(c) for c in clf.classes_]
     paths = ds.paths_test or [""] * len(pred)
+    # index: the image's row in DATA where vaekit split one file, else its place in the test part
+    index = range(len(pred)) if ds.rows_test is None else ds.rows_test
     rows = ["index,path,label,probability"]
     rows += [
         f"{i},{_csv_field(p)},{_csv_field(names[c])},{q:.6f}"
-        for i, (p, c, q) in enumerate(zip(paths, pred, proba.max(axis=1), strict=True))
+        for i, p, c, q in zip(index, paths, pred, proba.max(axis=1), strict=True)
     ]
     checkpoint.atomic_write_text(out / "predictions.csv", "\n".join(rows) + "\n")
     metrics.update(

@@ -48,6 +48,7 @@ from vaekit.checkpoint import (
     read_history,
     run_command,
 )
+from vaekit.data.dataset import Dataset
 from vaekit.data.prepared import all_images
 from vaekit.data.registry import same_data
 from vaekit.errors import CheckpointError, DataError
@@ -462,6 +463,25 @@ def _samples_figure(run: RunData, seed: int) -> FigureItem:
     )
 
 
+def _assignment_order(index: np.ndarray, run: RunData, ds: Dataset | None) -> np.ndarray:
+    """Rows of clusters.csv in the order of ``all_images(ds)`` (training, then test).
+
+    The ``index`` column is each image's row in DATA (``Dataset.all_rows``); in runs written
+    before the metadata said so (``index_is_row``), its place in training-then-test order.
+    Either way the rows are found by their index, so a re-sorted file still maps.
+    """
+    by_index = np.argsort(index, kind="stable")
+    if ds is None or not run.config.get("metadata", {}).get("index_is_row"):
+        return by_index
+    rows = ds.all_rows()
+    if not np.array_equal(np.sort(rows), index[by_index]):
+        return by_index  # not this data's rows (edited by hand): by index, as before
+    # The image at place j of all_images(ds) has index rows[j]: rank both and pair them.
+    order = np.empty(len(rows), dtype=np.int64)
+    order[np.argsort(rows, kind="stable")] = by_index
+    return order
+
+
 def _clustering_figures(
     run: RunData, rng: np.random.Generator, latent_method: str, max_points: int
 ) -> list[FigureItem]:
@@ -475,7 +495,7 @@ def _clustering_figures(
     clusters = conf = None
     a = run.assignments
     if a is not None and (x_all is None or len(a["index"]) == len(x_all)):
-        order = np.argsort(a["index"], kind="stable")
+        order = _assignment_order(a["index"], run, ds)
         clusters = a["value"][order].astype(np.int64)
         conf = a["probability"][order]
     if est is not None and x_all is not None:

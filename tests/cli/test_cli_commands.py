@@ -36,7 +36,7 @@ from cli_helpers import (
 )
 from PIL import Image
 
-from vaekit import __version__
+from vaekit import __version__, load_dataset
 
 SUBCOMMANDS = ("demo", "train", "evaluate", "embed", "generate")
 RUN_FILES = ("config.json", "model.safetensors", "history.csv", "metrics.json")
@@ -147,6 +147,7 @@ def test_evaluate_writes_metrics_json(outputs: Outputs) -> None:
 
 
 def test_embed_writes_latent_means_of_all_then_one_split(outputs: Outputs) -> None:
+    """--split all in DATA's own order (row r: DATA's image r); a part in its rows' order."""
     for name in ("embed all", "embed test"):
         assert_ok(outputs[name])
     z = np.load(outputs.root / "z.npy", allow_pickle=False)
@@ -154,7 +155,8 @@ def test_embed_writes_latent_means_of_all_then_one_split(outputs: Outputs) -> No
     assert z.dtype == np.float32
     z_test = np.load(outputs.root / "z_test.npy", allow_pickle=False)
     assert z_test.shape == (DIGITS_TEST, LATENT_DIM)
-    np.testing.assert_allclose(z_test, z[DIGITS_TRAIN:], rtol=1e-5, atol=1e-6)  # train, then test
+    rows_test = load_dataset("digits").rows_test  # the run's seed, 0, drew the split
+    np.testing.assert_allclose(z_test, z[rows_test], rtol=1e-5, atol=1e-6)
 
 
 def test_generate_writes_a_png_grid(outputs: Outputs) -> None:

@@ -3,6 +3,7 @@ own files, and ``evaluate`` on other data leaves the run's metrics as they were.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from cli_helpers import (
 )
 from PIL import Image
 
-from vaekit import VAE, load_dataset
+from vaekit import VAE, VAEClustering, load_dataset
 from vaekit.data.prepared import prepare
 
 
@@ -135,6 +136,26 @@ def test_generate_never_writes_into_the_runs_image_folder(
         assert_user_error(res, out, "inside the image folder")
     assert snapshot([data]) == before
     assert_ok(fast_cli("generate", run, "--n", "4", "--out", tmp_path / "grid.png"))
+
+
+def test_clusters_csv_index_is_the_row_of_an_array_file(
+    fast_cli: Cli | Preloaded, tmp_path: Path
+) -> None:
+    """Before, index numbered the images in vaekit's seeded train-then-test order, and a .npy
+    has no paths: nothing mapped a cluster back to a row of the user's file (a review)."""
+    x = load_dataset("digits").x_test[:200]
+    np.save(tmp_path / "d.npy", x)
+    run = tmp_path / "clu"
+    assert_ok(fast_cli("cluster", tmp_path / "d.npy", *TINY, "--n-clusters", "3", "--out", run))
+    with open(run / "clusters.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    index = np.array([int(r["index"]) for r in rows])
+    labels = np.array([int(r["cluster"]) for r in rows])
+    assert sorted(index) == list(range(200)) and not np.array_equal(index, np.arange(200))
+    clu = VAEClustering.load(run)
+    np.testing.assert_array_equal(clu.predict(x[index]), labels)  # file row index: that cluster
+    assert_ok(fast_cli("embed", run, tmp_path / "d.npy", "--out", tmp_path / "z.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), clu.transform(x), rtol=1e-5, atol=1e-6)
 
 
 def test_a_closed_stdout_stops_quietly(trained_run: TrainedRun, tmp_path: Path) -> None:

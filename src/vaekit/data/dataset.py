@@ -43,6 +43,9 @@ class Dataset:
         Source file of each test image (image folders only).
     official_split : bool, default=True
         ``False`` when vaekit made the train/test split itself with a seed.
+    rows_train, rows_test : numpy.ndarray or None, default=None
+        Row of each image in the array or IDX file it was read from, where vaekit split one
+        such file itself (``int64``, sorted within each part); ``None`` otherwise.
 
     Raises
     ------
@@ -59,6 +62,8 @@ class Dataset:
     paths_train: tuple[str, ...] | None = None
     paths_test: tuple[str, ...] | None = None
     official_split: bool = True
+    rows_train: np.ndarray | None = None
+    rows_test: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for part, x in (("x_train", self.x_train), ("x_test", self.x_test)):
@@ -96,6 +101,8 @@ class Dataset:
         for part, paths, x in (
             ("paths_train", self.paths_train, self.x_train),
             ("paths_test", self.paths_test, self.x_test),
+            ("rows_train", self.rows_train, self.x_train),
+            ("rows_test", self.rows_test, self.x_test),
         ):
             if paths is not None and len(paths) != len(x):
                 raise DataError(
@@ -129,6 +136,17 @@ class Dataset:
         return np.concatenate(
             [np.full(len(x), UNLABELED, dtype=np.int64) if y is None else y for y, x in parts]
         )
+
+    def all_rows(self) -> np.ndarray:
+        """Where each image of :meth:`all_images` order (training, then test) is in DATA.
+
+        The row of the file vaekit split itself (``rows_train``, ``rows_test``); where DATA
+        came split (two files, an image folder, a prepared file) the position in that order.
+        This is the ``index`` column of the CLI's ``clusters.csv``.
+        """
+        if self.rows_train is None or self.rows_test is None:
+            return np.arange(len(self.x_train) + len(self.x_test), dtype=np.int64)
+        return np.concatenate([self.rows_train, self.rows_test]).astype(np.int64)
 
     def summary(self) -> dict[str, Any]:
         """Describe the dataset in a JSON-serialisable dictionary.

@@ -395,10 +395,13 @@ def _assemble(
     elif x_test is not None:
         x_test = as_requested(x_test, name, image_size=image_size, color=color)
     official = x_test is not None if official_split is None else official_split
+    rows_train = rows_test = None
     if x_test is None:
         train_idx, test_idx = seeded_split(
             len(x_train), y_train, test_fraction, random_state, source=repr(name)
         )
+        if paths_train is None:  # one array or IDX file: its rows say where each image is
+            rows_train, rows_test = train_idx, test_idx
         x_train, x_test = x_train[train_idx], x_train[test_idx]
         if y_train is not None:
             y_train, y_test = y_train[train_idx], y_train[test_idx]
@@ -417,6 +420,8 @@ def _assemble(
         paths_train=paths_train,
         paths_test=paths_test,
         official_split=official,
+        rows_train=rows_train,
+        rows_test=rows_test,
     )
 
 
