@@ -38,6 +38,19 @@ def test_training_curves_draws_the_four_losses() -> None:
     assert list(ax.lines[0].get_xdata()) == [1, 2, 3, 4, 5]
 
 
+def test_a_classifiers_curves_show_its_weighted_terms() -> None:
+    """Before, a classifier's total (360) was drawn beside parts that summed to 41 (a review)."""
+    parts = ("loss", "reconstruction", "kl", "kl_weight", "classification")
+    history = [
+        dict(zip(parts, (359.6, 41.1, 0.07, 1.0, 2.25), strict=True)),
+        dict(zip(parts, (200.0, 35.0, 0.5, 0.5, 1.0), strict=True)),
+    ]
+    ax = plots.plot_training_curves(history).axes[0]
+    names = ["total loss", "reconstruction", "KL", "classifier's terms, weighted"]
+    assert legend_texts(ax) == names
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), [359.6 - 41.1 - 0.07, 200 - 35 - 0.25])
+
+
 def test_training_curves_without_validation_and_into_given_axes() -> None:
     host = Figure()
     ax = host.add_subplot()

@@ -265,12 +265,17 @@ def plot_training_curves(
 ) -> Figure:
     """Loss per epoch: total, reconstruction and KL on the training data, and validation.
 
+    A classifier's history (it has a ``classification`` column) also gets the curve of its
+    other terms, weighted as in the total: ``loss - reconstruction - kl_weight * kl``, most
+    of the total when the labels weigh much.
+
     Parameters
     ----------
     history : sequence of mappings
         One row per epoch with the columns of ``history.csv`` (``loss``, ``reconstruction``,
-        ``kl``, optional ``val_loss``), e.g. an estimator's ``history_``. Rows of several
-        training phases (VaDE's pre-training, then its mixture phase) are drawn in order.
+        ``kl``, optional ``kl_weight``, ``val_loss``), e.g. an estimator's ``history_``. Rows
+        of several training phases (VaDE's pre-training, then its mixture phase) are drawn
+        in order.
     ax : matplotlib Axes, optional
         Where to draw; default: a new figure.
 
@@ -287,6 +292,14 @@ def plot_training_curves(
         if np.isfinite(values).any():
             style = "--" if key.startswith("val_") else "-"
             ax.plot(epochs, values, style, label=name)
+    if any("classification" in row for row in history):
+        other = [
+            row.get("loss", math.nan)
+            - row.get("reconstruction", math.nan)
+            - row.get("kl_weight", 1.0) * row.get("kl", math.nan)
+            for row in history
+        ]
+        ax.plot(epochs, other, ":", label="classifier's terms, weighted")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -366,9 +366,9 @@ def build_figures(
                 "Training curves",
                 "Loss per epoch in nats per image (lower is better): the total is the "
                 "reconstruction plus the KL times its warm-up weight, plus the model's other "
-                "terms (for a classifier mostly the weighted classification loss); a "
-                "validation curve that turns up while training keeps falling means "
-                "over-fitting.",
+                "terms (a classifier's, drawn dotted: mostly its classification loss, weighted "
+                "by alpha times the pixels per image); a validation curve that turns up "
+                "while training keeps falling means over-fitting.",
                 plots.plot_training_curves(run.history),
             )
         )
