@@ -97,28 +97,39 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or chatter")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+#: What --epochs, --latent-dim and --arch default to, as each command's --help says it.
+_CLASSIFIER_EPOCHS = (
+    "30 with all labels, about 250,000 rows' worth (3 to 30) with nearly none, between by "
+    "the unlabeled share"
+)
+_VADE_EPOCHS = "of its mixture phase, after N/2 epochs of pre-training"
+MODEL_HELP = {
+    "train": (
+        "maximum epochs; the VAE and VaDE may stop sooner on their validation loss, m2 runs "
+        f"all N (default: 50; m2: {_CLASSIFIER_EPOCHS}; VaDE: {_VADE_EPOCHS})",
+        "latent size (default: 10; m2: 16)",
+        "encoder/decoder family (default: mlp; m2: a conv encoder)",
+    ),
+    "cluster": (
+        "maximum epochs; training may stop sooner on the validation loss (default: 50; "
+        f"--method vade: {_VADE_EPOCHS})",
+        "latent size (default: 10)",
+        "encoder/decoder family (default: mlp)",
+    ),
+    "classify": (
+        f"epochs, all of them run (default: {_CLASSIFIER_EPOCHS})",
+        "latent size (default: 16)",
+        "encoder family (default: conv)",
+    ),
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser, command: str) -> None:
+    epochs, latent, arch = MODEL_HELP[command]
     g = p.add_argument_group("model and training")
-    g.add_argument(
-        "--epochs",
-        type=_positive_int,
-        metavar="N",
-        help="maximum epochs; the VAE and VaDE may stop sooner on their validation loss, m2 "
-        "and classify run all N (default: 50; m2 and classify: "
-        "30 with all labels, about 250,000 rows' worth (3 to 30) with nearly none, between "
-        "by the unlabeled share; VaDE: of its mixture phase, after N/2 epochs of pre-training)",
-    )
-    g.add_argument(
-        "--latent-dim",
-        type=_positive_int,
-        metavar="D",
-        help="latent size (default: 10; m2 and classify: 16)",
-    )
-    g.add_argument(
-        "--arch",
-        choices=("mlp", "conv"),
-        help="encoder/decoder family (default: mlp; m2 and classify: a conv encoder)",
-    )
+    g.add_argument("--epochs", type=_positive_int, metavar="N", help=epochs)
+    g.add_argument("--latent-dim", type=_positive_int, metavar="D", help=latent)
+    g.add_argument("--arch", choices=("mlp", "conv"), help=arch)
     g.add_argument(
         "--hidden-dims",
         metavar="A,B,...",
@@ -1591,7 +1602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
-    _add_model_args(p)
+    _add_model_args(p, "train")
     _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)
@@ -1642,7 +1653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
-    _add_model_args(p)
+    _add_model_args(p, "cluster")
     _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)
@@ -1664,7 +1675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
-    _add_model_args(p)
+    _add_model_args(p, "classify")
     _add_fast_args(p)
     _add_data_args(p)
     _add_common(p)

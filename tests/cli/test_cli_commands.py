@@ -38,7 +38,7 @@ from PIL import Image
 
 from vaekit import __version__, load_dataset
 
-SUBCOMMANDS = ("demo", "train", "evaluate", "embed", "generate")
+SUBCOMMANDS = ("demo", "train", "cluster", "classify", "evaluate", "embed", "generate")
 RUN_FILES = ("config.json", "model.safetensors", "history.csv", "metrics.json")
 METRIC_KEYS = {"elbo", "reconstruction_mse", "reconstruction_bce", "n_train", "n_test", "seconds"}
 
@@ -109,6 +109,11 @@ def test_help_of_vaekit_and_every_subcommand(outputs: Outputs) -> None:
         sub = outputs[f"help {cmd}"]
         assert_ok(sub)
         assert sub.stdout.startswith(f"usage: vaekit {cmd}"), sub.stdout
+    # Each command states its own defaults (before, classify's --help listed the VAE's and
+    # cluster's described m2 and classify).
+    helps = {cmd: " ".join(outputs[f"help {cmd}"].stdout.split()) for cmd in SUBCOMMANDS}
+    assert "latent size (default: 16)" in helps["classify"] and "m2" not in helps["classify"]
+    assert "latent size (default: 10)" in helps["cluster"] and "classify" not in helps["cluster"]
 
 
 def test_version(outputs: Outputs) -> None:
