@@ -593,12 +593,13 @@ def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     checkpoint.atomic_write_json(path, metrics)
 
 
-def _write_run_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Write a run's metrics.json, unless it already holds these very scores.
+def _write_run_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write a run's metrics.json, unless it already holds these very scores; return it.
 
     ``--resume`` on a finished run trains nothing and scores the same model again: the
     file it would replace has the same scores, the run's own wall time and whatever
     ``vaekit evaluate`` added (ELBO, reconstruction error), which a rewrite would lose.
+    The metrics returned are the file's, for the line that reports them.
     """
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -609,6 +610,8 @@ def _write_run_metrics(path: Path, metrics: dict[str, Any]) -> None:
     )
     if not same:
         _write_metrics(path, metrics)
+        return metrics
+    return {k: old[k] for k in metrics}
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -851,7 +854,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "n_test": len(ds.x_test),
         "seconds": est.fit_seconds_ + time.perf_counter() - t0,
     }
-    _write_run_metrics(out / "metrics.json", metrics)
+    metrics = _write_run_metrics(out / "metrics.json", metrics)
     took = f"{_count(est.n_epochs_, 'epoch')} in {est.fit_seconds_:.1f} s"
     _say(args, f"{took}; test {_format_metrics(metrics)}")
     print(out)
@@ -1157,7 +1160,7 @@ def _write_cluster_run(
     if clu.k_selection_ is not None:
         metrics["k_selection"] = clu.k_selection_
     metrics.update({"n_train": len(x), "n_test": 0, "seconds": time.perf_counter() - start})
-    _write_run_metrics(out / "metrics.json", metrics)
+    metrics = _write_run_metrics(out / "metrics.json", metrics)
     cluster_montage(out / "montage.png", x, labels, conf)
     return metrics
 
@@ -1342,7 +1345,7 @@ def _write_classify_run(
             "seconds": time.perf_counter() - start,
         }
     )
-    _write_run_metrics(out / "metrics.json", metrics)
+    metrics = _write_run_metrics(out / "metrics.json", metrics)
     return metrics
 
 
@@ -1488,7 +1491,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     _say(
         args,
-        f"wrote {vae_dir}/ (config.json, model.safetensors, history.csv, metrics.json), "
+        f"wrote the run {vae_dir}/ (weights, training state, history.csv, metrics.json), "
         f"{out}/samples.png, {out}/reconstructions.png in {time.perf_counter() - start:.1f} s",
     )
     _demo_cluster(out, ds, meta, args)

@@ -257,6 +257,11 @@ def test_resuming_a_finished_run_keeps_what_evaluate_added(
         assert b"evaluate_seconds" in evaluated
         assert_ok(fast_cli(command, "digits", *TINY, *extra, "--out", out, "--resume", "-q"))
         assert (out / "metrics.json").read_bytes() == evaluated, command
+        # and the line it prints gives the file's figures, not a fresh "seconds" (a review)
+        res = fast_cli(command, "digits", *TINY, *extra, "--out", out, "--resume")
+        assert_ok(res)
+        seconds = json.loads(evaluated)["seconds"]
+        assert f"seconds={seconds:.4g}" in res.stdout + res.stderr, command
 
 
 def test_a_run_that_diverged_in_its_first_epoch_is_not_offered_a_resume(
