@@ -611,7 +611,7 @@ def _write_run_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     if not same:
         _write_metrics(path, metrics)
         return metrics
-    return {k: old[k] for k in metrics}
+    return {k: old.get(k, v) for k, v in metrics.items()}
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
