@@ -759,7 +759,8 @@ def _resumed_run(
     if args.device is not None and "device" in params:  # e.g. a GPU run resumed on a CPU
         params["device"] = args.device
     _data_options_of_run(args, meta)
-    return out, config, params, meta
+    # The CSVs this run writes now number images by their row in DATA; the report must know.
+    return out, config, params, {**meta, "index_is_row": True}
 
 
 def _has(params: dict[str, Any], fixed: dict[str, Any]) -> bool:
@@ -951,7 +952,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Latent means of a dataset, written as .npy (rows: train images, then test)."""
+    """Latent means of a dataset, written as .npy (all: in DATA's order; a part: in its own)."""
     _output_file(args.out, ".npy", args.data)
     est, config = _load_estimator(args.run)
     import numpy as np
@@ -1328,8 +1329,7 @@ def _write_classify_run(
     metrics, pred, proba = _classification_scores(clf, ds)
     names = list(ds.classes) or [str(c) for c in clf.classes_]
     paths = ds.paths_test or [""] * len(pred)
-    # index: the image's row in DATA where vaekit split one file, else its place in the test part
-    index = range(len(pred)) if ds.rows_test is None else ds.rows_test
+    index = ds.all_rows()[len(ds.x_train) :]  # as in clusters.csv: the image's row in DATA
     rows = ["index,path,label,probability"]
     rows += [
         f"{i},{_csv_field(p)},{_csv_field(names[c])},{q:.6f}"
@@ -1469,6 +1469,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "n_test": len(ds.x_test),
         "image_size": None,
         "color": "auto",
+        "index_is_row": True,  # as _data_metadata: the CSVs' index is the row in DATA
     }
     vae.fit(ds.x_train, run_dir=vae_dir, metadata=meta)  # saved there by fit
     metrics = {
@@ -1705,7 +1706,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("all", "train", "test"),
         default="all",
-        help="which images, in order train then test (default: all)",
+        help="which images: all (default; in DATA's order), or the training or test part "
+        "of its split (in DATA's order within it)",
     )
     _add_data_args(p)
     _add_common(p)

@@ -16,6 +16,8 @@ import pytest
 from cli_helpers import TINY, Cli, Preloaded, assert_ok, assert_user_error, write_image_folder
 from PIL import Image
 
+from vaekit import load_dataset
+
 CLASSIFICATION_KEYS = {
     "accuracy",
     "precision_macro",
@@ -103,6 +105,9 @@ def test_classify_digits_writes_predictions_and_metrics(results):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["index", "path", "label", "probability"]
     assert len(rows) == 360 and {r["label"] for r in rows} <= {str(d) for d in range(10)}
+    seed = json.loads((out / "config.json").read_text())["params"]["random_state"]
+    rows_test = load_dataset("digits", random_state=seed).rows_test  # as clusters.csv: DATA rows
+    assert [int(r["index"]) for r in rows] == rows_test.tolist()
     assert all(0.0 < float(r["probability"]) <= 1.0 for r in rows)
     config = json.loads((out / "config.json").read_text())
     assert config["estimator"] == "VAEClassifier"

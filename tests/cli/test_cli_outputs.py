@@ -156,6 +156,14 @@ def test_clusters_csv_index_is_the_row_of_an_array_file(
     np.testing.assert_array_equal(clu.predict(x[index]), labels)  # file row index: that cluster
     assert_ok(fast_cli("embed", run, tmp_path / "d.npy", "--out", tmp_path / "z.npy"))
     np.testing.assert_allclose(np.load(tmp_path / "z.npy"), clu.transform(x), rtol=1e-5, atol=1e-6)
+    # A run written before index_is_row, resumed: it writes rows now, and must say so.
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["metadata"]["index_is_row"]
+    config_path.write_text(json.dumps(config))
+    resume = ("cluster", tmp_path / "d.npy", *TINY, "--n-clusters", "3", "--out", run, "--resume")
+    assert_ok(fast_cli(*resume))
+    assert json.loads(config_path.read_text())["metadata"]["index_is_row"] is True
 
 
 def test_a_closed_stdout_stops_quietly(trained_run: TrainedRun, tmp_path: Path) -> None:
@@ -180,6 +188,22 @@ def test_demo_quiet_prints_only_its_folder(fast_cli: Cli | Preloaded, tmp_path: 
     res = fast_cli("demo", "--out", tmp_path / "d", "--epochs", "1", "-q")
     assert_ok(res)
     assert res.stdout.splitlines() == [str(tmp_path / "d")]
+    # Its report pairs each clusters.csv row with its image (a review: without index_is_row
+    # in the demo's metadata the pairing was by chance).
+    from types import SimpleNamespace
+
+    from vaekit import report
+    from vaekit.data.prepared import all_images
+
+    run = tmp_path / "d" / "cluster"
+    with open(run / "clusters.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    index = np.array([int(r["index"]) for r in table])
+    values = np.array([int(r["cluster"]) for r in table])
+    config = SimpleNamespace(config=json.loads((run / "config.json").read_text()))
+    ds = load_dataset("digits")
+    order = report._assignment_order(index, config, ds)
+    np.testing.assert_array_equal(values[order], VAEClustering.load(run).predict(all_images(ds)))
 
 
 def test_evaluate_out_guards_the_recorded_data_and_the_runs_metrics(

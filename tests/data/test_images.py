@@ -293,6 +293,24 @@ def test_12_bit_data_in_16_bit_pngs_is_said_nearly_black_naming_the_folder(
     assert ds.x_train.max() <= 16
 
 
+def test_a_folder_vaekit_splits_keeps_each_images_place_in_its_listing(tmp_path: Path) -> None:
+    """rows_train/rows_test: the place in the sorted listing, so outputs can follow it."""
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    ds = load_dataset(tmp_path, random_state=3)
+    assert sorted(ds.all_rows()) == list(range(10))
+    for rows, paths in ((ds.rows_train, ds.paths_train), (ds.rows_test, ds.paths_test)):
+        assert [int(Path(p).stem) for p in paths] == rows.tolist()  # 0.png ... 9.png sorted
+    os.makedirs(tmp_path / "official" / "train" / "a")
+    os.makedirs(tmp_path / "official" / "test" / "a")
+    for part in ("train", "test"):
+        for i in range(2):
+            shutil.copy(tmp_path / f"{i}.png", tmp_path / "official" / part / "a" / f"{i}.png")
+    official = load_dataset(tmp_path / "official")
+    assert official.rows_train is None and official.all_rows().tolist() == [0, 1, 2, 3]
+
+
 def test_32_bit_integer_tiff_beyond_16_bits_is_refused(tmp_path: Path) -> None:
     """Mode "I" holds 32-bit values; 0..65535 scale like 16-bit images, the rest is refused."""
     (tmp_path / "i").mkdir()

@@ -44,8 +44,9 @@ class Dataset:
     official_split : bool, default=True
         ``False`` when vaekit made the train/test split itself with a seed.
     rows_train, rows_test : numpy.ndarray or None, default=None
-        Row of each image in the array or IDX file it was read from, where vaekit split one
-        such file itself (``int64``, sorted within each part); ``None`` otherwise.
+        Where vaekit split DATA itself, each image's row in the array or IDX file, or its
+        place in the image folder's sorted listing (``int64``, sorted within each part);
+        ``None`` where DATA came split.
 
     Raises
     ------
@@ -140,9 +141,9 @@ class Dataset:
     def all_rows(self) -> np.ndarray:
         """Where each image of :meth:`all_images` order (training, then test) is in DATA.
 
-        The row of the file vaekit split itself (``rows_train``, ``rows_test``); where DATA
-        came split (two files, an image folder, a prepared file) the position in that order.
-        This is the ``index`` column of the CLI's ``clusters.csv``.
+        ``rows_train`` then ``rows_test`` where vaekit split DATA itself; where DATA came
+        split (two files, ``train/`` and ``test/`` folders, a prepared file) the position in
+        that order. This is the ``index`` column of the CLI's CSV files.
         """
         if self.rows_train is None or self.rows_test is None:
             return np.arange(len(self.x_train) + len(self.x_test), dtype=np.int64)

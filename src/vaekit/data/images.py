@@ -571,4 +571,6 @@ def load_image_folder(
         out[f"x_{part}"] = x[row[idx]]
         out[f"y_{part}"] = y_all[idx] if classes else None
         out[f"paths_{part}"] = tuple(paths_all[idx])
+        if test is None:  # vaekit's split: each image's place in the folder's sorted listing
+            out[f"rows_{part}"] = idx.astype(np.int64)
     return out

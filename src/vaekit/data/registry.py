@@ -383,6 +383,8 @@ def _assemble(
     paths_train: tuple[str, ...] | None = None,
     paths_test: tuple[str, ...] | None = None,
     official_split: bool | None = None,
+    rows_train: np.ndarray | None = None,
+    rows_test: np.ndarray | None = None,
     image_size: tuple[int, int] | None,
     color: Color,
     test_fraction: float,
@@ -395,7 +397,6 @@ def _assemble(
     elif x_test is not None:
         x_test = as_requested(x_test, name, image_size=image_size, color=color)
     official = x_test is not None if official_split is None else official_split
-    rows_train = rows_test = None
     if x_test is None:
         train_idx, test_idx = seeded_split(
             len(x_train), y_train, test_fraction, random_state, source=repr(name)
