@@ -42,7 +42,7 @@ def _losses(path: Path) -> list[str]:
 #: ``vaekit classify`` with few labels (the label spreading runs again on resume) and
 #: ``vaekit cluster``: tiny models, enough epochs to be killed in the middle.
 CLASSIFY = (
-    "classify", "digits", "--labels", "50", "--epochs", "12", "--batch-size", "16",
+    "classify", "digits", "--labels", "50", "--epochs", "5", "--batch-size", "16",
     "--hidden-dims", "8,16", "--latent-dim", "3", "--seed", "2", "--quiet",
 )  # fmt: skip
 CLUSTER = (
