@@ -158,6 +158,13 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def start(title: str) -> tuple[str, dict[str, Any], str]:
+    """Describe this run (date, machine, command line), print the header; return them."""
+    date, info, command = utc_now(), machine_info(), command_line()
+    print_header(title, info, command, date)
+    return date, info, command
+
+
 def print_header(title: str, info: dict[str, Any], command: str, date: str) -> None:
     """Print the standard benchmark header: title, date, machine and command line."""
     print(f"# {title}")

@@ -82,8 +82,7 @@ def main() -> None:
     from vaekit.metrics import classification_metrics, expected_calibration_error
 
     _common.ensure_fashion_mnist()
-    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
-    _common.print_header("vaekit classification on Fashion-MNIST", info, command, date)
+    date, info, command = _common.start("vaekit classification on Fashion-MNIST")
     ds = load_dataset("fashion-mnist")
     x_train, y_train, x_eval, y_eval = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     if args.dev:

@@ -64,8 +64,7 @@ def main() -> None:
     from vaekit.metrics import clustering_metrics
 
     manifold = None if args.manifold == "none" else args.manifold
-    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
-    _common.print_header("clustering latent vectors", info, command, date)
+    _common.start("clustering latent vectors")
     z, y = synthetic_latents(args.n, args.dim, args.k, seed=0)
     clu = VAEClustering(
         n_clusters=args.k, method=args.method, manifold=manifold, n_init=args.n_init, random_state=0

@@ -99,8 +99,7 @@ def main() -> None:
 
     if args.dataset == "fashion-mnist":
         _common.ensure_fashion_mnist()
-    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
-    _common.print_header(f"vaekit clustering on {args.dataset}", info, command, date)
+    date, info, command = _common.start(f"vaekit clustering on {args.dataset}")
     ds = load_dataset(args.dataset)
     x = np.concatenate([ds.x_train, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_test])

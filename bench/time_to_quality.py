@@ -69,8 +69,7 @@ def main() -> None:
     from vaekit.metrics import clustering_metrics
 
     _common.ensure_fashion_mnist()
-    date, info, command = _common.utc_now(), _common.machine_info(), _common.command_line()
-    _common.print_header("vaekit time to quality on fashion-mnist", info, command, date)
+    date, info, command = _common.start("vaekit time to quality on fashion-mnist")
     ds = load_dataset("fashion-mnist")
     x = np.concatenate([ds.x_train, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_test])
