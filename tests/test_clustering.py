@@ -200,6 +200,9 @@ def test_spectral_step_on_a_reference_sample(monkeypatch):
     clu = tiny(max_epochs=10).fit(x)
     assert clu.ref_latents_.shape == (90, 2) and clu.labels_.shape == (len(x),)
     assert cluster_accuracy(y, clu.labels_) == 1.0
+    # fit keeps the reference images' own probabilities without searching their
+    # neighbours again, and places the others as predict_proba does
+    np.testing.assert_array_equal(clu._train_proba, clu.predict_proba(x))
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.neighbors import NearestNeighbors
 from sklearn.semi_supervised import LabelSpreading
 
-from vaekit.graph import knn_graph, label_spreading, modularity
+from vaekit.graph import KD_TREE_MAX_DIM, knn_graph, label_spreading, modularity, nearest_neighbors
 
 
 def blobs(n_per=40, seed=0):
@@ -29,6 +30,21 @@ def test_knn_graph_of_tiny_inputs():
     assert knn_graph(np.zeros((1, 3))).shape == (1, 1)
     w = knn_graph(np.array([[0.0], [1.0], [3.0]]))  # fewer points than neighbours
     assert w.nnz == 6
+
+
+@pytest.mark.parametrize("dim", [2, KD_TREE_MAX_DIM + 1, 12])
+def test_nearest_neighbors_are_those_of_a_tree_in_any_dimension(dim):
+    # Above KD_TREE_MAX_DIM the search is brute force: same neighbours, distances to float
+    # rounding, and each point its own nearest at distance 0.
+    z = np.random.default_rng(dim).standard_normal((500, dim)).astype(np.float32)
+    nn = nearest_neighbors(z, 8)
+    assert nn._fit_method == ("kd_tree" if dim <= KD_TREE_MAX_DIM else "brute")
+    dist, ind = nn.kneighbors(z)
+    tree_dist, tree_ind = NearestNeighbors(n_neighbors=8, algorithm="kd_tree").fit(z).kneighbors(z)
+    np.testing.assert_array_equal(ind, tree_ind)
+    np.testing.assert_allclose(dist, tree_dist, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ind[:, 0], np.arange(len(z)))
+    assert (dist[:, 0] == 0).all()
 
 
 def test_one_label_per_blob_labels_every_blob():

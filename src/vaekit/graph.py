@@ -17,11 +17,24 @@ from sklearn.neighbors import NearestNeighbors
 #: (the 7th, as in Zelnik-Manor & Perona 2004).
 N_NEIGHBORS = 10
 SCALE_NEIGHBOR = 7
+#: Up to this many dimensions a k-d tree finds neighbours fastest; above it, scikit-learn's
+#: brute-force search (blocked, multi-threaded distance products), whose time barely
+#: depends on the dimension. 11 nearest of 70,000 Fashion-MNIST latents among themselves
+#: on 2 cores (``bench/neighbours.py``): the tree 1.4-1.9 / 3.8-5.0 / 6.9-15.6 / 14 s in
+#: 5 / 7 / 10 / 16 dimensions (the slow 10-D figure on the clustering's own features),
+#: brute force 7.5-10 s in all.
+KD_TREE_MAX_DIM = 7
 #: Label spreading: weight of the neighbours against the seed labels (Zhou et al. 2004's
 #: alpha), and the iteration cap (each iteration is one sparse product).
 SPREADING_ALPHA = 0.99
 SPREADING_MAX_ITER = 200
 SPREADING_TOL = 1e-6
+
+
+def nearest_neighbors(z: np.ndarray, n_neighbors: int) -> NearestNeighbors:
+    """Fit scikit-learn's ``NearestNeighbors`` to ``z`` ``(N, D)``, the search chosen by ``D``."""
+    algorithm = "kd_tree" if z.shape[1] <= KD_TREE_MAX_DIM else "brute"
+    return NearestNeighbors(n_neighbors=n_neighbors, algorithm=algorithm).fit(z)
 
 
 def knn_graph(
@@ -47,7 +60,7 @@ def knn_graph(
     k = min(n_neighbors, n - 1)
     if k < 1:
         return sp.csr_matrix((n, n))
-    dist, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    dist, ind = nearest_neighbors(z, k + 1).kneighbors(z)
     dist, ind = dist[:, 1:].astype(np.float64), ind[:, 1:]  # drop each point itself
     scale = dist[:, min(scale_neighbor, k) - 1] + 1e-12
     w = np.exp(-(dist**2) / (scale[:, None] * scale[ind]))

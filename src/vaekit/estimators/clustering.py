@@ -65,14 +65,19 @@ from sklearn.base import ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit.data.arrays import row_blocks
 from vaekit.errors import ConfigError, DataError
 from vaekit.estimators.base import check_n_samples, keeps_state_on_failure, to_tensor
 from vaekit.estimators.vae import VAE
-from vaekit.graph import N_NEIGHBORS, SCALE_NEIGHBOR, knn_graph, modularity
+from vaekit.graph import (
+    N_NEIGHBORS,
+    SCALE_NEIGHBOR,
+    knn_graph,
+    modularity,
+    nearest_neighbors,
+)
 from vaekit.models.vade import VaDEModule
 from vaekit.nn.augment import translations
 
@@ -432,12 +437,20 @@ class VAEClustering(ClusterMixin, VAE):
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:
         """Fit ``"gmm"``/``"kmeans"`` (and any manifold step) to ``z``; return its probabilities."""
-        if self._uses_manifold():
-            self._fit_on_manifold(z)
-        else:
+        if not self._uses_manifold():
             self.n_clusters_ = self._choose_k(z)
             self._fit_clusterer(z)
-        return self._proba_of_features(z)
+            return self._proba_of_features(z)
+        ref = self._fit_on_manifold(z)
+        # The reference images keep their own assignment (as _proba_of_features gives them);
+        # only the others, beyond a subsample, need their neighbours found.
+        proba = np.empty((len(z), self.n_clusters_))
+        own = self.ref_proba_.astype(np.float64)
+        proba[ref] = own / own.sum(axis=1, keepdims=True)
+        rest = np.setdiff1d(np.arange(len(z)), ref)
+        if len(rest):
+            proba[rest] = self._proba_of_features(z[rest])
+        return proba
 
     def _features(self, X: Any) -> np.ndarray:
         """Return the posterior means, shift-averaged as ``shift_average`` says, ``(N, D)``."""
@@ -460,8 +473,11 @@ class VAEClustering(ClusterMixin, VAE):
     def _uses_manifold(self) -> bool:
         return self._fitted("manifold") is not None and self._fitted("method") != "vade"
 
-    def _fit_on_manifold(self, z: np.ndarray) -> None:
-        """Embed the latents (UMAP or spectral), cluster there, keep a kNN map for new images."""
+    def _fit_on_manifold(self, z: np.ndarray) -> np.ndarray:
+        """Embed the latents (UMAP or spectral), cluster there, keep a kNN map for new images.
+
+        Returns the rows of ``z`` embedded (all, or a seeded subsample), sorted.
+        """
         rng = np.random.default_rng(self.seed_)
         ref = np.arange(len(z))
         if len(z) > MANIFOLD_MAX_SAMPLES:
@@ -482,6 +498,7 @@ class VAEClustering(ClusterMixin, VAE):
         self.ref_proba_ = resp.astype(np.float32)
         self._set_latent_gaussians(z_ref.astype(np.float64), resp)
         self._knn = None
+        return ref
 
     def _umap(self, z_ref: np.ndarray, dim: int) -> np.ndarray:
         """N2D's UMAP of the reference latents to ``dim`` dimensions, ``(N, dim)`` float64."""
@@ -643,8 +660,7 @@ class VAEClustering(ClusterMixin, VAE):
         if self._uses_manifold():
             if getattr(self, "_knn", None) is None:
                 n_ref = len(self.ref_latents_)
-                self._knn = NearestNeighbors(n_neighbors=min(KNN_NEIGHBORS, n_ref))
-                self._knn.fit(self.ref_latents_)
+                self._knn = nearest_neighbors(self.ref_latents_, min(KNN_NEIGHBORS, n_ref))
             dist, idx = self._knn.kneighbors(z.astype(np.float32))  # (N, k) each
             proba = np.empty((len(z), self.ref_proba_.shape[1]))
             for rows in row_blocks(len(z), idx.shape[1] * proba.shape[1]):  # not (N, k, K)
