@@ -106,6 +106,24 @@ def _m2(**kw):
     )  # fmt: skip
 
 
+def test_m2_elbo_weighs_the_kl_by_one_whatever_beta_trains_with():
+    # beta weighs the KL in the training loss only; the ELBO reported by score_samples and
+    # evaluate is the bound itself, as VAEModule's and VaDEModule's are.
+    torch.manual_seed(0)
+    plain, heavy = _m2(), _m2(beta=4.0)
+    heavy.load_state_dict(plain.state_dict())
+    x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, -1, -1, -1])
+    elbos, losses = [], []
+    for model in (plain, heavy):
+        model.eval()
+        torch.manual_seed(1)
+        elbos.append(model.elbo(x))
+        torch.manual_seed(1)
+        losses.append(model.loss(x, y).total)
+    torch.testing.assert_close(elbos[0], elbos[1])
+    assert losses[1] > losses[0]  # the training loss does weigh the KL by beta
+
+
 def test_m2_pseudo_labels_keep_true_labels_and_confident_guesses_only():
     torch.manual_seed(0)
     model = _m2(pseudo_threshold=0.9, max_shift=1, cutout=0.25)

@@ -216,12 +216,14 @@ class M2Module(GenerativeModel):
         ce = zero
         if lab.any():
             onehot = F.one_hot(y[lab], self.n_classes).to(x.dtype)
-            b_l, rec_l, kl_l = self._labeled_bound(x[lab], h[lab], onehot, kl_weight)
+            b_l, rec_l, kl_l = self._labeled_bound(x[lab], h[lab], onehot, self.beta * kl_weight)
             bound, rec, kl = bound + b_l.sum(), rec + rec_l.sum(), kl + kl_l.sum()
             ce = F.cross_entropy(logits[lab], y[lab])
         if not lab.all():
             unl = ~lab
-            b_u, rec_u, kl_u = self._unlabeled_bound(x[unl], h[unl], logits[unl], kl_weight)
+            b_u, rec_u, kl_u = self._unlabeled_bound(
+                x[unl], h[unl], logits[unl], self.beta * kl_weight
+            )
             bound, rec, kl = bound + b_u.sum(), rec + rec_u.sum(), kl + kl_u.sum()
         total = bound / n + self.class_weight * ce
         extras = {"classification": ce.detach()}
@@ -284,12 +286,14 @@ class M2Module(GenerativeModel):
         """``L(x, y)`` per image ``(B,)`` with its reconstruction and KL parts.
 
         ``-log p(y) = log K`` (uniform class prior) keeps it a bound on ``-log p(x, y)``.
+        ``kl_weight`` is the KL's whole weight: ``beta`` times the warm-up in training, 1
+        for the ELBO.
         """
         post = self._posterior(h, y)
         out = self.decode(post.rsample(), y)
         rec = negative_log_likelihood(self.likelihood, out, x, getattr(self, "log_scale", None))
         kl = post.kl_standard_normal()
-        bound = rec + (self.beta * kl_weight) * kl + math.log(self.n_classes)
+        bound = rec + kl_weight * kl + math.log(self.n_classes)
         return bound, rec, kl
 
     def _unlabeled_bound(
