@@ -26,6 +26,16 @@ def test_knn_graph_is_symmetric_with_weights_in_unit_interval():
     assert (np.diff(w.indptr) >= 5).all()  # every point keeps at least its own neighbours
 
 
+def test_knn_graph_of_duplicate_points_has_no_self_loops():
+    # An identical point may come before the point itself among its nearest neighbours;
+    # the graph must still leave every point out of its own neighbours.
+    z, _ = blobs()
+    z = np.concatenate([z, z[:10], z[:10]])
+    w = knn_graph(z, n_neighbors=5, scale_neighbor=3)
+    assert w.diagonal().max() == 0
+    assert w[0, 120] == 1.0 and w[0, 130] == 1.0  # its copies are its nearest, at weight 1
+
+
 def test_knn_graph_of_tiny_inputs():
     assert knn_graph(np.zeros((1, 3))).shape == (1, 1)
     w = knn_graph(np.array([[0.0], [1.0], [3.0]]))  # fewer points than neighbours

@@ -60,8 +60,10 @@ def knn_graph(
     k = min(n_neighbors, n - 1)
     if k < 1:
         return sp.csr_matrix((n, n))
-    dist, ind = nearest_neighbors(z, k + 1).kneighbors(z)
-    dist, ind = dist[:, 1:].astype(np.float64), ind[:, 1:]  # drop each point itself
+    # No query: scikit-learn leaves each point itself out by index, also where an identical
+    # point comes first (duplicate images), so the graph has no self-loops.
+    dist, ind = nearest_neighbors(z, k).kneighbors()
+    dist = dist.astype(np.float64)
     scale = dist[:, min(scale_neighbor, k) - 1] + 1e-12
     w = np.exp(-(dist**2) / (scale[:, None] * scale[ind]))
     graph = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
