@@ -421,3 +421,15 @@ def test_cli_scores_of_a_test_split_without_labels_keep_the_elbo():
     metrics, pred, proba = _classification_scores(clf, ds)
     assert metrics == {"elbo": pytest.approx(float(np.mean(clf.score_samples(x[:6]))))}
     assert pred.shape == (6,) and proba.shape == (6, 2)
+
+
+def test_log_probabilities_stay_finite_where_probabilities_underflow():
+    # A sharp temperature sends the other classes' probabilities below float64's range:
+    # their logarithm is a large negative number from the logits, not log(0) = -inf.
+    ds = load_dataset("digits")
+    x, y = ds.x_train[:200], ds.y_train[:200]
+    clf = tiny(max_epochs=2, validation_fraction=0.0).fit(x, y)
+    clf.temperature_ = 1e-3
+    log_proba = clf.predict_log_proba(x)
+    assert np.isfinite(log_proba).all() and log_proba.min() < -745  # exp() of it underflows
+    np.testing.assert_allclose(np.exp(log_proba), clf.predict_proba(x), atol=1e-12)

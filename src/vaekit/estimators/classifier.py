@@ -531,8 +531,12 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         return self._softmax(self._logits(x).astype(np.float64) / self.temperature_)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Logarithm of :meth:`predict_proba`."""
-        return np.log(self.predict_proba(X))
+        """Logarithm of :meth:`predict_proba`, finite where the probabilities underflow."""
+        from scipy.special import log_softmax
+
+        check_is_fitted(self, "temperature_")
+        x = self._check_input(X)
+        return log_softmax(self._logits(x).astype(np.float64) / self.temperature_, axis=1)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Temperature-scaled logits ``(N, K)`` (for two classes: ``(N,)``, class 1 minus 0)."""
