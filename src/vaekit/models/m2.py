@@ -185,8 +185,8 @@ class M2Module(GenerativeModel):
 
     def elbo(self, x: torch.Tensor) -> torch.Tensor:
         """ELBO of unlabeled images ``(B,)`` in nats: ``-U(x)`` with one sample per class."""
-        logits = self.class_logits(x)
-        return -self._unlabeled_bound(x, self.trunk(x), logits, kl_weight=1.0)[0]
+        h = self.trunk(x)
+        return -self._unlabeled_bound(x, h, self.classifier(h), kl_weight=1.0)[0]
 
     def loss(
         self,
