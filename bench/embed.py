@@ -8,12 +8,18 @@ epoch on 10,000 training images (the weights do not change the cost of ``transfo
 report gives images/s of the median repeat. In the same run, the baseline is the obvious
 hand-written loop over the same trained encoder: float32 tensor of all images, batches of
 256 under ``torch.no_grad()`` (``--baseline-batch``), so the ratio shows what vaekit's
-batching (one reused float buffer, 4,096-image batches converted from uint8 on the fly)
-gains or loses. Outputs of the two are checked to agree.
+batching (one reused float buffer, batches of at most 4,096 images and 1 MiB on the CPU,
+converted from uint8 on the fly) gains or loses. Outputs of the two are checked to agree.
+
+``--arch conv`` times the convolutional VAE instead (the trunk of ``VAEClassifier``'s
+default kind). ``--batch-mb A B ...`` times ``transform`` once per cap on vaekit's
+inference batches (``INFERENCE_BYTES``, or ``INFERENCE_BYTES_GPU`` on a GPU; MiB of
+float32 input per batch), interleaved in the same run, to compare batch sizes.
 
 Run from the repository root::
 
     python bench/embed.py --repeats 5
+    python bench/embed.py --arch conv --batch-mb 16 4
 
 The machine is shared and noisy: ``others`` gives the CPUs other processes kept busy.
 """
@@ -43,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--baseline-batch", type=int, default=BASELINE_BATCH)
+    p.add_argument("--arch", default="mlp", choices=("mlp", "conv"))
+    p.add_argument(
+        "--batch-mb",
+        type=float,
+        nargs="+",
+        default=None,
+        help="time transform under each cap on inference batches, MiB (default: vaekit's)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -59,13 +73,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _common.use_checkout()
     import vaekit
     from vaekit import VAE, load_dataset
+    from vaekit.estimators import base
 
     info = _common.machine_info()
     _common.print_header("vaekit embedding throughput (transform)", info, command, date)
     _common.ensure_fashion_mnist()
     ds = load_dataset("fashion-mnist")
     x = np.concatenate([ds.x_train, ds.x_test])  # (70000, 1, 28, 28) uint8
-    vae = VAE(max_epochs=1, random_state=args.seed, device=args.device).fit(x[:N_FIT])
+    vae = VAE(arch=args.arch, max_epochs=1, random_state=args.seed, device=args.device)
+    vae.fit(x[:N_FIT])
     module = vae.module_
     print(
         f"vaekit:  {vaekit.__version__}; model {type(module).__name__} hidden "
@@ -83,16 +99,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             outs.append(module.encode(xb).mean.cpu())
         return torch.cat(outs).numpy()
 
-    runs: dict[str, list[dict[str, float]]] = {"transform": [], "baseline": []}
+    cap_name = "INFERENCE_BYTES" if vae._device().type == "cpu" else "INFERENCE_BYTES_GPU"
+
+    def transform_with(cap: int):
+        def run() -> np.ndarray:
+            setattr(base, cap_name, cap)
+            return vae.transform(x)
+
+        return run
+
+    default_cap = getattr(base, cap_name)
+    caps = {"transform": default_cap}
+    if args.batch_mb:
+        caps = {f"transform {mb:g} MiB": round(mb * 2**20) for mb in args.batch_mb}
+    timed = [(name, transform_with(cap)) for name, cap in caps.items()]
+    timed.append(("baseline", baseline))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in timed}
     outputs = {}
     vae.transform(x[:1000])  # warm-up
     baseline()
     for _ in range(args.repeats):  # interleaved
-        for name, fn in (("transform", lambda: vae.transform(x)), ("baseline", baseline)):
+        for name, fn in timed:
             with _common.measured() as meter:
                 outputs[name] = fn()
             runs[name].append(meter)
-    max_diff = float(np.abs(outputs["transform"] - outputs["baseline"]).max())
+    setattr(base, cap_name, default_cap)
+    max_diff = max(float(np.abs(outputs[name] - outputs["baseline"]).max()) for name in caps)
     results = {}
     for name, meters in runs.items():
         walls = [m["wall_s"] for m in meters]
@@ -104,17 +136,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "other_cpus": statistics.mean(m["other_cpus"] for m in meters),
         }
         print(
-            f"{name:<10} {len(x) / med:>12,.0f} images/s (median of {len(walls)}: {med:.3f} s; "
+            f"{name:<18} {len(x) / med:>10,.0f} images/s (median of {len(walls)}: {med:.3f} s; "
             f"others {results[name]['other_cpus']:.2f})"
         )
-    ratio = results["transform"]["images_per_s"] / results["baseline"]["images_per_s"]
-    print(f"ratio transform/baseline = {ratio:.2f}; max |difference| of outputs = {max_diff:.2e}")
+    first = next(iter(caps))
+    ratio = results[first]["images_per_s"] / results["baseline"]["images_per_s"]
+    print(f"ratio {first}/baseline = {ratio:.2f}; max |difference| of outputs = {max_diff:.2e}")
     report = {
         "benchmark": "embed",
         "date": date,
         "command": command,
         "machine": {**info, "load_average_end": _common.load_average()},
         "n_images": len(x),
+        "arch": args.arch,
+        "inference_bytes": caps,
         "results": results,
         "ratio": ratio,
         "max_abs_difference": max_diff,

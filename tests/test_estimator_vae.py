@@ -76,6 +76,17 @@ def test_conv_and_gaussian(digits):
     assert np.isfinite(vae.score(digits[:10]))
 
 
+def test_cpu_inference_batches_hold_at_most_a_mebibyte_of_input():
+    # A conv model's activations must stay in cache on the CPU: 28 x 28 float32 images
+    # (3,136 bytes each) go 334 at a time, not 4,096 (2.6 times slower in bench/embed.py).
+    x = np.random.default_rng(0).integers(0, 256, size=(1000, 1, 28, 28), dtype=np.uint8)
+    vae = tiny(arch="conv", max_epochs=1).fit(x[:64])
+    sizes = []
+    vae.module_.encoder.register_forward_hook(lambda mod, args, out: sizes.append(len(args[0])))
+    z = vae.transform(x)
+    assert sizes == [334, 334, 332] and z.shape == (1000, 3)
+
+
 def test_rgb_images():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(50, 3, 12, 10), dtype=np.uint8)

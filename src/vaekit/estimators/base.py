@@ -33,8 +33,13 @@ from vaekit.training.loop import check_split, history_csv, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
-#: ... capped so that one float32 input batch stays under this many bytes (large images).
-INFERENCE_BYTES = 16 * 2**20
+#: ... capped so that one float32 input batch stays under this many bytes on the CPU, where
+#: a convolutional model's activations must stay in cache: the conv VAE embedded 70,000
+#: Fashion-MNIST images 2.6 times faster with 1 MiB batches (334 images) than with 16 MiB
+#: (4,096), the MLP 5 % slower (``bench/embed.py --batch-mb``; BENCHMARKS.md).
+INFERENCE_BYTES = 2**20
+#: ... and on a GPU, where large batches keep it busy.
+INFERENCE_BYTES_GPU = 16 * 2**20
 #: Bytes per weight while training in fp32: the weight, its gradient and Adam's two moments.
 TRAIN_BYTES_PER_WEIGHT = 16
 
@@ -393,7 +398,8 @@ class BaseVAEEstimator(BaseEstimator):
         dev = self._device()
         n = len(x)
         row_bytes = 4 * max(1, int(np.prod(x.shape[1:])))  # one float32 sample
-        bs = max(1, min(INFERENCE_BATCH, INFERENCE_BYTES // row_bytes) // expand)
+        cap = INFERENCE_BYTES if dev.type == "cpu" else INFERENCE_BYTES_GPU
+        bs = max(1, min(INFERENCE_BATCH, cap // row_bytes) // expand)
         buf: torch.Tensor | None = None
         out: np.ndarray | None = None
         for start in range(0, n, bs):
