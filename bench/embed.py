@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.batch_mb and (min(args.batch_mb) <= 0 or len(set(args.batch_mb)) < len(args.batch_mb)):
+        p.error("--batch-mb takes distinct sizes above 0")
     return args
 
 

@@ -45,10 +45,12 @@ def main() -> None:
     """Run the benchmark and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 5, 7, 10, 16])
-    parser.add_argument("--latents", help=".npy file of vectors (N, D) instead of PCA")
+    parser.add_argument("--latents", help=".npy file of vectors (N, D) instead of VAE latents")
     parser.add_argument("--neighbours", type=int, default=11, help="neighbours per vector")
     parser.add_argument("--epochs", type=int, default=3, help="VAE training epochs")
     args = parser.parse_args()
+    if min(args.dims) < 1:
+        parser.error("--dims must be at least 1")
 
     from sklearn.neighbors import NearestNeighbors
 
@@ -58,6 +60,8 @@ def main() -> None:
     _common.start("Nearest neighbours of every vector among all: k-d tree against brute force")
     if args.latents:
         source = np.load(args.latents, allow_pickle=False).astype(np.float32)
+        if source.ndim != 2 or max(args.dims) > source.shape[1]:
+            parser.error(f"{args.latents} holds {source.shape}; --dims needs (N, {max(args.dims)})")
         print(f"vectors: {args.latents}, {source.shape[0]} x {source.shape[1]}")
     else:
         _common.ensure_fashion_mnist()

@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _sklearn_checks import EXPECTED_FAILURES
-from vaekit import VAEClustering
+from vaekit import VAEClustering, load_dataset
 from vaekit.errors import ConfigError, DataError
 from vaekit.metrics import cluster_accuracy
 
@@ -203,6 +203,27 @@ def test_spectral_step_on_a_reference_sample(monkeypatch):
     # fit keeps the reference images' own probabilities without searching their
     # neighbours again, and places the others as predict_proba does
     np.testing.assert_array_equal(clu._train_proba, clu.predict_proba(x))
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_duplicate_images_share_a_cluster_and_predict_agrees_with_fit(method):
+    # The spectral step could part identical copies (each picks other copies as its
+    # neighbours), while predict finds any copy first: labels_ and predict disagreed.
+    base = load_dataset("digits").x_train[:3]
+    x = np.repeat(base, 20, axis=0)
+    clu = tiny(method=method, n_clusters=5, latent_dim=2, max_epochs=5).fit(x)
+    assert (clu.labels_.reshape(3, 20) == clu.labels_[::20, None]).all()
+    np.testing.assert_array_equal(clu.predict(x), clu.labels_)
+
+
+def test_an_image_keeps_its_fitted_cluster_whatever_the_search_rounds():
+    # Brute-force search in 16 or more dimensions reports a point's distance to itself
+    # slightly above zero when latents are large; predict must still see the point itself.
+    z = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32) * 10
+    clu = VAEClustering(n_clusters=3, random_state=0)
+    clu.seed_, clu.k_selection_, clu._fit_params = 0, None, clu.get_params(deep=False)
+    proba = clu._cluster(z)
+    np.testing.assert_array_equal(clu._proba_of_features(z), proba)
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])

@@ -78,7 +78,7 @@ def test_conv_and_gaussian(digits):
 
 def test_cpu_inference_batches_hold_at_most_a_mebibyte_of_input():
     # A conv model's activations must stay in cache on the CPU: 28 x 28 float32 images
-    # (3,136 bytes each) go 334 at a time, not 4,096 (2.6 times slower in bench/embed.py).
+    # (3,136 bytes each) go 334 at a time, not 4,096 (2.7 times slower in bench/embed.py).
     x = np.random.default_rng(0).integers(0, 256, size=(1000, 1, 28, 28), dtype=np.uint8)
     vae = tiny(arch="conv", max_epochs=1).fit(x[:64])
     sizes = []

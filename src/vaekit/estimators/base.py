@@ -35,8 +35,8 @@ from vaekit.training.loop import check_split, history_csv, seed_from
 INFERENCE_BATCH = 4096
 #: ... capped so that one float32 input batch stays under this many bytes on the CPU, where
 #: a convolutional model's activations must stay in cache: the conv VAE embedded 70,000
-#: Fashion-MNIST images 2.6 times faster with 1 MiB batches (334 images) than with 16 MiB
-#: (4,096), the MLP 5 % slower (``bench/embed.py --batch-mb``; BENCHMARKS.md).
+#: Fashion-MNIST images 2.7 times faster with 1 MiB batches (334 images) than with 16 MiB
+#: (4,096), the MLP as fast (``bench/embed.py --batch-mb``; BENCHMARKS.md).
 INFERENCE_BYTES = 2**20
 #: ... and on a GPU, where large batches keep it busy.
 INFERENCE_BYTES_GPU = 16 * 2**20

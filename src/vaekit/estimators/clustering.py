@@ -42,10 +42,10 @@ the mixture or k-means is fitted there:
   lowest-inertia restart was often a worse partition of the graph, and of the classes.
 
 Neither has a closed-form map for new images, so the fitted state keeps the reference
-latents and their cluster probabilities. An image whose features are those of a reference
-image (a training image, say) gets that image's fitted probabilities, so ``labels_`` and
-``predict`` agree; any other image gets the mean probabilities of its ``KNN_NEIGHBORS``
-nearest reference latents.
+latents and their cluster probabilities (identical latents, from duplicate images, share
+one assignment). An image whose features are those of a reference image (a training image,
+say) gets that image's fitted probabilities, so ``labels_`` and ``predict`` agree; any other
+image gets the mean probabilities of its ``KNN_NEIGHBORS`` nearest reference latents.
 """
 
 from __future__ import annotations
@@ -442,8 +442,8 @@ class VAEClustering(ClusterMixin, VAE):
             self._fit_clusterer(z)
             return self._proba_of_features(z)
         ref = self._fit_on_manifold(z)
-        # The reference images keep their own assignment (as _proba_of_features gives them);
-        # only the others, beyond a subsample, need their neighbours found.
+        # The reference images keep their own assignment, as _proba_of_features gives it to
+        # them; only the others, beyond a subsample, need their neighbours found.
         proba = np.empty((len(z), self.n_clusters_))
         own = self.ref_proba_.astype(np.float64)
         proba[ref] = own / own.sum(axis=1, keepdims=True)
@@ -494,6 +494,10 @@ class VAEClustering(ClusterMixin, VAE):
             u, graph = spectral_embedding(z_ref, dim, seed=self.seed_, return_graph=True)
         self._fit_clusterer(u, graph=graph)
         resp = self._proba_from_params(u)
+        # Identical latents (duplicate images) share the first one's probabilities: the
+        # spectral step can part them, and predict finds any of them as an image's nearest.
+        _, first, inverse = np.unique(z_ref, axis=0, return_index=True, return_inverse=True)
+        resp = resp[first[inverse.ravel()]]
         self.ref_latents_ = z_ref
         self.ref_proba_ = resp.astype(np.float32)
         self._set_latent_gaussians(z_ref.astype(np.float64), resp)
@@ -661,13 +665,17 @@ class VAEClustering(ClusterMixin, VAE):
             if getattr(self, "_knn", None) is None:
                 n_ref = len(self.ref_latents_)
                 self._knn = nearest_neighbors(self.ref_latents_, min(KNN_NEIGHBORS, n_ref))
-            dist, idx = self._knn.kneighbors(z.astype(np.float32))  # (N, k) each
+            idx = self._knn.kneighbors(z.astype(np.float32), return_distance=False)  # (N, k)
             proba = np.empty((len(z), self.ref_proba_.shape[1]))
             for rows in row_blocks(len(z), idx.shape[1] * proba.shape[1]):  # not (N, k, K)
                 proba[rows] = self.ref_proba_[idx[rows]].mean(axis=1)
             # A reference image keeps its own assignment: averaged with its neighbours', a
             # small set (every image among every other's k nearest) got one row for all.
-            own = dist[:, 0] <= SAME_POINT_DISTANCE
+            # The search's own distance may round a point's distance to itself above the
+            # threshold (brute force, large latents): measure it exactly.
+            z32 = z.astype(np.float32)
+            gap = (z32 - self.ref_latents_[idx[:, 0]]).astype(np.float64)
+            own = np.linalg.norm(gap, axis=1) <= SAME_POINT_DISTANCE
             proba[own] = self.ref_proba_[idx[own, 0]]
             return proba / proba.sum(axis=1, keepdims=True)
         return self._proba_from_params(z.astype(np.float64))
