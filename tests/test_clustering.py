@@ -214,6 +214,7 @@ def test_duplicate_images_share_a_cluster_and_predict_agrees_with_fit(method):
     clu = tiny(method=method, n_clusters=5, latent_dim=2, max_epochs=5).fit(x)
     assert (clu.labels_.reshape(3, 20) == clu.labels_[::20, None]).all()
     np.testing.assert_array_equal(clu.predict(x), clu.labels_)
+    assert clu._knn is None  # the images fitted on need no neighbour search
 
 
 def test_an_image_keeps_its_fitted_cluster_whatever_the_search_rounds():

@@ -445,8 +445,7 @@ class VAEClustering(ClusterMixin, VAE):
         # The reference images keep their own assignment, as _proba_of_features gives it to
         # them; only the others, beyond a subsample, need their neighbours found.
         proba = np.empty((len(z), self.n_clusters_))
-        own = self.ref_proba_.astype(np.float64)
-        proba[ref] = own / own.sum(axis=1, keepdims=True)
+        proba[ref] = self._reference_proba()
         rest = np.setdiff1d(np.arange(len(z)), ref)
         if len(rest):
             proba[rest] = self._proba_of_features(z[rest])
@@ -662,10 +661,13 @@ class VAEClustering(ClusterMixin, VAE):
     def _proba_of_features(self, z: np.ndarray) -> np.ndarray:
         """Cluster probabilities ``(N, K)`` of clustering features ``z`` (gmm and kmeans)."""
         if self._uses_manifold():
+            z32 = z.astype(np.float32)
+            if z32.shape == self.ref_latents_.shape and np.array_equal(z32, self.ref_latents_):
+                return self._reference_proba()  # the images fitted on (predict, a report)
             if getattr(self, "_knn", None) is None:
                 n_ref = len(self.ref_latents_)
                 self._knn = nearest_neighbors(self.ref_latents_, min(KNN_NEIGHBORS, n_ref))
-            idx = self._knn.kneighbors(z.astype(np.float32), return_distance=False)  # (N, k)
+            idx = self._knn.kneighbors(z32, return_distance=False)  # (N, k)
             proba = np.empty((len(z), self.ref_proba_.shape[1]))
             for rows in row_blocks(len(z), idx.shape[1] * proba.shape[1]):  # not (N, k, K)
                 proba[rows] = self.ref_proba_[idx[rows]].mean(axis=1)
@@ -673,12 +675,16 @@ class VAEClustering(ClusterMixin, VAE):
             # small set (every image among every other's k nearest) got one row for all.
             # The search's own distance may round a point's distance to itself above the
             # threshold (brute force, large latents): measure it exactly.
-            z32 = z.astype(np.float32)
             gap = (z32 - self.ref_latents_[idx[:, 0]]).astype(np.float64)
             own = np.linalg.norm(gap, axis=1) <= SAME_POINT_DISTANCE
             proba[own] = self.ref_proba_[idx[own, 0]]
             return proba / proba.sum(axis=1, keepdims=True)
         return self._proba_from_params(z.astype(np.float64))
+
+    def _reference_proba(self) -> np.ndarray:
+        """Return the reference images' fitted probabilities, float64 rows summing to one."""
+        own = self.ref_proba_.astype(np.float64)
+        return own / own.sum(axis=1, keepdims=True)
 
     def _proba_from_params(self, z: np.ndarray) -> np.ndarray:
         """Probabilities from the fitted k-means centres or mixture, ``(N, K)``."""
