@@ -524,24 +524,24 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
+    def _scaled_logits(self, X: Any) -> np.ndarray:
+        """Temperature-scaled logits ``(N, K)``, float64."""
+        check_is_fitted(self, "temperature_")
+        return self._logits(self._check_input(X)).astype(np.float64) / self.temperature_
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Calibrated class probabilities ``(N, K)`` in the order of ``classes_``."""
-        check_is_fitted(self, "temperature_")
-        x = self._check_input(X)
-        return self._softmax(self._logits(x).astype(np.float64) / self.temperature_)
+        return self._softmax(self._scaled_logits(X))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`, finite where the probabilities underflow."""
         from scipy.special import log_softmax
 
-        check_is_fitted(self, "temperature_")
-        x = self._check_input(X)
-        return log_softmax(self._logits(x).astype(np.float64) / self.temperature_, axis=1)
+        return log_softmax(self._scaled_logits(X), axis=1)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Temperature-scaled logits ``(N, K)`` (for two classes: ``(N,)``, class 1 minus 0)."""
-        check_is_fitted(self, "temperature_")
-        scores = self._logits(self._check_input(X)).astype(np.float64) / self.temperature_
+        scores = self._scaled_logits(X)
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict(self, X: Any) -> np.ndarray:
