@@ -7,7 +7,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _sklearn_checks import EXPECTED_FAILURES
 from vaekit import VAEClassifier, load_dataset
-from vaekit.cli import DEMO_CLASSIFIER
+from vaekit.cli.demo import DEMO_CLASSIFIER
 from vaekit.errors import ConfigError, DataError
 
 
@@ -64,7 +64,7 @@ def few_labels(y, per_class, seed=0):
 
 
 #: M2 for 8x8 digits: a two-layer conv trunk, half of every batch labeled.
-#: (The demo trains the same model: vaekit.cli.DEMO_CLASSIFIER.)
+#: (The demo trains the same model: vaekit.cli.demo.DEMO_CLASSIFIER.)
 DIGITS_MODEL = dict(**DEMO_CLASSIFIER, random_state=0, device="cpu")
 #: Measured 2026-11-29 (defaults entropy=1, balance=1, propagation=1; too few held-out
 #: labels for a temperature, so every label is trained on), test accuracy on digits with 3
@@ -413,7 +413,7 @@ def test_score_samples_batches_shrink_with_the_classes(monkeypatch):
 def test_cli_scores_of_a_test_split_without_labels_keep_the_elbo():
     from types import SimpleNamespace
 
-    from vaekit.cli import _classification_scores
+    from vaekit.cli.classify import _classification_scores
 
     x = np.random.default_rng(0).random((20, 6)).astype(np.float32)
     clf = tiny(max_epochs=1).fit(x, np.arange(20) % 2)
