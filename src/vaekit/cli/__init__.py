@@ -77,7 +77,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(f"vaekit {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
