@@ -10,9 +10,8 @@ from typing import Any
 
 from vaekit.errors import NearlyBlackWarning
 
+#: Exit status of a user mistake (bad input, a bad option), as argparse's usage errors.
 EXIT_USAGE = 2
-
-
 #: Exit status when stdout's reader goes away: a Unix tool killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
 

@@ -14,15 +14,12 @@ from vaekit.cli.console import _count, _say, _verbose
 from vaekit.cli.runs import CONFIG_FILE, _fresh_dir, _write_metrics
 from vaekit.errors import VaekitError
 
+#: The demo's VAE and clustering runs: epoch cap (early stopping ends them sooner) and batch.
 DEMO_EPOCHS = 150
-
-
 DEMO_BATCH_SIZE = 32
-
 
 #: Labeled training digits in the demo's semi-supervised classification (10 per class).
 DEMO_LABELS = 100
-
 
 #: M2 sized for 8x8 digits (a two-layer conv trunk, half of every batch labeled) and its
 #: epoch cap: the default model is sized for 28x28 images and would take minutes here.
@@ -36,7 +33,6 @@ DEMO_CLASSIFIER = dict(
     labeled_fraction=0.5,
     max_shift=1,
 )
-
 
 DEMO_CLASSIFIER_EPOCHS = 20
 

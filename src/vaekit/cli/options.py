@@ -24,11 +24,8 @@ from vaekit.cli.demo import DEMO_CLASSIFIER_EPOCHS, DEMO_EPOCHS, cmd_demo
 #: Most images ``vaekit generate`` puts in one PNG grid (100 x 100 tiles).
 MAX_GRID_SAMPLES = 10_000
 
-
 #: Help of the positional arguments.
 DATA_HELP = "digits, fashion-mnist, mnist, an IDX file or folder, a .npy/.npz, or an image folder"
-
-
 RUN_HELP = "a run directory: the --out of train, cluster or classify (or demo's vae/, ...)"
 
 
@@ -66,10 +63,7 @@ _CLASSIFIER_EPOCHS = (
     "the unlabeled share"
 )
 
-
 _VADE_EPOCHS = "of its mixture phase, after N/2 epochs of pre-training"
-
-
 MODEL_HELP = {
     "train": (
         "maximum epochs; the VAE and VaDE may stop sooner on their validation loss, m2 runs "

@@ -22,7 +22,6 @@ from vaekit.errors import CheckpointError, DataError, VaekitError
 #: Name of a run's config file (``vaekit.checkpoint.CONFIG_FILE``, without importing torch).
 CONFIG_FILE = "config.json"
 
-
 #: Files of a run folder that vaekit reads back: an ``--out FILE`` never replaces them.
 RUN_FILES = frozenset({
     CONFIG_FILE, "model.safetensors", "train_state.safetensors", "train_state.json",
