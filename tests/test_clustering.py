@@ -258,6 +258,7 @@ def test_coinciding_points_get_finite_probabilities(method):
         {"n_clusters": "auto", "max_clusters": 1},
         {"method": "vade", "pretrain_epochs": -3},
         {"method": "vade", "pretrain_epochs": 0},
+        {"manifold": "spectral", "manifold_dim": 1},  # unit-length rows: only -1 and +1
     ],
 )
 def test_bad_params(kw):

@@ -244,6 +244,8 @@ def test_unavailable_device_fails_before_writing_to_run_dir(digits, tmp_path):
     with pytest.raises(ConfigError, match="CUDA is not available"):
         tiny(device="cuda").fit(digits, run_dir=tmp_path / "r")
     assert not (tmp_path / "r" / "config.json").exists()
+    with pytest.raises(ConfigError, match=r"^device='cuda:1' was asked for"):  # as given
+        tiny(device="cuda:1").fit(digits)
 
 
 def test_channels_last_uint8_images_are_read_as_channels_first(digits):

@@ -5,9 +5,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from vaekit import VAE, VAEClassifier, VAEClustering, checkpoint, load_dataset
-from vaekit.errors import CheckpointError
+from vaekit.errors import CheckpointError, TrainingDivergedError
 from vaekit.training import loop
 
 
@@ -220,3 +221,41 @@ def test_load_refuses_a_config_edited_out_of_range(digits, tmp_path, kind, secti
     config_file.write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="is inconsistent"):
         kind.load(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "kind", [VAE, VAEClustering, VAEClassifier], ids=["vae", "vade", "classifier"]
+)
+def test_a_new_run_that_diverges_before_saving_an_epoch_leaves_nothing(digits, tmp_path, kind):
+    """Before: config.json and an epoch-0 state stayed, refused as 'already holds a run'."""
+    params = dict(hidden_dims=(8,), latent_dim=2, max_epochs=2, batch_size=64, random_state=0)
+    if kind is VAEClustering:
+        params.update(method="vade", manifold=None, n_clusters=3)  # pre-trains in a sub-folder
+    y = np.arange(len(digits)) % 3
+    y[30:] = -1  # the classifier also trains its label-spreading VAE first
+    new, kept = tmp_path / "new", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "model.safetensors").write_bytes(b"left by a killed save")  # a leftover we allow
+    for run in (new, kept):
+        with pytest.raises(TrainingDivergedError, match="diverged at epoch 1"):
+            kind(**params, learning_rate=1e9).fit(digits, y, run_dir=run)
+    assert not new.exists()
+    assert files(kept) == {"model.safetensors": b"left by a killed save"}
+    kind(**params).fit(digits, y, run_dir=new)  # the same folder takes a new run at once
+    assert (new / "config.json").is_file()
+
+
+def test_a_run_that_diverges_after_saving_epochs_keeps_them(digits, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real = loop._Loop._train_epoch
+
+    def diverge_in_the_second(self, bar):
+        if self.epoch == 1:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return real(self, bar)
+
+    monkeypatch.setattr(loop._Loop, "_train_epoch", diverge_in_the_second)
+    with pytest.raises(TrainingDivergedError, match="keeps epoch 1"):
+        tiny(max_epochs=3).fit(digits, run_dir=run)
+    assert checkpoint.load_train_state(run)[1]["epoch"] == 1

@@ -29,7 +29,15 @@ class ConfigError(VaekitError, ValueError):
 
 
 class TrainingDivergedError(VaekitError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is kept.
+
+    ``epochs_saved`` is the number of epochs the diverged training had finished (and
+    checkpointed, with a run folder): 0 when it diverged in its first.
+    """
+
+    def __init__(self, message: str, *, epochs_saved: int = 0) -> None:
+        super().__init__(message)
+        self.epochs_saved = epochs_saved
 
 
 class NearlyBlackWarning(UserWarning):

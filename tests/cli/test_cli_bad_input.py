@@ -114,10 +114,11 @@ def _folder_with(d: Path, name: str, data: bytes | None = None) -> Path:
 
 @case
 def case_diverged_at_the_first_epoch(d: Path, run: Path) -> Case:
-    # "the last good checkpoint is kept" when none was: the folder had to go, unsaid.
+    # "the last good checkpoint is kept" when none was; then the folder it left was refused
+    # as "already holds a run" by the same command with a lower --lr.
     out = d / "out"
-    names = ("diverged at epoch 1", "lower --lr", "the run folder holds nothing to resume")
-    return Case(["train", "digits", *TINY, "--lr", "1e6", "--out", out, "-q"], names)
+    names = ("diverged at epoch 1", "lower --lr", "no epoch finished, so there is nothing")
+    return Case(["train", "digits", *TINY, "--lr", "1e6", "--out", out, "-q"], names, absent=[out])
 
 
 @case
@@ -310,6 +311,13 @@ def case_manifold_dim_without_a_manifold(d: Path, run: Path) -> Case:
     """Before: accepted, written into the run's settings, and never used."""
     args = ["cluster", "digits", "--manifold", "none", "--manifold-dim", "5", "--out", d / "o"]
     return Case(args, ("--manifold-dim",), absent=[d / "o"])
+
+
+@case
+def case_spectral_embedding_of_one_dimension(d: Path, run: Path) -> Case:
+    """Before: every image in one cluster (unit-length rows in 1-D are +-1), exit 0."""
+    args = ["cluster", "digits", "--manifold-dim", "1", "--out", d / "o"]
+    return Case(args, ("manifold_dim=1", "2 or more"), absent=[d / "o"])
 
 
 @case

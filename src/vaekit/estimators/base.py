@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from vaekit import checkpoint
 from vaekit.data import as_image_array
 from vaekit.data.arrays import to_nchw, warn_if_dim
-from vaekit.errors import CheckpointError, ConfigError, DataError
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from vaekit.models.base import GenerativeModel, check_likelihood, fixed_posterior_noise
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, distributed, resolve_device, train
@@ -610,20 +610,57 @@ def keeps_state_on_failure(fit: Any) -> Any:
     untrained weights, nor a first fit that fails leave one that looks fitted. The ``fit``
     first refuses to replace a run in its ``run_dir`` (``_check_new_run``), before any
     work: the VAEClassifier trains a helper VAE before its own training starts.
+
+    A new run whose training diverges before any epoch is saved holds nothing to resume or
+    load: what the fit wrote into ``run_dir`` is removed again (the folder too, if the fit
+    made it), so the same command can be run again with other settings.
     """
 
     @functools.wraps(fit)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        self._check_new_run(kwargs.get("run_dir"), bool(kwargs.get("resume", False)))
+        run_dir, resume = kwargs.get("run_dir"), bool(kwargs.get("resume", False))
+        self._check_new_run(run_dir, resume)
+        held = None if run_dir is None else _entries(Path(run_dir))
+        new_run = run_dir is not None and checkpoint.CONFIG_FILE not in (held or ())
         before = dict(self.__dict__)
         try:
             return fit(self, *args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
+            saved = getattr(self, "history_", None)  # epochs of earlier phases (pre-training)
             self.__dict__.clear()
             self.__dict__.update(before)
+            diverged_empty = isinstance(exc, TrainingDivergedError) and exc.epochs_saved == 0
+            if new_run and diverged_empty and not saved and is_main_process():
+                _remove_new_entries(Path(run_dir), held)
             raise
 
     return wrapper
+
+
+def _entries(folder: Path) -> frozenset[str] | None:
+    """Names in ``folder``; None when it does not exist (or is no folder)."""
+    try:
+        return frozenset(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _remove_new_entries(folder: Path, held: frozenset[str] | None) -> None:
+    """Remove what ``folder`` holds beyond ``held`` (its entries before); itself if it was new."""
+    import shutil
+
+    for name in _entries(folder) or ():
+        if held is None or name not in held:
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    if held is None:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # something appeared there meanwhile: leave it
 
 
 def _training_memory(device: torch.device) -> tuple[str, int | None]:

@@ -210,7 +210,8 @@ class VAEClustering(ClusterMixin, VAE):
     manifold_dim : int or None, default=None
         Dimension of the manifold embedding (default: the number of clusters for UMAP, as
         in N2D; 1.5 times it for the spectral step). With ``n_clusters="auto"``, K is
-        chosen on the latent means first and the embedding sized from it.
+        chosen on the latent means first and the embedding sized from it. At least 2 for the
+        spectral step, whose rows are scaled to unit length.
     shift_average : float, default=0.04
         For ``"gmm"`` and ``"kmeans"`` on image input, cluster each image's posterior mean
         averaged over its translations by 0 and +-s pixels in each direction (9 encoder
@@ -341,6 +342,13 @@ class VAEClustering(ClusterMixin, VAE):
         d = self.manifold_dim
         if d is not None and (not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1):
             raise ConfigError(f"manifold_dim must be a positive integer or None, got {d!r}")
+        if d == 1 and self.manifold == "spectral" and self.method != "vade":
+            # Its rows are scaled to unit length: one dimension leaves only -1 and +1.
+            raise ConfigError(
+                "manifold_dim=1 cannot separate clusters with manifold='spectral' (each "
+                "image's embedding is scaled to length 1, so one dimension leaves only -1 and "
+                "+1); pass 2 or more, or None for 1.5 per cluster"
+            )
         k = self.n_clusters
         if not (
             k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 2)

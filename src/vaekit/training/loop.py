@@ -168,7 +168,12 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for but CUDA is not available; use 'auto'")
+        raise ConfigError(f"device={device!r} was asked for but CUDA is not available; use 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device!r} was asked for but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; use 'auto'"
+        )
     return dev
 
 
@@ -545,7 +550,7 @@ class _Loop:
             if self.run_dir is None:
                 kept = ""
             elif self.epoch == 0:
-                kept = "; no epoch finished, so the run folder holds nothing to resume: remove it"
+                kept = "; no epoch finished, so there is nothing to resume"
             else:
                 kept = (
                     f"; the run folder keeps epoch {self.epoch}, but resuming keeps the run's "
@@ -553,7 +558,8 @@ class _Loop:
                 )
             raise TrainingDivergedError(
                 f"training diverged at epoch {self.epoch + 1}: the loss became NaN or infinite;"
-                f" lower --lr (learning_rate) or check the data{kept}"
+                f" lower --lr (learning_rate) or check the data{kept}",
+                epochs_saved=self.epoch,
             )
         row["kl_weight"] = _kl_weight_at(cfg, self.epoch + 1, 0, 1)  # at the end of the epoch
         row["lr"] = _lr_at(cfg, self.epoch)
