@@ -122,6 +122,27 @@ def case_diverged_at_the_first_epoch(d: Path, run: Path) -> Case:
 
 
 @case
+def case_a_run_given_as_data(d: Path, run: Path) -> Case:
+    """Before: its figures were read as images ('differ in size; pass --image-size')."""
+    return Case(["evaluate", run, run], ("is a vaekit run folder, not images",))
+
+
+@case
+def case_a_folder_of_runs_given_as_data(d: Path, run: Path) -> Case:
+    demo = d / "demo"
+    copy_run(run, demo / "vae")
+    out = d / "out"
+    args = ["cluster", demo, *TINY, "--out", out]
+    return Case(args, ("is a folder of vaekit runs",), protect=[demo], absent=[out])
+
+
+@case
+def case_a_run_given_to_prepare(d: Path, run: Path) -> Case:
+    out = d / "p.npy"
+    return Case(["prepare", run, "--out", out], ("is a vaekit run folder",), absent=[out])
+
+
+@case
 def case_corrupt_image(d: Path, run: Path) -> Case:
     folder = _folder_with(d, "bad.png", b"these bytes are not a PNG")
     return _train(folder, d, names=("cats/bad.png", "--skip-bad"))

@@ -243,6 +243,19 @@ def test_a_built_in_name_is_recorded_as_such_beside_a_folder_of_that_name(
     assert json.loads(res.stdout)["n_test"] == DIGITS_TEST  # the built-in test split
 
 
+def test_default_run_folders_are_named_after_the_data(cli: Cli, tmp_path: Path) -> None:
+    """Before: 'runs/d.npz-vae' for an array, and 'runs/-vae' for '.' (an image folder)."""
+    here = Cli(cwd=tmp_path, env=cli.env)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    res = here("train", "d.npz", *TINY, "--quiet")
+    assert_ok(res)
+    assert res.stdout.strip() == str(Path("runs") / "d-vae")
+    pets = write_image_folder(tmp_path / "pets", n=6)
+    inside = Cli(cwd=pets, env=cli.env)
+    assert_user_error(inside("train", ".", *TINY), "'runs/pets-vae' is inside the data folder")
+
+
 def test_resuming_a_finished_run_keeps_what_evaluate_added(
     fast_cli: Cli | Preloaded, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ from vaekit.cli.runs import (
     _refuse_changes,
     _refuse_if_split_changed,
     _refuse_replacing_data,
+    _refuse_run_as_data,
     _refuse_run_file,
     _resumed_run,
     _source,
@@ -80,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load_data(args.data, args, args.seed)
         model = args.model or "vae"
         if out is None:
-            out = _fresh_dir(None, f"runs/{Path(ds.name).name}-{model}", args.data)
+            out = _fresh_dir(None, f"runs/{_data_name(ds.name)}-{model}", args.data)
         from vaekit import estimators
 
         name, fixed = MODELS[model]
@@ -116,6 +117,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(args, f"{took}; test {_format_metrics(metrics)}")
     print(out)
     return 0
+
+
+def _data_name(name: str) -> str:
+    """Name DATA's default run folder: 'digits', 'pets' for 'data/pets/' or '.', 'd' for 'd.npz'."""
+    path = Path(name)
+    base = (path.resolve() if path.exists() else path).name  # '.' and '..' have no name
+    for suffix in (".gz", ".npy", ".npz"):
+        base = base.removesuffix(suffix)
+    return base or "data"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -280,6 +290,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             )
     out = _output_file(args.out, ".npy")
     _refuse_run_file(manifest_path(out), f"the manifest '{manifest_path(out)}' of --out")
+    _refuse_run_as_data(args.data)
 
     start = time.perf_counter()
     meta = prepare(

@@ -50,12 +50,36 @@ def _size_hw(text: str | None) -> tuple[int, int] | None:
 def _load_data(spec: str, args: argparse.Namespace, seed: int = 0):
     from vaekit.data import load_dataset
 
+    _refuse_run_as_data(spec)
     return load_dataset(
         spec,
         image_size=_image_size(getattr(args, "image_size", None)),
         color=getattr(args, "color", "auto"),
         skip_bad=getattr(args, "skip_bad", False),
         random_state=seed,
+    )
+
+
+def _refuse_run_as_data(spec: str) -> None:
+    """Refuse DATA that is a run folder, or a folder of runs as ``vaekit demo`` writes.
+
+    Read as an image folder, its figures (montage.png, the report's PNGs) would be the
+    images: the error said they differ in size, and ``--image-size`` then "worked".
+    """
+    from vaekit.data.registry import _known_name
+
+    folder = Path(spec)
+    if _known_name(spec) is not None or not folder.is_dir():
+        return
+    if (folder / CONFIG_FILE).is_file():
+        what = "a vaekit run folder"
+    elif any((sub / CONFIG_FILE).is_file() for sub in folder.iterdir() if sub.is_dir()):
+        what = "a folder of vaekit runs"
+    else:
+        return
+    raise VaekitError(
+        f"DATA '{spec}' is {what}, not images; pass the data a run was trained on (its "
+        f"{CONFIG_FILE} names it under metadata.data)"
     )
 
 
