@@ -136,7 +136,8 @@ def test_torchrun_killed_and_resumed_matches_one_process(tmp_path: Path) -> None
     )
     assert res.returncode == 0, res.stderr[-3000:]
     # Only rank 0 prints and writes: one result line naming the run, one run directory.
-    assert res.stdout.count(str(run)) == 2, res.stdout  # "training ... -> RUN" and "RUN"
+    assert res.stdout == f"{run}\n", res.stdout  # the run folder, once
+    assert res.stderr.count(f"-> {run}") == 1, res.stderr  # "training ... -> RUN", once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
     assert not list(run.glob(".*.tmp"))
     hist = _history(run)

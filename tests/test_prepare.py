@@ -229,7 +229,7 @@ def test_cli_prepare(tmp_path: Path) -> None:
     out = tmp_path / "d.npy"
     res = _vaekit("prepare", "digits", "--out", out)
     assert res.returncode == 0, res.stderr
-    assert "1437 training + 360 test" in res.stdout
+    assert "1437 training + 360 test" in res.stderr
     assert load_dataset(out).x_test.shape == (360, 1, 8, 8)
     # Never over an existing file: the source itself, or a .json of the user's.
     mine = tmp_path / "mine.json"

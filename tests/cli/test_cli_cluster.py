@@ -180,10 +180,10 @@ def test_cluster_notes_a_default_k_unlike_the_classes(
         }
     )
     assert_ok(results["default"])
-    assert "note: 10 clusters (the default), but" in results["default"].stdout
-    assert "has 3 classes; pass --n-clusters 3 to match them" in results["default"].stdout
+    assert "note: 10 clusters (the default), but" in results["default"].stderr
+    assert "has 3 classes; pass --n-clusters 3 to match them" in results["default"].stderr
     assert_ok(results["given"])
-    assert "note:" not in results["given"].stdout
+    assert "note:" not in results["given"].stderr
 
 
 def test_status_line_names_the_copy_of_a_builtin_dataset_it_read(cli: Cli, tmp_path: Path) -> None:
@@ -197,4 +197,4 @@ def test_status_line_names_the_copy_of_a_builtin_dataset_it_read(cli: Cli, tmp_p
     tiny = ("--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2", "--n-clusters", "3")
     res = run("cluster", "fashion-mnist", *tiny, "--out", tmp_path / "c")
     assert_ok(res)
-    assert f"clustering 80 images of fashion-mnist ({folder}) (method" in res.stdout
+    assert f"clustering 80 images of fashion-mnist ({folder}) (method" in res.stderr

@@ -128,8 +128,8 @@ def test_train_digits_writes_the_run_and_prints_its_dir(trained_run: TrainedRun)
     assert PYTHON_M[1:] == ("-m", "vaekit")
     for name in RUN_FILES:
         assert (run / name).is_file(), name
-    assert res.stdout.splitlines()[-1] == str(run)
-    assert "training VAE on digits" in res.stdout  # chatter without --quiet
+    assert res.stdout == f"{run}\n"  # the run folder alone: run=$(vaekit train ...) works
+    assert "training VAE on digits" in res.stderr  # chatter without --quiet, on stderr
     config = json.loads((run / "config.json").read_text())
     assert config["params"]["latent_dim"] == LATENT_DIM
     assert config["metadata"]["image_shape"] == [1, 8, 8]
@@ -216,8 +216,9 @@ def test_demo_writes_everything_and_prints_test_metrics(demo_run: TrainedRun) ->
     for name in ("samples.png", "reconstructions.png"):
         with Image.open(demo / name) as im:
             im.verify()
-    assert "test ELBO" in res.stdout
-    assert "reconstruction error" in res.stdout
+    assert "test ELBO" in res.stderr
+    assert "reconstruction error" in res.stderr
+    assert res.stdout == f"{demo}\n"
     history = (demo / "vae" / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header + two epochs
     assert not any(mark in res.stderr for mark in BAR_MARKS), res.stderr

@@ -97,7 +97,7 @@ def test_report_of_a_vae_run(reports: Reports) -> None:
     assert_ok(res)
     run = reports.root / "vae"
     assert res.stdout.splitlines()[-1] == str(run / "report.html")
-    assert "4 figures" in res.stdout
+    assert "4 figures" in res.stderr
     text = (run / "report.html").read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') == len(VAE_FIGURES)
     for name in VAE_FIGURES:
@@ -143,10 +143,10 @@ def test_report_bad_input_is_one_line_and_writes_nothing(reports: Reports) -> No
 def test_report_of_a_folder_of_runs_says_which_run_it_reads(reports: Reports) -> None:
     res = reports["folder of runs"]
     assert_ok(res)
-    lines = res.stdout.splitlines()
+    lines = res.stderr.splitlines()  # status lines; stdout holds the report's path alone
     runs = reports.root / "runs"
     assert lines[:2] == [f"reading run 1 of 2: {runs / 'a'}", f"reading run 2 of 2: {runs / 'b'}"]
-    assert lines[-1] == str(runs / "report.html")
+    assert res.stdout == f"{runs / 'report.html'}\n"
 
 
 def test_report_of_a_run_whose_data_is_gone_warns_and_leaves_out_its_figures(

@@ -61,7 +61,7 @@ def test_demo_report_in_headless_chromium(browser, demo_run: TrainedRun) -> None
     demo, res = demo_run.path, demo_run.result
     assert_ok(res)
     html = demo / "report.html"
-    assert f"report: {html}" in res.stdout
+    assert f"report: {html}" in res.stderr
 
     page = browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []

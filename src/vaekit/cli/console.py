@@ -21,8 +21,13 @@ def _verbose(args: argparse.Namespace) -> int:
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
+    """Print a status line on stderr (not under ``--quiet``; rank 0 only under torchrun).
+
+    stdout carries only what a script reads: the folder or file a command wrote, or
+    evaluate's JSON, so ``run=$(vaekit train digits)`` holds the run folder alone.
+    """
     if not getattr(args, "quiet", False) and _is_main_process():
-        print(text, flush=True)
+        print(text, file=sys.stderr, flush=True)
 
 
 def _is_main_process() -> bool:
