@@ -1,13 +1,15 @@
 """The ``vaekit`` command line: argument parsing and printing only.
 
-Every subcommand is a thin call into the estimators, data and checkpoint layers. User
-mistakes (``VaekitError``) print one line on stderr and exit with status 2.
+Every subcommand is a thin call into the estimators, data and checkpoint layers. ``main``
+turns user mistakes (``VaekitError``) into one line on stderr and exit status 2, a closed
+stdout into a quiet stop, and Ctrl-C into a hint on resuming.
 
 The package, by job:
 
 - ``options``: the argument parser (``build_parser``), its option types and help texts;
-- ``runs``: run folders — where a run goes and what it may replace, the data a run
-  records, ``--resume`` checks, metrics files;
+- ``runs``: what the commands share — reading DATA, run folders (where a run goes and
+  what it may replace, the data a run records, ``--resume`` checks, metrics files), the
+  estimator of a new or resumed run;
 - ``console``: what the commands print, exit statuses, warnings as one line;
 - ``commands``: ``train``, ``evaluate``, ``embed``, ``generate``, ``prepare``, ``report``;
 - ``cluster``, ``classify``, ``demo``: those commands and the files they write.

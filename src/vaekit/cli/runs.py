@@ -1,9 +1,10 @@
-"""Run folders: where a run goes, what it may replace, the data it records, ``--resume``.
+"""What the commands share: reading DATA, run folders, and the estimator of a new or resumed run.
 
 A run folder holds a trained estimator (``config.json``, weights, training state) and what
-its command wrote beside it (``metrics.json``, ``clusters.csv``, ...). These checks run
-before any work, so a bad ``--out`` or a resumed run on other data fails in a second, with
-nothing written.
+its command wrote beside it (``metrics.json``, ``clusters.csv``, ...). The checks here (where
+a run goes and what it may replace, whether DATA is the data a run recorded, what
+``--resume`` may change) run before any work, so a bad ``--out`` or a resumed run on other
+data fails in a second, with nothing written.
 """
 
 from __future__ import annotations
