@@ -361,6 +361,12 @@ def case_unknown_flag(d: Path, run: Path) -> Case:
 
 
 @case
+def case_unknown_flag_before_the_subcommand(d: Path, run: Path) -> Case:
+    """Before: 'vaekit train: error: ...', blaming the subcommand for vaekit's option."""
+    return Case(["--bogus", "train", "digits"], ("vaekit: error", "--bogus", "'vaekit --help'"))
+
+
+@case
 def case_unknown_subcommand(d: Path, run: Path) -> Case:
     return Case(["cluster-everything", "digits"], ("cluster-everything",))
 

@@ -43,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vaekit`` command; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # reported by the subcommand's parser, which names it and its --help
-        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # reported by the parser they were given to, which names its --help
+        given = list(sys.argv[1:] if argv is None else argv)
+        before = given[: given.index(args.command)] if args.command in given else []
+        blamed = parser if any(a in before for a in extra) else parser.commands[args.command]
+        blamed.error(f"unrecognized arguments: {' '.join(extra)}")
     args.seed_given = getattr(args, "seed", None) is not None
     if hasattr(args, "seed") and args.seed is None:
         args.seed = 0
