@@ -113,3 +113,13 @@ def test_save_model_refuses_a_run_of_another_estimator(tmp_path):
     # the same kind may be saved over (training checkpoints, re-saves)
     checkpoint.save_model(tmp_path, {"w": torch.ones(2)}, {"estimator": "VAEClassifier"})
     assert torch.equal(checkpoint.load_model(tmp_path)[1]["w"], torch.ones(2))
+
+
+def test_stale_temps_removed_are_only_vaekits(tmp_path):
+    """Before: every hidden ``.*.tmp`` went, a user's ``.draft.tmp`` in an empty --out too."""
+    ours = tmp_path / ".config.json.k3j2x9.tmp"
+    theirs = tmp_path / ".draft.tmp"
+    for path in (ours, theirs):
+        path.write_text("x")
+    checkpoint.remove_stale_temps(tmp_path)
+    assert not ours.exists() and theirs.read_text() == "x"

@@ -258,7 +258,6 @@ def test_coinciding_points_get_finite_probabilities(method):
         {"n_clusters": "auto", "max_clusters": 1},
         {"method": "vade", "pretrain_epochs": -3},
         {"method": "vade", "pretrain_epochs": 0},
-        {"manifold": "spectral", "manifold_dim": 1},  # unit-length rows: only -1 and +1
     ],
 )
 def test_bad_params(kw):
@@ -471,3 +470,15 @@ def test_kmeans_probabilities_of_many_clusters_come_a_block_of_rows_at_a_time(mo
     np.testing.assert_array_equal(est._proba_from_params(z), expected)
     assert [(b.start, b.stop) for b in blocks] == [(0, 6), (6, 12), (12, 18), (18, 24)]
     assert est._proba_from_params(z[:0]).shape == (0, 200)
+
+
+def test_a_run_saved_with_a_setting_refused_since_still_loads(tmp_path):
+    """manifold_dim=1 with the spectral step is refused at fit; runs saved before load."""
+    x, _ = blobs()
+    with pytest.raises(ConfigError, match="manifold_dim=1"):
+        tiny(manifold="spectral", manifold_dim=1).fit(x)
+    tiny(manifold="spectral", manifold_dim=2).fit(x).save(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config["params"]["manifold_dim"] = 1
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    assert VAEClustering.load(tmp_path / "r").manifold_dim == 1

@@ -248,6 +248,14 @@ def test_unavailable_device_fails_before_writing_to_run_dir(digits, tmp_path):
         tiny(device="cuda:1").fit(digits)
 
 
+@pytest.mark.parametrize("device", ["meta", "xla"])
+def test_a_device_torch_cannot_train_on_is_refused_before_the_run_dir(digits, tmp_path, device):
+    """Before: meta and mps ended in a traceback, after the run's config.json was written."""
+    with pytest.raises(ConfigError, match=f"device='{device}' cannot train here"):
+        tiny(device=device).fit(digits, run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
 def test_channels_last_uint8_images_are_read_as_channels_first(digits):
     rgb = np.repeat(digits[:40, None], 3, axis=1)  # (N, 3, 8, 8)
     last = np.ascontiguousarray(rgb.transpose(0, 2, 3, 1))  # (N, 8, 8, 3)

@@ -259,3 +259,43 @@ def test_a_run_that_diverges_after_saving_epochs_keeps_them(digits, tmp_path, mo
     with pytest.raises(TrainingDivergedError, match="keeps epoch 1"):
         tiny(max_epochs=3).fit(digits, run_dir=run)
     assert checkpoint.load_train_state(run)[1]["epoch"] == 1
+
+
+def test_resume_into_a_saved_model_is_refused_and_leaves_it(digits, tmp_path):
+    """Before: resume=True found no training state, trained afresh and replaced the model."""
+    saved = tmp_path / "saved"
+    tiny().fit(digits).save(saved)
+    before = files(saved)
+    with pytest.raises(CheckpointError, match="holds a saved model but no training state"):
+        tiny(learning_rate=5e-3).fit(digits, run_dir=saved, resume=True)
+    assert files(saved) == before
+
+
+def test_vade_failing_in_its_mixture_phase_says_the_pretraining_is_kept(
+    digits, tmp_path, monkeypatch
+):
+    """Before: 'no epoch finished, so there is nothing to resume' beside a saved pre-training
+    (and scikit-learn's traceback when the mixture could not be fitted to the latents)."""
+    real = loop._Loop._train_epoch
+
+    def diverge_in_the_mixture_phase(self, bar):
+        if self.model.use_mixture:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return real(self, bar)
+
+    params = dict(hidden_dims=(8,), latent_dim=2, max_epochs=2, batch_size=64, random_state=0)
+    vade = dict(params, method="vade", manifold=None, n_clusters=3)
+    monkeypatch.setattr(loop._Loop, "_train_epoch", diverge_in_the_mixture_phase)
+    with pytest.raises(TrainingDivergedError, match="keeps its pre-training") as err:
+        VAEClustering(**vade).fit(digits, run_dir=tmp_path / "a")
+    assert "nothing to resume" not in str(err.value)
+    assert (tmp_path / "a" / "pretrain").is_dir()
+    monkeypatch.undo()
+
+    def collapsed(self, z):
+        raise ValueError("Fitting the mixture model failed because of collapsed samples. More")
+
+    monkeypatch.setattr("vaekit.estimators.clustering.GaussianMixture.fit", collapsed)
+    with pytest.raises(TrainingDivergedError, match=r"mixture prior cannot be fitted .*lower"):
+        VAEClustering(**vade).fit(digits, run_dir=tmp_path / "b")

@@ -110,11 +110,23 @@ def name_list(names: list[str]) -> str:
     return f"{names[0]!r}{', ...' if len(names) > 1 else ''}"
 
 
+#: Files vaekit writes into a run folder (by training, save, or the CLI beside them): the
+#: only ones whose left-over temp files (``.NAME.*.tmp``) a new or resumed run deletes.
+RUN_WRITES = frozenset({
+    CONFIG_FILE, MODEL_FILE, STATE_FILE, STATE_JSON, HISTORY_FILE,
+    "metrics.json", "clusters.csv", "predictions.csv", "montage.png",
+})  # fmt: skip
+
+
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
-    """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``)."""
+    """Delete temp files left by a writer killed mid-write (``.NAME.*.tmp``, NAME vaekit's).
+
+    Other hidden ``.tmp`` files (a user's ``.draft.tmp``) are not vaekit's and stay.
+    """
     for tmp in Path(run_dir).glob(".*.tmp"):  # the atomic writers' temp names
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if any(tmp.name.startswith(f".{name}.") for name in RUN_WRITES):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -293,6 +305,31 @@ def check_new_run(run_dir: str | os.PathLike, kind: Any) -> None:
         f"'{run_dir}' holds a {CONFIG_FILE} that is not a vaekit run and fit would replace it; "
         "choose another run_dir"
     )
+
+
+def check_resumable(run_dir: str | os.PathLike, kind: Any) -> None:
+    """Refuse ``fit(..., resume=True)`` into a folder holding a model without a training state.
+
+    A model written by ``save`` (or saved before training states were kept) has nothing to
+    resume; training "resumed" from scratch there would replace it with a new run. A run
+    whose config.json says it is still training may lack its state (killed before the
+    first checkpoint): it starts again from its beginning.
+
+    Raises
+    ------
+    CheckpointError
+        ``run_dir`` holds a run of another estimator (:func:`check_run_kind`), or a
+        config.json of a saved model and no ``STATE_FILE``.
+    """
+    check_run_kind(run_dir, kind)
+    held = _held_config(run_dir)
+    if (Path(run_dir) / STATE_FILE).exists() or not isinstance(held, dict):
+        return
+    if "format_version" in held and held.get("status") != "training":
+        raise CheckpointError(
+            f"'{run_dir}' holds a saved model but no training state, so there is nothing to "
+            "resume; train into another folder (load() opens the saved model)"
+        )
 
 
 def check_save_target(run_dir: str | os.PathLike, kind: Any, model_sha256: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -121,8 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _data_name(name: str) -> str:
     """Name DATA's default run folder: 'digits', 'pets' for 'data/pets/' or '.', 'd' for 'd.npz'."""
-    path = Path(name)
-    base = (path.resolve() if path.exists() else path).name  # '.' and '..' have no name
+    base = Path(os.path.abspath(name)).name  # '.' and '..' named; a link keeps its own name
     for suffix in (".gz", ".npy", ".npz"):
         base = base.removesuffix(suffix)
     return base or "data"

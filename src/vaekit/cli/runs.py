@@ -67,14 +67,14 @@ def _refuse_run_as_data(spec: str) -> None:
     Read as an image folder, its figures (montage.png, the report's PNGs) would be the
     images: the error said they differ in size, and ``--image-size`` then "worked".
     """
-    from vaekit.data.registry import _known_name
+    from vaekit.data.registry import _builtin_name
 
     folder = Path(spec)
-    if _known_name(spec) is not None or not folder.is_dir():
-        return
-    if (folder / CONFIG_FILE).is_file():
+    if _builtin_name(spec) is not None or not folder.is_dir():
+        return  # 'digits' loads the built-in set even beside a folder of that name
+    if _is_run_folder(folder):
         what = "a vaekit run folder"
-    elif any((sub / CONFIG_FILE).is_file() for sub in folder.iterdir() if sub.is_dir()):
+    elif any(_is_run_folder(sub) for sub in folder.iterdir() if sub.is_dir()):
         what = "a folder of vaekit runs"
     else:
         return
@@ -82,6 +82,18 @@ def _refuse_run_as_data(spec: str) -> None:
         f"DATA '{spec}' is {what}, not images; pass the data a run was trained on (its "
         f"{CONFIG_FILE} names it under metadata.data)"
     )
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a vaekit run: a config.json naming its estimator and format.
+
+    A config.json of another tool's (a labelling tool's, in a class folder) is not one.
+    """
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"estimator", "format_version"} <= config.keys()
 
 
 def _source(ds: Any) -> str:
@@ -513,6 +525,7 @@ def _resumed_run(
 
     config = checkpoint.read_config(out)
     _check_run_metadata(out, config)
+    checkpoint.check_resumable(out, config.get("estimator"))  # a model saved from Python
     try:
         # Parameters added since the run was saved take the values it was trained with.
         kind = getattr(estimators, str(config.get("estimator")), None)

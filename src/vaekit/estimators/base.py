@@ -249,7 +249,8 @@ class BaseVAEEstimator(BaseEstimator):
 
         ``fit(X, run_dir=D)`` refuses a ``D`` that holds a run (unless ``resume``), any
         other ``config.json``, or other files (:func:`vaekit.checkpoint.check_new_run`);
-        ``resume=True`` where ``D`` holds no run starts a new one, under the same rule.
+        ``resume=True`` where ``D`` holds no run starts a new one, under the same rule, and
+        is refused where ``D`` holds a saved model without a training state.
         Nothing in ``D`` is touched. Under torchrun rank 0, which alone writes there,
         decides and tells the other ranks, so that every rank raises alike and none starts
         training; a rank that looked itself could find the config.json rank 0 has just
@@ -264,6 +265,8 @@ class BaseVAEEstimator(BaseEstimator):
             try:
                 if not (resume and (Path(run_dir) / checkpoint.CONFIG_FILE).exists()):
                     checkpoint.check_new_run(run_dir, self._estimator_name)
+                else:
+                    checkpoint.check_resumable(run_dir, self._estimator_name)
             except Exception as exc:  # any failure must reach the other ranks, or they wait
                 if not shared:
                     raise

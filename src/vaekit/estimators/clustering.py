@@ -68,7 +68,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit.data.arrays import row_blocks
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, TrainingDivergedError
 from vaekit.estimators.base import check_n_samples, keeps_state_on_failure, to_tensor
 from vaekit.estimators.vae import VAE
 from vaekit.graph import (
@@ -80,6 +80,7 @@ from vaekit.graph import (
 )
 from vaekit.models.vade import VaDEModule
 from vaekit.nn.augment import translations
+from vaekit.training.loop import NOTHING_TO_RESUME
 
 METHODS = ("gmm", "kmeans", "vade")
 MANIFOLDS = (None, "umap", "spectral")
@@ -145,6 +146,14 @@ def _gmm_log_resp(
         log_det = 2.0 * np.log(np.diag(chol)).sum()
         log_joint[:, k] = np.log(w) - 0.5 * (d * np.log(2 * np.pi) + log_det + (sol**2).sum(0))
     return log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)
+
+
+#: The end of VaDE's error when its mixture phase fails at once: the pre-training's epochs
+#: stay in the run folder, and a resume would fail the same way with the same settings.
+_KEPT_PRETRAINING = (
+    "; the run folder keeps its pre-training, but resuming keeps the run's settings: train "
+    "again into a new folder"
+)
 
 
 def spectral_embedding(
@@ -342,13 +351,6 @@ class VAEClustering(ClusterMixin, VAE):
         d = self.manifold_dim
         if d is not None and (not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1):
             raise ConfigError(f"manifold_dim must be a positive integer or None, got {d!r}")
-        if d == 1 and self.manifold == "spectral" and self.method != "vade":
-            # Its rows are scaled to unit length: one dimension leaves only -1 and +1.
-            raise ConfigError(
-                "manifold_dim=1 cannot separate clusters with manifold='spectral' (each "
-                "image's embedding is scaled to length 1, so one dimension leaves only -1 and "
-                "+1); pass 2 or more, or None for 1.5 per cluster"
-            )
         k = self.n_clusters
         if not (
             k == "auto" or (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 2)
@@ -378,6 +380,14 @@ class VAEClustering(ClusterMixin, VAE):
             self._check_n_samples(n_samples)
 
     def _check_n_samples(self, n_samples: int) -> None:
+        """Check the settings against ``n_samples`` images before fitting (``load`` skips this)."""
+        if self.manifold_dim == 1 and self.manifold == "spectral" and self.method != "vade":
+            # Its rows are scaled to unit length: one dimension leaves only -1 and +1.
+            raise ConfigError(
+                "manifold_dim=1 cannot separate clusters with manifold='spectral' (each "
+                "image's embedding is scaled to length 1, so one dimension leaves only -1 and "
+                "+1); pass 2 or more, or None for 1.5 per cluster"
+            )
         k = self.n_clusters
         if k != "auto" and k > n_samples:
             raise DataError(f"n_clusters={k} is more than n_samples={n_samples}; lower it")
@@ -642,7 +652,15 @@ class VAEClustering(ClusterMixin, VAE):
         )
         with warnings.catch_warnings():  # it only starts the prior, which training then fits;
             warnings.simplefilter("ignore", ConvergenceWarning)  # its max_iter is no option
-            gmm.fit(z)
+            try:
+                gmm.fit(z)
+            except ValueError as exc:  # latents collapsed onto a few points (a huge lr)
+                raise TrainingDivergedError(
+                    f"pre-training left latent means the mixture prior cannot be fitted to "
+                    f"({str(exc).split('.')[0]}); lower --lr (learning_rate) or check the "
+                    f"data{_KEPT_PRETRAINING if run_dir is not None else ''}",
+                    epochs_saved=len(self.history_),
+                ) from None
         dev = self._device()
         module.set_prior(
             *(
@@ -651,7 +669,14 @@ class VAEClustering(ClusterMixin, VAE):
             )
         )
         module.use_mixture = True
-        self._train_module([x], run_dir=run_dir, resume=resume, kl_warmup_epochs=0)
+        try:
+            self._train_module([x], run_dir=run_dir, resume=resume, kl_warmup_epochs=0)
+        except TrainingDivergedError as exc:
+            if run_dir is None or exc.epochs_saved:
+                raise
+            # The loop saw no epoch of this phase; the pre-training's are saved all the same.
+            message = str(exc).replace(f"; {NOTHING_TO_RESUME}", _KEPT_PRETRAINING)
+            raise TrainingDivergedError(message, epochs_saved=len(self.history_)) from None
 
     # -- prediction ------------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:

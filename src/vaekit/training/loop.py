@@ -153,6 +153,10 @@ class TrainResult:
     resumed_seconds: float = 0.0
 
 
+#: What a diverged run that saved no epoch says of its folder.
+NOTHING_TO_RESUME = "no epoch finished, so there is nothing to resume"
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch.
 
@@ -167,6 +171,12 @@ def resolve_device(device: str) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+    usable = {"cpu", "cuda"} | ({"mps"} if torch.backends.mps.is_available() else set())
+    if dev.type not in usable:
+        raise ConfigError(
+            f"device={device!r} cannot train here; use 'auto', 'cpu' or "
+            f"{' or '.join(repr(u) for u in sorted(usable - {'cpu'}))}"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} was asked for but CUDA is not available; use 'auto'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -550,7 +560,7 @@ class _Loop:
             if self.run_dir is None:
                 kept = ""
             elif self.epoch == 0:
-                kept = "; no epoch finished, so there is nothing to resume"
+                kept = f"; {NOTHING_TO_RESUME}"
             else:
                 kept = (
                     f"; the run folder keeps epoch {self.epoch}, but resuming keeps the run's "
