@@ -233,13 +233,13 @@ def test_a_new_run_that_diverges_before_saving_an_epoch_leaves_nothing(digits, t
         params.update(method="vade", manifold=None, n_clusters=3)  # pre-trains in a sub-folder
     y = np.arange(len(digits)) % 3
     y[30:] = -1  # the classifier also trains its label-spreading VAE first
-    new, kept = tmp_path / "new", tmp_path / "kept"
+    new, kept = tmp_path / "parent" / "new", tmp_path / "kept"
     kept.mkdir()
     (kept / "model.safetensors").write_bytes(b"left by a killed save")  # a leftover we allow
     for run in (new, kept):
         with pytest.raises(TrainingDivergedError, match="diverged at epoch 1"):
             kind(**params, learning_rate=1e9).fit(digits, y, run_dir=run)
-    assert not new.exists()
+    assert not new.parent.exists()  # the folders it made for the run go too
     assert files(kept) == {"model.safetensors": b"left by a killed save"}
     kind(**params).fit(digits, y, run_dir=new)  # the same folder takes a new run at once
     assert (new / "config.json").is_file()

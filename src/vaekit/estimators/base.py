@@ -625,6 +625,7 @@ def keeps_state_on_failure(fit: Any) -> Any:
         self._check_new_run(run_dir, resume)
         held = None if run_dir is None else _entries(Path(run_dir))
         new_run = run_dir is not None and checkpoint.CONFIG_FILE not in (held or ())
+        made = [] if run_dir is None else _missing_folders(Path(run_dir))
         before = dict(self.__dict__)
         try:
             return fit(self, *args, **kwargs)
@@ -634,7 +635,7 @@ def keeps_state_on_failure(fit: Any) -> Any:
             self.__dict__.update(before)
             diverged_empty = isinstance(exc, TrainingDivergedError) and exc.epochs_saved == 0
             if new_run and diverged_empty and not saved and is_main_process():
-                _remove_new_entries(Path(run_dir), held)
+                _remove_new_entries(Path(run_dir), held, made)
             raise
 
     return wrapper
@@ -648,8 +649,21 @@ def _entries(folder: Path) -> frozenset[str] | None:
         return None
 
 
-def _remove_new_entries(folder: Path, held: frozenset[str] | None) -> None:
-    """Remove what ``folder`` holds beyond ``held`` (its entries before); itself if it was new."""
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those above it that do not exist yet, innermost first."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_new_entries(folder: Path, held: frozenset[str] | None, made: list[Path]) -> None:
+    """Remove what ``folder`` holds beyond ``held``, and the folders ``made`` for it if empty.
+
+    ``held``: its entries before the fit (None: it did not exist); ``made``: ``folder`` and
+    the folders above it that the fit created, innermost first.
+    """
     import shutil
 
     for name in _entries(folder) or ():
@@ -659,11 +673,11 @@ def _remove_new_entries(folder: Path, held: frozenset[str] | None) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-    if held is None:
+    for new in made:
         try:
-            folder.rmdir()
+            new.rmdir()
         except OSError:
-            pass  # something appeared there meanwhile: leave it
+            return  # something else is there (or appeared meanwhile): leave it and above
 
 
 def _training_memory(device: torch.device) -> tuple[str, int | None]:
