@@ -153,8 +153,9 @@ def test_evaluate_writes_metrics_json(outputs: Outputs) -> None:
 
 def test_embed_writes_latent_means_of_all_then_one_split(outputs: Outputs) -> None:
     """--split all in DATA's own order (row r: DATA's image r); a part in its rows' order."""
-    for name in ("embed all", "embed test"):
+    for name, file in (("embed all", "z.npy"), ("embed test", "z_test.npy")):
         assert_ok(outputs[name])
+        assert outputs[name].stdout == f"{outputs.root / file}\n"  # the file, for scripts
     z = np.load(outputs.root / "z.npy", allow_pickle=False)
     assert z.shape == (DIGITS_TRAIN + DIGITS_TEST, LATENT_DIM)
     assert z.dtype == np.float32
@@ -166,6 +167,7 @@ def test_embed_writes_latent_means_of_all_then_one_split(outputs: Outputs) -> No
 
 def test_generate_writes_a_png_grid(outputs: Outputs) -> None:
     assert_ok(outputs["generate"])
+    assert outputs["generate"].stdout == f"{outputs.root / 's.png'}\n"
     path = outputs.root / "s.png"
     with Image.open(path) as im:
         im.verify()

@@ -245,6 +245,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     np.save(buf, z)
     checkpoint.atomic_write_bytes(args.out, buf.getvalue())
     _say(args, f"wrote {z.shape[0]} x {z.shape[1]} latent means to {args.out}")
+    print(args.out)  # as prepare does: the file written, also under --quiet
     return 0
 
 
@@ -272,6 +273,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         images = est.sample(args.n, cluster=args.cluster, random_state=args.seed)
     save_image_grid(args.out, images)
     _say(args, f"wrote {args.n} samples to {args.out}")
+    print(args.out)  # as prepare does: the file written, also under --quiet
     return 0
 
 
