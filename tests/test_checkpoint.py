@@ -117,9 +117,13 @@ def test_save_model_refuses_a_run_of_another_estimator(tmp_path):
 
 def test_stale_temps_removed_are_only_vaekits(tmp_path):
     """Before: every hidden ``.*.tmp`` went, a user's ``.draft.tmp`` in an empty --out too."""
-    ours = tmp_path / ".config.json.k3j2x9.tmp"
-    theirs = tmp_path / ".draft.tmp"
-    for path in (ours, theirs):
+    ours = [
+        tmp_path / name
+        for name in (".config.json.k3j2x9.tmp", ".report.html.a1.tmp", ".report-samples.png.b2.tmp")
+    ]
+    theirs = [tmp_path / ".draft.tmp", tmp_path / ".notes.txt.c3.tmp"]
+    for path in ours + theirs:
         path.write_text("x")
     checkpoint.remove_stale_temps(tmp_path)
-    assert not ours.exists() and theirs.read_text() == "x"
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "x" for path in theirs)

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,8 +115,10 @@ def name_list(names: list[str]) -> str:
 #: only ones whose left-over temp files (``.NAME.*.tmp``) a new or resumed run deletes.
 RUN_WRITES = frozenset({
     CONFIG_FILE, MODEL_FILE, STATE_FILE, STATE_JSON, HISTORY_FILE,
-    "metrics.json", "clusters.csv", "predictions.csv", "montage.png",
+    "metrics.json", "clusters.csv", "predictions.csv", "montage.png", "report.html",
 })  # fmt: skip
+#: ``vaekit report``'s figures beside report.html: ``report-<figure>.png``.
+REPORT_FIGURE = re.compile(r"report-[\w-]+\.png")
 
 
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
@@ -124,7 +127,8 @@ def remove_stale_temps(run_dir: str | os.PathLike) -> None:
     Other hidden ``.tmp`` files (a user's ``.draft.tmp``) are not vaekit's and stay.
     """
     for tmp in Path(run_dir).glob(".*.tmp"):  # the atomic writers' temp names
-        if any(tmp.name.startswith(f".{name}.") for name in RUN_WRITES):
+        written = tmp.name[1:].removesuffix(".tmp").rsplit(".", 1)[0]  # .NAME.XXXX.tmp -> NAME
+        if written in RUN_WRITES or REPORT_FIGURE.fullmatch(written):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
