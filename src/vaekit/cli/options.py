@@ -115,6 +115,18 @@ def _add_model_args(p: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+def _add_run_args(p: argparse.ArgumentParser, command: str, func: Callable) -> None:
+    """Finish the parser of a command that trains a run: --resume, model, speed, data, -q."""
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    _add_model_args(p, command)
+    _add_fast_args(p)
+    _add_data_args(p)
+    _add_common(p)
+    p.set_defaults(func=func)
+
+
 def _add_fast_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speed")
     g.add_argument(
@@ -243,14 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster --method vade'); or m2 (semi-supervised classifier; -1 labels unlabeled)",
     )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-MODEL[-N])")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
-    )
-    _add_model_args(p, "train")
-    _add_fast_args(p)
-    _add_data_args(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_train)
+    _add_run_args(p, "train", cmd_train)
 
     p = sub.add_parser("cluster", help="cluster images without labels")
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
@@ -294,14 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "P of its pixels dropped (default 0.2); 0 trains the plain VAE",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
-    )
-    _add_model_args(p, "cluster")
-    _add_fast_args(p)
-    _add_data_args(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_cluster)
+    _add_run_args(p, "cluster", cmd_cluster)
 
     p = sub.add_parser(
         "classify", help="classify images with N labeled training images (all if omitted)"
@@ -316,14 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: all); the rest of the training split is used unlabeled",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
-    )
-    _add_model_args(p, "classify")
-    _add_fast_args(p)
-    _add_data_args(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_classify)
+    _add_run_args(p, "classify", cmd_classify)
 
     p = sub.add_parser("evaluate", help="test-split metrics of a trained run")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
