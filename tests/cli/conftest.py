@@ -19,11 +19,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
         env[var] = str(root / sub)
     env["VAEKIT_MIRROR"] = "http://127.0.0.1:9/"  # the discard port: refused at once
     env.pop("PYTHONWARNINGS", None)
-    # Commands run a few at a time beside each other. With PyTorch's default of one thread
-    # per core, two processes on two cores spin against each other's OpenMP threads: two
-    # `vaekit classify` runs of the resume test took 68 s each at once (10 s alone), and CI
-    # timed out; with one thread each they took 13 s. OMP_NUM_THREADS=N overrides.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # One thread per command: tests/conftest.py sets OMP_NUM_THREADS for the whole suite.
     work = root / "cwd"  # default outputs (runs/...) land here, never in the repository
     work.mkdir()
     return Cli(cwd=work, env=env)
