@@ -121,11 +121,12 @@ def test_one_new_image_can_be_embedded(
     np.testing.assert_allclose(np.load(tmp_path / "f.npy"), want, rtol=1e-5, atol=1e-6)
 
 
-def test_generate_never_writes_into_the_runs_image_folder(
+def test_generate_and_report_never_write_into_the_runs_image_folder(
     fast_cli: Cli | Preloaded, tmp_path: Path
 ) -> None:
     """Before, a grid written over (or beside) the training images was read as one of them:
-    the run's data changed, and evaluate then failed on the odd-sized picture."""
+    the run's data changed, and evaluate then failed on the odd-sized picture. A report's
+    page there (DATA left out or given) put its figure PNGs among the images (a review)."""
     data = write_image_folder(tmp_path / "imgs")
     before = snapshot([data])
     run = tmp_path / "run"
@@ -133,6 +134,10 @@ def test_generate_never_writes_into_the_runs_image_folder(
     for out in (data / "cats" / "0.png", data / "grid.png"):
         res = fast_cli("generate", run, "--n", "4", "--out", out)
         assert_user_error(res, out, "inside the image folder")
+    page = data / "cats" / "report.html"
+    for given in ([], [data]):
+        res = fast_cli("report", run, *given, "--out", page)
+        assert_user_error(res, page, "inside the image folder", "figures")
     assert snapshot([data]) == before
     assert_ok(fast_cli("generate", run, "--n", "4", "--out", tmp_path / "grid.png"))
 

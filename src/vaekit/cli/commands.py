@@ -371,7 +371,7 @@ def _write_report(
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write RUN/report.html (one self-contained page) and its figures as PNGs."""
-    from vaekit import report
+    from vaekit import checkpoint, report
 
     if args.data is not None and (Path(args.data) / CONFIG_FILE).exists():
         raise VaekitError(
@@ -379,11 +379,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(as a demo folder does)"
         )
     runs = report.find_runs(args.run)
-    out = (
-        _output_file(args.out, ".html", args.data)
-        if args.out
-        else Path(args.run) / report.REPORT_FILE
-    )
+    out = Path(args.run) / report.REPORT_FILE
+    if args.out:
+        out = _output_file(args.out, ".html", args.data, pictures_beside=True)
+        for path in runs:  # DATA left out: each run's recorded data
+            meta = checkpoint.read_config(path).get("metadata")
+            data = meta.get("data") if isinstance(meta, dict) else None
+            if isinstance(data, str):
+                _refuse_replacing_data(out, data, pictures_beside=True)
     _check_writable(out, "report")
     start = time.perf_counter()
     written = _write_report(runs, out, args, progress=True)

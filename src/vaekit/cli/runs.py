@@ -209,19 +209,23 @@ def _check_writable(path: Path, what: str, *, folder: bool = False) -> None:
         ) from None
 
 
-def _output_file(out: str, suffix: str, data: str | None = None) -> Path:
+def _output_file(
+    out: str, suffix: str, data: str | None = None, *, pictures_beside: bool = False
+) -> Path:
     """Check ``--out FILE`` (its suffix, its folder, what it would replace) before any work.
 
     An existing file may be replaced, as ``-o`` does in Unix tools, except the data being
     read (``data``, with a prepared array's manifest), any prepared array (a ``.npy`` with
     its manifest beside it) or manifest, and the files of a run folder that vaekit reads back
-    (``RUN_FILES``; a picture there may be replaced).
+    (``RUN_FILES``; a picture there may be replaced). ``pictures_beside``: the command also
+    writes PNGs beside the file (as ``report`` does), so no file inside an image folder
+    ``data`` will do.
     """
     if not out.lower().endswith(suffix):
         raise VaekitError(f"--out must end in {suffix}, got {out!r}")
     path = Path(out)
     _check_writable(path, "--out")
-    _refuse_replacing_data(path, data)
+    _refuse_replacing_data(path, data, pictures_beside=pictures_beside)
     if path.exists():
         from vaekit.data.prepared import array_path, is_prepared, manifest_path
 
@@ -247,11 +251,12 @@ def _refuse_run_file(path: Path, what: str) -> None:
         raise VaekitError(f"{what} is a file of the run in '{path.parent}'; choose a new file")
 
 
-def _refuse_replacing_data(path: Path, data: str | None) -> None:
+def _refuse_replacing_data(path: Path, data: str | None, *, pictures_beside: bool = False) -> None:
     """Refuse an output file that would replace or join the data ``data``.
 
     That is the data file itself or a prepared array's manifest, or a picture inside the
-    image folder ``data`` (it would be read as one of its images).
+    image folder ``data`` (it would be read as one of its images); with ``pictures_beside``
+    (the command writes PNGs next to ``path``), any file inside that folder.
     """
     if data is None or not Path(data).exists():
         return
@@ -259,10 +264,11 @@ def _refuse_replacing_data(path: Path, data: str | None) -> None:
     if source.is_dir():
         from vaekit.data.images import is_image_name
 
-        if source in target.parents and is_image_name(target.name):
+        if source in target.parents and (pictures_beside or is_image_name(target.name)):
+            what = "its figures (PNGs beside it)" if pictures_beside else "it"
             raise VaekitError(
-                f"--out '{path}' is inside the image folder {data!r}, where it would be read "
-                "as one of its images; choose a file outside it"
+                f"--out '{path}' is inside the image folder {data!r}, where {what} would be "
+                "read as images; choose a file outside it"
             )
         return
     if path.exists() and target in (source, source.with_suffix(".json")):
