@@ -51,6 +51,7 @@ class Case:
     names: tuple[object, ...]
     protect: list[Path] = field(default_factory=list)  # bytes unchanged (all files below)
     absent: list[Path] = field(default_factory=list)  # never created
+    unsaid: tuple[str, ...] = ()  # advice the error must not give (an option that is not there)
 
 
 CASES: dict[str, Callable[[Path, Path], Case]] = {}
@@ -512,6 +513,14 @@ def case_demo_into_existing_run(d: Path, run: Path) -> Case:
 
 
 @case
+def case_demo_into_a_run(d: Path, run: Path) -> Case:
+    """Before, the error advised --resume, which demo does not have (a review)."""
+    r = _run_copy(run, d)
+    args = ["demo", "--out", r, "--epochs", "1"]
+    return Case(args, (r, "already holds a run", "another --out"), [r], unsaid=("--resume",))
+
+
+@case
 def case_cluster_into_a_folder_of_files(d: Path, run: Path) -> Case:
     mine = d / "mine"
     mine.mkdir()
@@ -696,7 +705,9 @@ def test_bad_input_exits_2_with_one_line_and_damages_nothing(outcomes: Outcomes,
     if "_proc" in name and not Path("/proc").is_dir():
         pytest.skip("needs Linux /proc as an unwritable folder")
     outcome = outcomes.bad[name]
-    assert_user_error(outcome.result, *outcome.case.names)
+    line = assert_user_error(outcome.result, *outcome.case.names)
+    for advice in outcome.case.unsaid:
+        assert advice not in line, f"{advice!r} suggested in: {line}"
     assert snapshot(outcome.case.protect) == outcome.before, "a file was changed"
     for path in outcome.case.absent:
         assert not path.exists(), f"{path} was created"

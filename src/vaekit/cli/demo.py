@@ -41,7 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the main job on the embedded digits data: train, evaluate, sample."""
     if args.out is not None and (Path(args.out) / "vae" / CONFIG_FILE).exists():
         raise VaekitError(f"'{Path(args.out) / 'vae'}' already holds a run; choose another --out")
-    out = _fresh_dir(args.out, "runs/demo")
+    out = _fresh_dir(args.out, "runs/demo", resumable=False)  # demo has no --resume
     import numpy as np
 
     from vaekit.data import load_dataset

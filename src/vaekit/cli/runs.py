@@ -342,13 +342,16 @@ def _check_image_shape(est: Any, ds: Any, run: str, spec: str) -> None:
 _chosen_run_dir: list[Path] = []
 
 
-def _fresh_dir(out: str | None, default: str, data: str | None = None) -> Path:
+def _fresh_dir(
+    out: str | None, default: str, data: str | None = None, *, resumable: bool = True
+) -> Path:
     """``out`` if given (must not hold a run); else ``default`` with -2, -3, ... if taken.
 
     Refused inside the folder of images ``data``: the run's pictures (montage.png, say)
-    would be loaded as images of that data by the next command reading it.
+    would be loaded as images of that data by the next command reading it. ``resumable``:
+    the command has ``--resume``, which the error for a folder holding a run suggests.
     """
-    path = _pick_fresh_dir(out, default)
+    path = _pick_fresh_dir(out, default, resumable)
     if data is not None and Path(data).is_dir():
         from vaekit.data.registry import _builtin_name
 
@@ -363,17 +366,15 @@ def _fresh_dir(out: str | None, default: str, data: str | None = None) -> Path:
     return path
 
 
-def _pick_fresh_dir(out: str | None, default: str) -> Path:
+def _pick_fresh_dir(out: str | None, default: str, resumable: bool = True) -> Path:
     """Return the folder :func:`_fresh_dir` gives (checked, not recorded)."""
     if out is not None:
         path = Path(out)
         _check_writable(path, "--out", folder=True)
         # Under torchrun rank 0 may already have started the run when another rank looks.
         if (path / CONFIG_FILE).exists() and _is_main_process():
-            raise VaekitError(
-                f"'{path}' already holds a run; pass --resume to continue it or choose "
-                "another --out"
-            )
+            fix = "pass --resume to continue it or choose" if resumable else "choose"
+            raise VaekitError(f"'{path}' already holds a run; {fix} another --out")
         # A run's files would replace files of the same name (metrics.json, say) in a folder
         # of the user's, or land among a dataset's images. Left-over temporary files of an
         # interrupted start (.NAME.tmp) are vaekit's own.
