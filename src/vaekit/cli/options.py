@@ -107,7 +107,13 @@ def _add_model_args(p: argparse.ArgumentParser, command: str) -> None:
         "--lr", type=_positive_float, metavar="LR", help="learning rate (default: 0.001)"
     )
     # None until main() sets 0: a resumed run refuses a --seed given other than its own.
-    g.add_argument("--seed", type=_seed, help="random seed (default: 0)")
+    g.add_argument(
+        "--seed",
+        type=_seed,
+        help="random seed of training and of the 80/20 train/test split of data without a "
+        "split of its own: digits, arrays without x_test, folders without train/ and test/ "
+        "(default: 0)",
+    )
     g.add_argument(
         "--device",
         help="auto (default: CUDA when present), cpu, cuda, cuda:1, ...; with --resume, the "
