@@ -278,6 +278,12 @@ def test_resuming_a_finished_run_keeps_what_evaluate_added(
         assert_ok(res)
         seconds = json.loads(evaluated)["seconds"]
         assert f"seconds={seconds:.4g}" in res.stdout + res.stderr, command
+    # A cluster run trains on, and evaluate scores, every image: its counts say so, also in a
+    # file of its own (before: the 80/20 split's counts beside "all images (trained on)").
+    assert_ok(fast_cli("evaluate", runs["cluster"], "--out", tmp_path / "e.json", "-q"))
+    scored = json.loads((tmp_path / "e.json").read_text())
+    own = json.loads((runs["cluster"] / "metrics.json").read_text())
+    assert (scored["n_train"], scored["n_test"]) == (own["n_train"], own["n_test"]) == (1797, 0)
 
 
 def test_a_run_that_diverged_in_its_first_epoch_leaves_its_folder_free(

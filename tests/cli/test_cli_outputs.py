@@ -251,3 +251,15 @@ def test_a_run_with_python_metadata_the_cli_cannot_read(
     assert_ok(fast_cli("generate", run, "--out", tmp_path / "g.png"))
     line = assert_user_error(fast_cli("evaluate", run))
     assert "metadata.data" in line and "fix or remove that entry" in line
+
+
+def test_evaluate_says_when_it_replaces_an_unreadable_metrics_file(
+    fast_cli: Cli | Preloaded, trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    """Before, a metrics.json that was not JSON was replaced without a word (a review)."""
+    run = copy_run(trained_run.path, tmp_path / "run")
+    (run / "metrics.json").write_text("{not json")
+    res = fast_cli("evaluate", run, "-q")
+    assert_ok(res)
+    assert "could not be read" in res.stderr and str(run / "metrics.json") in res.stderr
+    assert json.loads((run / "metrics.json").read_text())["n_test"] == DIGITS_TEST

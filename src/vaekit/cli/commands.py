@@ -169,6 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     _warn_of_split_change(change)
     t0 = time.perf_counter()
+    counts = {"n_train": len(ds.x_train), "n_test": len(ds.x_test)}
     if config.get("estimator") == "VAEClassifier":
         ds = _labels_by_run_classes(ds, meta.get("classes"), spec, args.run)
         if ds.y_test is None or not (ds.y_test >= 0).any():  # before the test images' work
@@ -183,7 +184,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from vaekit.data.prepared import all_images
 
         scored_on = "all images (trained on)" if run_data else "all images of DATA"
-        scores = {**generative_metrics(est, all_images(ds)), "scored_on": scored_on}
+        images = all_images(ds)
+        scores = {**generative_metrics(est, images), "scored_on": scored_on}
+        counts = {"n_train": len(images), "n_test": 0}  # as the run's own metrics count them
     else:
         if not len(ds.x_test):  # a single image is a training part alone
             raise DataError(
@@ -191,11 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"({len(ds.x_train)} image(s), all in the training part); pass more images"
             )
         scores = generative_metrics(est, ds.x_test)
-    metrics = {
-        **scores,
-        "n_train": len(ds.x_train),
-        "n_test": len(ds.x_test),
-    }
+    metrics = {**scores, **counts}
     if not run_data:
         metrics["data"] = spec
     metrics["seconds"] = time.perf_counter() - t0
@@ -211,7 +210,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             kept = {k: run[k] for k in ("n_train", "n_test", "seconds") if k in run}
             metrics = {**run, **metrics, **kept, "evaluate_seconds": metrics["seconds"]}
         except (ValueError, TypeError, AttributeError):
-            pass  # unreadable: replaced by the fresh metrics
+            print(
+                f"vaekit evaluate: warning: '{out}' could not be read as the run's metrics; "
+                "it is replaced by the fresh scores",
+                file=sys.stderr,
+            )
     _write_metrics(out, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
