@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -200,11 +201,22 @@ def _finished_run(tmp_path):
     return VAE, x, params, run
 
 
-def test_a_refused_resume_leaves_the_finished_run_loadable(tmp_path):
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"max_epochs": 5}, "max_epochs=5 (the run has 2)"),
+        # Before, a model setting reached the weights: "does not fit this model; it was
+        # modified or belongs to another run" (a review).
+        ({"latent_dim": 3}, "latent_dim=3 (the run has 2)"),
+    ],
+)
+def test_a_refused_resume_names_the_setting_and_leaves_the_finished_run_loadable(
+    tmp_path, change, said
+):
     VAE, x, params, run = _finished_run(tmp_path)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    with pytest.raises(CheckpointError, match="training settings differ"):
-        VAE(**{**params, "max_epochs": 5}).fit(x, run_dir=run, resume=True)
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        VAE(**{**params, **change}).fit(x, run_dir=run, resume=True)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     VAE.load(run)
 

@@ -29,7 +29,7 @@ from vaekit.models.base import GenerativeModel, check_likelihood, fixed_posterio
 from vaekit.nn import default_hidden_dims
 from vaekit.training import TrainConfig, distributed, resolve_device, train
 from vaekit.training.distributed import is_main_process
-from vaekit.training.loop import check_split, history_csv, seed_from
+from vaekit.training.loop import RESUMABLE_CHANGES, check_split, history_csv, seed_from
 
 #: Batch size for inference (transform, reconstruct, score); no gradients are kept.
 INFERENCE_BATCH = 4096
@@ -292,8 +292,32 @@ class BaseVAEEstimator(BaseEstimator):
         if run_dir is None or not is_main_process():  # under torchrun only rank 0 writes
             return
         checkpoint.check_run_kind(run_dir, self._estimator_name)
-        if not (resume and (Path(run_dir) / checkpoint.CONFIG_FILE).exists()):
+        if resume and (Path(run_dir) / checkpoint.CONFIG_FILE).exists():
+            self._check_resumed_params(run_dir)
+        else:
             checkpoint.write_config(run_dir, self._config(status="training"))
+
+    def _check_resumed_params(self, run_dir: str | Path) -> None:
+        """Refuse to resume ``run_dir`` with parameters other than the run's own.
+
+        Before, another ``latent_dim`` (say) reached the weights and was reported as a
+        modified checkpoint. Speed-only settings (``RESUMABLE_CHANGES``) may change.
+        """
+        saved = checkpoint.read_config(run_dir).get("params")
+        if not isinstance(saved, dict):
+            return  # no parameters to compare: the training state's own checks decide
+        saved = {**self._params_added, **saved}
+        now = self._config(status="training")["params"]
+        changed = [
+            f"{k}={v!r} (the run has {saved[k]!r})"
+            for k, v in now.items()
+            if k in saved and k not in RESUMABLE_CHANGES and saved[k] != v
+        ]
+        if changed:
+            raise CheckpointError(
+                f"cannot resume '{run_dir}': its parameters differ ({', '.join(changed)}); "
+                "resume with the run's parameters or fit into a new run directory"
+            )
 
     def _save_finished_run(self, run_dir: str | Path | None) -> None:
         """Save the fitted model into the run it was checkpointed to (rank 0 under torchrun).
