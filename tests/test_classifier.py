@@ -172,6 +172,12 @@ def test_string_labels_and_unlabeled_marker():
     labeled = y_text != "-1"
     expected = np.mean(clf.predict(x)[labeled] == y_text[labeled])
     assert clf.score(x, y_text) == pytest.approx(expected)
+    # None or NaN (pandas' missing value) is not the marker: before, a bare TypeError.
+    for missing in (None, float("nan")):
+        y_missing = y.copy()
+        y_missing[::3] = missing
+        with pytest.raises(DataError, match="mark unlabeled images with -1"):
+            tiny(max_epochs=1).fit(x, y_missing)
 
 
 def test_score_leaves_unlabeled_images_out(digits, semi):

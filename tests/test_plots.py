@@ -194,6 +194,8 @@ def test_k_selection_marks_the_chosen_k() -> None:
     assert legend_texts(ax) == ["BIC", "chosen K = 3"]
     fig = plots.plot_k_selection({"k": [2, 3], "score": [1.0, 0.5]})
     assert legend_texts(fig.axes[0])[-1] == "chosen K = 3"
+    with pytest.raises(ValueError, match="n_clusters='auto'"):  # before: a bare TypeError
+        plots.plot_k_selection(None)  # k_selection_ of a fit with a fixed K
 
 
 def test_save_figure_writes_a_png(tmp_path) -> None:

@@ -242,8 +242,8 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     ):
         raise CheckpointError(
             f"'{run_dir}' was written by vaekit {saved} (format {config['format_version']}), "
-            f"this is vaekit {__version__} (format {FORMAT_VERSION}); retrain the run or "
-            f"install vaekit {'.'.join(_major_minor(saved))}"
+            f"this is vaekit {__version__} (format {FORMAT_VERSION}); retrain the run, or open "
+            f"it with that version (pip install 'vaekit=={'.'.join(_major_minor(saved))}.*')"
         )
     return config
 

@@ -723,7 +723,7 @@ def plot_cluster_sizes(
 
 
 @_plain_text
-def plot_k_selection(k_selection: Mapping[str, Any], *, ax: Axes | None = None) -> Figure:
+def plot_k_selection(k_selection: Mapping[str, Any] | None, *, ax: Axes | None = None) -> Figure:
     """Plot the model-selection score of each tried K, with the chosen K marked.
 
     Parameters
@@ -739,6 +739,11 @@ def plot_k_selection(k_selection: Mapping[str, Any], *, ax: Axes | None = None) 
     -------
     matplotlib.figure.Figure
     """
+    if k_selection is None:  # VAEClustering.k_selection_ after a fit with a fixed K
+        raise ValueError(
+            "k_selection is None: the model was fitted with a fixed n_clusters, so no K was "
+            "chosen; fit with n_clusters='auto' to plot the criterion of each K"
+        )
     ks = np.asarray(k_selection["k"])
     scores = np.asarray(k_selection["score"], dtype=np.float64)
     if len(ks) == 0 or len(ks) != len(scores):

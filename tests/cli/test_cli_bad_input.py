@@ -392,7 +392,8 @@ def _other_version(d: Path, run: Path) -> Path:
 @case
 def case_other_version_evaluate(d: Path, run: Path) -> Case:
     r = _other_version(d, run)
-    return Case(["evaluate", r], (r, OTHER_VERSION), [r])
+    # The version to install, as pip takes it (before: "install vaekit 9.0").
+    return Case(["evaluate", r], (r, OTHER_VERSION, "vaekit==9.0.*"), [r])
 
 
 @case

@@ -440,6 +440,11 @@ class VAEClassifier(ClassifierMixin, BaseVAEEstimator):
             )
         y = column_or_1d(y, warn=True)
         unl = _unlabeled(y)
+        if y.dtype == object and any(v is None or v != v for v in y[~unl]):  # v != v: NaN
+            raise DataError(
+                "y holds None or NaN among its labels; mark unlabeled images with -1 "
+                "(scikit-learn's convention for semi-supervised labels)"
+            )
         check_classification_targets(y[~unl] if unl.any() else y)
         self.classes_ = np.unique(y[~unl])
         if len(self.classes_) < 2:
