@@ -738,6 +738,16 @@ class VAEClustering(ClusterMixin, VAE):
         """Most probable cluster of each image, ``(N,)`` int64."""
         return np.argmax(self.predict_proba(X), axis=1).astype(np.int64)
 
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean ELBO per image in nats (higher is better), as :meth:`VAE.score`.
+
+        Only ``method="vade"``'s ELBO depends on ``n_clusters``; the other methods cluster
+        the latents of a VAE trained without K, so ``GridSearchCV`` over ``n_clusters``
+        would find every K tied. To choose K use ``n_clusters="auto"`` (BIC, in
+        ``k_selection_``) or score the partitions yourself (e.g. the silhouette).
+        """
+        return super().score(X, y)
+
     def sample(
         self, n_samples: int = 1, *, cluster: int | None = None, random_state: Any = None
     ) -> np.ndarray:
