@@ -247,6 +247,13 @@ def case_nan_in_npy(d: Path, run: Path) -> Case:
 
 
 @case
+def case_flattened_images_in_npy(d: Path, run: Path) -> Case:
+    """Rows of 64 features: the error says which shape to give them (before: only which not)."""
+    np.save(d / "flat.npy", np.zeros((12, 64), np.uint8))
+    return _train(d / "flat.npy", d, names=(d / "flat.npy", "(12, 64)", "reshape", "(12, 8, 8)"))
+
+
+@case
 def case_npy_with_a_negative_dimension(d: Path, run: Path) -> Case:
     # Before: numpy's memory map raised OverflowError, a traceback with exit 1.
     header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (-5, 8, 8), }".ljust(117) + b"\n"

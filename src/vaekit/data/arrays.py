@@ -156,8 +156,14 @@ def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
             f"{what} has shape {x.shape}; 4-D images need 1 or 3 channels, as (N, C, H, W) "
             f"or (N, H, W, C)"
         )
+    fix = ""
+    if x.ndim == 2:  # flattened images: the side is a guess only when the row is a square
+        side = math.isqrt(x.shape[1])
+        shape = f"({x.shape[0]}, {side}, {side})" if side * side == x.shape[1] else "(N, H, W)"
+        fix = f"; reshape flattened images to {shape} and save them again"
     raise DataError(
-        f"{what} has shape {x.shape}; expected images as (N, H, W), (N, C, H, W) or (N, H, W, C)"
+        f"{what} has shape {x.shape}; expected images as (N, H, W), (N, C, H, W) or "
+        f"(N, H, W, C){fix}"
     )
 
 
