@@ -57,6 +57,9 @@ def test_training_curves_without_validation_and_into_given_axes() -> None:
     fig = plots.plot_training_curves([{"loss": 2.0, "reconstruction": 1.5, "kl": 0.5}], ax=ax)
     assert fig is host
     assert legend_texts(ax) == ["total loss", "reconstruction", "KL"]
+    # One epoch: a point each, on a whole-number axis (before: an empty plot; a review).
+    assert all(line.get_marker() == "o" for line in ax.lines)
+    assert [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1.0]
     with pytest.raises(ValueError, match="empty"):
         plots.plot_training_curves([])
 

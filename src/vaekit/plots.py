@@ -41,6 +41,8 @@ HISTORY_CURVES = (
     ("kl", "KL"),
     ("val_loss", "validation loss"),
 )
+#: Training curves get a marker per epoch up to this many epochs.
+MARKED_EPOCHS = 15
 #: Two-dimensional projections of latents offered by :func:`project_2d`.
 PROJECTIONS = ("pca", "tsne", "umap")
 #: Axis names and titles of each projection.
@@ -287,11 +289,13 @@ def plot_training_curves(
         raise ValueError("history is empty: there is no epoch to plot")
     fig, ax = _axes(ax, (6.4, 3.8))
     epochs = np.arange(1, len(history) + 1)
+    # A point per epoch while there are few: a run of one epoch has no line to draw.
+    marker = "o" if len(history) <= MARKED_EPOCHS else None
     for key, name in HISTORY_CURVES:
         values = [row.get(key, math.nan) for row in history]
         if np.isfinite(values).any():
             style = "--" if key.startswith("val_") else "-"
-            ax.plot(epochs, values, style, label=name)
+            ax.plot(epochs, values, style, marker=marker, markersize=4, label=name)
     if any("classification" in row for row in history):
         other = [
             row.get("loss", math.nan)
@@ -299,10 +303,15 @@ def plot_training_curves(
             - row.get("kl_weight", 1.0) * row.get("kl", math.nan)
             for row in history
         ]
-        ax.plot(epochs, other, ":", label="classifier's terms, weighted")
+        ax.plot(
+            epochs, other, ":", marker=marker, markersize=4, label="classifier's terms, weighted"
+        )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(history) == 1:  # else the axis spans 0.95-1.05 with fractional ticks
+        ax.set_xlim(0.5, 1.5)
+        ax.set_xticks([1])
     ax.set_title("Training curves")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
