@@ -124,13 +124,22 @@ def test_vae_figures_show_classes_in_the_latent_map(vae_run: Path, digits) -> No
     assert "held-out" in latent.caption and "PCA" in latent.caption
 
 
-def test_without_data_the_report_says_what_is_missing(vae_run: Path, tmp_path: Path) -> None:
-    run = report.read_run(vae_run, checkpoint.read_config(vae_run), estimator=VAE.load(vae_run))
-    report.write_report(tmp_path / "r.html", [run])
+def test_without_data_the_report_says_what_is_missing(vae_run: Path, digits, tmp_path) -> None:
+    config, est = checkpoint.read_config(vae_run), VAE.load(vae_run)
+    with_data = report.write_report(
+        tmp_path / "r.html", [report.read_run(vae_run, config, estimator=est, dataset=digits)]
+    )
+    run = report.read_run(vae_run, config, estimator=est)
+    written = report.write_report(tmp_path / "r.html", [run])
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "pass DATA" in text
     page = Page(text)
     assert len(page.images) == 2  # training curves and samples need no data
+    # The first page's figures that this one lacks are gone (before: left beside it; a
+    # review), and every figure has one of the names a report may remove.
+    assert sorted(tmp_path.glob("*.png")) == sorted(p for p in written if p.suffix == ".png")
+    assert len(with_data) > len(written)
+    assert all(p.stem.removeprefix("r-") in report.FIGURE_NAMES for p in with_data[:-1])
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +244,11 @@ def test_clusters_csv_is_the_source_of_cluster_figures(cluster_run, digits, tmp_
     assert heights[0] == len(x) and sum(heights) == len(x)
 
 
+def drawn(items: list[report.FigureItem]) -> list[report.FigureItem]:
+    """The figures drawn, without the notes in place of those left out."""
+    return [i for i in items if i.figure is not None]
+
+
 def write_classification_run(path: Path) -> None:
     """A hand-made classification run: the files of ``vaekit classify``, no model."""
     path.mkdir(parents=True)
@@ -287,7 +301,7 @@ def test_classification_report_from_its_files(tmp_path: Path) -> None:
     assert ("h4", "Per class") in page.headings
     for word in ("accuracy", "f1_macro", "ece", "expected calibration error", "bird", "support"):
         assert word in text
-    (item,) = report.build_figures(run)
+    (item,) = drawn(report.build_figures(run))  # and a note: no history.csv
     ax = item.figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "bird"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "bird"]
@@ -362,7 +376,7 @@ def test_class_names_with_dollars_are_drawn_as_text(tmp_path: Path) -> None:
     config = checkpoint.read_config(path)
     config["metadata"]["classes"] = ["$\\frac$", "$x^2$", "cost $5"]  # mathtext would fail
     report.write_report(path / "report.html", [report.read_run(path, config)])
-    (item,) = report.build_figures(report.read_run(path, config))
+    (item,) = drawn(report.build_figures(report.read_run(path, config)))
     labels = [t.get_text() for t in item.figure.axes[0].get_yticklabels()]
     assert labels == ["$\\frac$", "$x^2$", "cost $5"]
     assert "cost $5" in (path / "report.html").read_text(encoding="utf-8")
@@ -452,7 +466,7 @@ def test_samples_per_class_says_when_classes_are_left_out() -> None:
             return np.full((n, 1, 4, 4), label / 40.0)
 
     run = report.RunData(Path("m2"), {"estimator": "VAEClassifier"}, estimator=Conditional())
-    (item,) = report.build_figures(run)
+    (item,) = drawn(report.build_figures(run))  # and a note: no history.csv
     assert item.title == "Samples per class (first 20 of 40 classes)"
     assert item.figure.axes[0].get_title() == item.title
     assert len(item.figure.axes[0].get_yticklabels()) == report.MAX_SAMPLE_ROWS
@@ -492,6 +506,10 @@ def test_an_edited_history_leaves_out_the_curves_with_a_warning(vae_run, digits,
         data = load_run(run, VAE, digits)
     written = report.write_report(run / "report.html", [data])
     assert run / "report-training-curves.png" not in written and written[-1].is_file()
+    # Without the file, the page says why the curves are missing (before: nothing; a review).
+    (run / "history.csv").unlink()
+    written = report.write_report(run / "report.html", [load_run(run, VAE, digits)])
+    assert "the run has no history.csv" in written[-1].read_text(encoding="utf-8")
 
 
 def test_most_confident_members_rank_by_the_models_probabilities(

@@ -63,6 +63,19 @@ PREDICTIONS_FILE = "predictions.csv"
 #: ``Software`` text of the report's PNGs: a figure with it may be replaced by the next
 #: report; any other file at a figure's name is the user's, and the report refuses.
 REPORT_SOFTWARE = "vaekit report"
+#: The name (PNG suffix) of every figure a report may draw: a report's PNG of one of these
+#: names that the new page does not show is an old page's, and is removed.
+FIGURE_NAMES = (
+    "training-curves",
+    "reconstructions",
+    "samples",
+    "latent-map",
+    "cluster-sizes",
+    "cluster-montage",
+    "classes-vs-clusters",
+    "k-selection",
+    "confusion-matrix",
+)
 #: Latent maps and other per-point figures use at most this many images (seeded sample).
 MAX_POINTS = 3000
 #: Reconstruction pairs shown.
@@ -370,6 +383,16 @@ def build_figures(
                 "by alpha times the pixels per image); a validation curve that turns up "
                 "while training keeps falling means over-fitting.",
                 plots.plot_training_curves(run.history),
+            )
+        )
+    elif not (run.path / HISTORY_FILE).exists():  # an unreadable one was warned of
+        items.append(
+            FigureItem(
+                "training-curves",
+                "Training curves",
+                f"left out: the run has no {HISTORY_FILE}, which training writes and the "
+                "curves are drawn from (it was removed, or the model saved without one).",
+                None,
             )
         )
     if est is not None and ds is not None and hasattr(est, "reconstruct"):
@@ -692,10 +715,14 @@ table{border-collapse:collapse;font-size:.9rem;margin:4px 0}
 td,th{border:1px solid #e0e3e9;padding:3px 9px;text-align:left;vertical-align:top}
 th{background:#f0f2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#667085;font-size:.88rem}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:0 28px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(320px,100%),1fr));
+gap:0 28px}.card{min-width:0}
+.table{max-width:100%;overflow-x:auto}
 .figures{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}
 figure{margin:10px 0;padding:0;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee;display:block}
+@media (max-width:640px){main{padding:12px 8px 40px}section.run{padding:6px 10px 14px}
+header{padding:14px 10px}figure{overflow-x:auto}figure img{max-width:none}}
 figcaption{font-size:.9rem;color:#3b4352;margin-top:4px;max-width:640px}
 details pre{background:#f4f5f8;padding:10px;overflow-x:auto;font-size:.8rem}
 .kind{display:inline-block;font-size:.75rem;background:#e8eefc;color:#1d3f8f;
@@ -747,7 +774,7 @@ def _fmt_float(value: float) -> str:
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
-    out = ["<table>"]
+    out = ['<div class="table"><table>']  # the div scrolls a wide table on a narrow screen
     if header:
         out.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>")
     for row in rows:
@@ -758,7 +785,7 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -
                 f'<td class="num">{_esc(_fmt(v))}</td>' if num else f"<td>{_esc(_fmt(v))}</td>"
             )
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 
@@ -1032,7 +1059,7 @@ def write_report(
         warnings.simplefilter("always")
         figures = []  # every figure first, so that a clash is refused before anything is written
         for run in runs:
-            prefix = f"{out.stem}-{_run_name(run)}-" if len(runs) > 1 else f"{out.stem}-"
+            prefix = _figure_prefix(out, run, len(runs))
             items = build_figures(run, latent_method=latent_method, max_points=max_points)
             figures.append(
                 (run, items, {i.name: out.with_name(f"{prefix}{i.name}.png") for i in items})
@@ -1064,4 +1091,27 @@ def write_report(
         title = Path(os.path.commonpath([r.path.resolve() for r in runs])).name
     atomic_write_text(out, render_html(f"vaekit report: {title}", sections))
     written.append(out)
+    _remove_old_figures(out, [_figure_prefix(out, r, len(runs)) for r in runs], written)
     return written
+
+
+def _figure_prefix(out: Path, run: RunData, n_runs: int) -> str:
+    """Start of ``run``'s figure names: the page's, then the run's on a page of several."""
+    return f"{out.stem}-{_run_name(run)}-" if n_runs > 1 else f"{out.stem}-"
+
+
+def _remove_old_figures(out: Path, prefixes: Sequence[str], written: Sequence[Path]) -> None:
+    """Remove the figures an earlier page at ``out`` had and this one has not.
+
+    Those are the report PNGs (their ``Software`` text) named ``PREFIX + FIGURE_NAMES``
+    beside ``out``; another page's (``report-2.html``: ``report-2-...``) never match.
+    """
+    keep = set(written)
+    for prefix in prefixes:
+        for name in FIGURE_NAMES:
+            png = out.with_name(f"{prefix}{name}.png")
+            if png not in keep and png.is_file() and _report_png(png):
+                try:
+                    png.unlink()
+                except OSError:
+                    pass  # left as it was: the page does not show it
