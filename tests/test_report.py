@@ -171,6 +171,7 @@ def test_clustering_report_shows_every_clustering_figure(cluster_run, digits) ->
         "classes-vs-clusters",
         "k-selection",
     ]
+    assert set(items) <= set(report.FIGURE_NAMES)  # the names an old page's PNGs are found by
     k = clu.n_clusters_
     rows = [t.get_text() for t in items["samples"].figure.axes[0].get_yticklabels()]
     assert rows == [f"cluster {c}" for c in range(k)]
