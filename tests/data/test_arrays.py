@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vaekit.data import as_image_array, load_dataset
-from vaekit.data.arrays import convert_color, encode_labels, resize_images
+from vaekit.data.arrays import convert_color, encode_labels, resize_images, to_uint8_images
 from vaekit.errors import DataError
 from vaekit.estimators.base import to_tensor
 
@@ -233,6 +233,20 @@ def test_as_image_array_layouts() -> None:
     assert flat.shape == (3, 7) and flat.dtype == np.float32 and flat.flags.c_contiguous
     assert as_image_array([[0, 255]]).tolist() == [[0.0, 1.0]]
     assert as_image_array(np.ones((1, 2, 2), dtype=bool)).max() == 1
+
+
+def test_floats_a_rounding_error_outside_the_range_are_clipped() -> None:
+    """MinMaxScaler gives 1.0000000000000002; before, refused as 'from 0 to 1' (a review)."""
+    x = np.array([[0.5, 1 + 2e-16, -1e-9, 1 + 5e-7]])
+    kept = x.copy()
+    out = as_image_array(x)
+    assert out.tolist() == [[0.5, 1.0, 0.0, 1.0]]
+    np.testing.assert_array_equal(x, kept)  # the user's array is not clipped in place
+    np.testing.assert_array_equal(
+        to_uint8_images(x[:, None, None, :], "x"), [[[[128, 255, 0, 255]]]]
+    )
+    with pytest.raises(DataError, match="1 float"):
+        as_image_array(np.array([[0.5, 1 + 2e-6]]))
 
 
 @pytest.mark.parametrize(

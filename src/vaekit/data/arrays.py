@@ -25,6 +25,9 @@ Color = Literal["auto", "grayscale", "rgb"]
 CHANNELS = (1, 3)
 #: Largest value of an integer image; float images lie in [0, 1].
 MAX_PIXEL = 255
+#: How far float input may stray from [0, 1] (rounding errors) before it is refused;
+#: values that close are clipped.
+FLOAT_SLACK = 1e-6
 #: Integer images whose brightest pixel is below this are warned about: read as 0..255
 #: they are nearly black, which usually means another scale (digits' 0..16, 0/1 masks).
 DIM_INTEGER_MAX = 32
@@ -110,6 +113,9 @@ def _row_blocks(x: np.ndarray) -> Iterator[slice]:
 def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
     """Integers must lie in 0..255, floats must be finite and lie in [0, 1].
 
+    Floats may stray from [0, 1] by ``FLOAT_SLACK`` (rounding, as ``MinMaxScaler``'s
+    1.0000000000000002); the converters clip them.
+
     With ``warn_dim``, integer images whose brightest pixel is below ``DIM_INTEGER_MAX``
     get a warning (they are valid, but almost surely on another scale).
     """
@@ -130,8 +136,8 @@ def _check_values(x: np.ndarray, what: str, *, warn_dim: bool = True) -> None:
                 f"{what} holds {n_bad} NaN or infinite value(s); remove or replace them"
             )
         lo, hi = x.min(), x.max()
-        if lo < 0 or hi > 1:
-            n_out = int(np.count_nonzero((x < 0) | (x > 1)))
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            n_out = int(np.count_nonzero((x < -FLOAT_SLACK) | (x > 1 + FLOAT_SLACK)))
             fix = (
                 "rescale feature columns, e.g. sklearn.preprocessing.MinMaxScaler(clip=True)"
                 if x.ndim == 2
@@ -258,7 +264,10 @@ def as_image_array(x: object, *, name: str = "x") -> np.ndarray:
     _check_values(arr, name)
     if arr.dtype.kind in "iu":
         arr = arr.astype(np.float32) / np.float32(MAX_PIXEL)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.kind == "f" and out.size and (out.min() < 0 or out.max() > 1):
+        out = np.clip(out, 0, 1)  # within FLOAT_SLACK of the range; a copy, not the user's
+    return out
 
 
 def _labels_1d(y: np.ndarray, what: str) -> np.ndarray:
