@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 
 from vaekit import VAE, VAEClassifier, VAEClustering
 from vaekit.errors import CheckpointError, ConfigError, DataError, NearlyBlackWarning
+from vaekit.training import resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +255,11 @@ def test_a_device_torch_cannot_train_on_is_refused_before_the_run_dir(digits, tm
     with pytest.raises(ConfigError, match=f"device='{device}' cannot train here"):
         tiny(device=device).fit(digits, run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_device_none_is_the_default():
+    """scikit-learn habit: None for the default (before: a raw torch TypeError; a review)."""
+    assert resolve_device(None) == resolve_device("auto")
 
 
 def test_channels_last_uint8_images_are_read_as_channels_first(digits):

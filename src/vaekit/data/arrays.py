@@ -166,7 +166,7 @@ def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim == 2:  # flattened images: the side is a guess only when the row is a square
         side = math.isqrt(x.shape[1])
         shape = f"({x.shape[0]}, {side}, {side})" if side * side == x.shape[1] else "(N, H, W)"
-        fix = f"; reshape flattened images to {shape} and save them again"
+        fix = f"; reshape flattened images to {shape} (one image: (1, H, W)) and save again"
     raise DataError(
         f"{what} has shape {x.shape}; expected images as (N, H, W), (N, C, H, W) or "
         f"(N, H, W, C){fix}"

@@ -157,13 +157,13 @@ class TrainResult:
 NOTHING_TO_RESUME = "no epoch finished, so there is nothing to resume"
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch.
+def resolve_device(device: str | None) -> torch.device:
+    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else goes to torch.
 
     Under torchrun (``WORLD_SIZE > 1``), "auto" and a bare "cuda" mean the GPU numbered by
     ``LOCAL_RANK`` (modulo the visible GPUs).
     """
-    if device == "auto":
+    if device is None or device == "auto":  # None: scikit-learn's usual "the default"
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and distributed.env_world_size() > 1 and torch.cuda.is_available():
         return torch.device("cuda", distributed.default_device_index())
